@@ -1,0 +1,15 @@
+//! API version v1alpha1 of group infrastructure.cluster.x-k8s.io.
+
+mod common;
+mod sshcluster;
+mod sshhost;
+mod sshmachine;
+mod templates;
+
+pub use common::*;
+pub use sshcluster::*;
+pub use sshhost::*;
+pub use sshmachine::*;
+pub use templates::*;
+
+pub const VERSION: &str = "v1alpha1";

@@ -1,0 +1,9 @@
+//! capssh: a Cluster API infrastructure provider for hosts reachable over SSH.
+//!
+//! Layout: `api` is what is stored, `controllers` is what happens when, `ssh` is how a host is
+//! touched, `bootstrap` is what runs there, `hosts` is the pool and its claims. `manager` and
+//! `webhook` are the long-running process around them.
+
+pub mod api;
+pub mod manager;
+pub mod webhook;

@@ -1,0 +1,60 @@
+//! `capssh manager`: the long-running process. Wires the HTTP servers (health, metrics, webhook)
+//! and the controllers; owns signals and shutdown.
+
+mod http;
+mod tls;
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Flags of `capssh manager`; names follow Cluster API's managers where they overlap.
+#[derive(Args, Debug, Clone)]
+pub struct ManagerArgs {
+    /// Address of /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9440")]
+    pub health_addr: SocketAddr,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Address the validating webhook listens on (HTTPS). Empty disables the webhook server.
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    pub webhook_addr: String,
+    /// Folder holding the webhook's serving certificate as tls.crt and tls.key (cert-manager
+    /// writes them there through the mounted Secret; they are re-read when they change).
+    #[arg(long, default_value = "/tmp/k8s-webhook-server/serving-certs")]
+    pub webhook_cert_dir: PathBuf,
+}
+
+pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
+    let state = http::AdminState::new();
+    let mut servers = tokio::task::JoinSet::new();
+    servers.spawn(http::serve_health(args.health_addr, state.clone()));
+    servers.spawn(http::serve_metrics(args.metrics_addr, state.clone()));
+    if !args.webhook_addr.is_empty() {
+        let addr: SocketAddr = args.webhook_addr.parse()?;
+        servers.spawn(http::serve_webhook(addr, args.webhook_cert_dir.clone()));
+    }
+    state.set_ready(true);
+    tracing::info!(health = %args.health_addr, metrics = %args.metrics_addr, webhook = %args.webhook_addr, "manager started");
+
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+        Some(result) = servers.join_next() => {
+            // A server ending on its own is a failure (port taken, certificate unreadable...).
+            result?
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
