@@ -1,0 +1,14 @@
+//! The ground capssh's end-to-end suites stand on: real processes, started and torn down here.
+//!
+//! - [`mgmt`]: a management plane (etcd + kube-apiserver built by hack/tools) on 127.0.0.1;
+//! - [`apply`]: server-side apply of YAML files, as `kubectl apply --server-side` would;
+//! - [`tools`]: where the upstream tools and the capssh binary are;
+//! - [`process`]: child processes that cannot outlive the test process.
+
+pub mod apply;
+pub mod capi;
+pub mod clusterctl;
+pub mod mgmt;
+pub mod pki;
+pub mod process;
+pub mod tools;
