@@ -196,6 +196,13 @@ async fn cel_rules_refuse_invalid_objects_with_readable_messages() {
     unpinned["spec"]["hostKey"] = json!({});
     expect_refusal(&client, unpinned, "cel", "pin the host key").await;
 
+    let mut bad_key = sshhost("bad-key", json!({"privateKeySecretRef": {"name": "k"}}));
+    bad_key["spec"]["hostKey"] = json!({"publicKeys": ["not-a-key"]});
+    expect_refusal(&client, bad_key, "cel", "each host key must be an OpenSSH public key").await;
+    let mut known_hosts_line = sshhost("known-hosts-line", json!({"privateKeySecretRef": {"name": "k"}}));
+    known_hosts_line["spec"]["hostKey"] = json!({"publicKeys": ["[198.18.1.2]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"]});
+    apply_one(&client, &known_hosts_line, Some("cel"), false).await.expect("a known_hosts line is a valid pin");
+
     let mut bad_port = sshhost("bad-port", json!({"privateKeySecretRef": {"name": "k"}}));
     bad_port["spec"]["port"] = json!(70000);
     expect_refusal(&client, bad_port, "cel", "spec.port").await;

@@ -120,9 +120,9 @@ pub struct HostKeyPolicy {
     /// line, or a SHA256 fingerprint (`SHA256:...`, as `ssh-keygen -lf` prints). Replace the list
     /// to re-pin a reinstalled host: that edit is the record that someone approved the new key.
     #[serde(default)]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 4096)))]
     #[x_kube(validation = kube::core::Rule::new(
-        "self.all(k, k.startsWith('SHA256:') || k.matches('^(\\\\S+ )?(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521|sk-ssh-ed25519@openssh.com|sk-ecdsa-sha2-nistp256@openssh.com) [A-Za-z0-9+/=]+( .*)?$'))"
+        "self.all(k, k.startsWith('SHA256:') || k.matches('^(\\\\S+ )?(ssh|ecdsa|sk)-\\\\S+ [A-Za-z0-9+/=]+( .*)?$'))"
     ).message("each host key must be an OpenSSH public key, a known_hosts line, or a SHA256: fingerprint"))]
     pub public_keys: Vec<String>,
     /// Accept the key seen on the first connection and record it in publicKeys, pinned from then
