@@ -1,0 +1,29 @@
+# capssh: the commands people and CI run. Each target says what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+deps: ## Install the Debian packages the tests need (root)
+	hack/install-deps.sh
+
+tools: ## Build the pinned upstream tools into hack/tools/bin (cached by version)
+	hack/tools/build.sh
+
+build: ## Build capssh (debug)
+	cargo build --workspace --locked
+
+crds: ## Regenerate config/crd/bases from the Rust types
+	cargo run --quiet --locked -- crds --output-dir config/crd/bases
+
+release-manifests: tools ## Publish a local clusterctl repository under _artifacts/repository
+	hack/release-manifests.sh
+
+demo: tools build release-manifests ## The main job for now: install-ready provider + a rendered cluster
+	hack/demo.sh
+
+test: tools build ## Unit tests and the suites against real kube-apiserver, clusterctl and sshd (root)
+	cargo test --workspace --locked
+
+.PHONY: help deps tools build crds release-manifests demo test

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages capssh's build and tests use. Idempotent; needs root.
+set -euo pipefail
+packages=(git make gcc pkg-config openssl openssh-client openssh-server iproute2 procps python3)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  # Package scripts must not start services (sshd on the machine itself): tests start their own.
+  policy=/usr/sbin/policy-rc.d
+  [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; trap 'rm -f "$policy"' EXIT; }
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v go >/dev/null || { echo "Go is needed to build the upstream test tools (hack/tools)" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "Rust (cargo) is needed" >&2; exit 1; }
