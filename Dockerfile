@@ -6,7 +6,7 @@
 #   docker build -t ghcr.io/capssh/capssh:v0.1.0 .
 #
 # The whole workspace is copied because cargo loads every workspace member's manifest; keep
-# target/, _artifacts/, hack/tools/bin/ and .git/ out of the build context with a .dockerignore.
+# target/, _artifacts/, hack/tools/bin/ and .git/ out of the build context (.dockerignore).
 
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src

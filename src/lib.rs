@@ -5,5 +5,8 @@
 //! `webhook` are the long-running process around them.
 
 pub mod api;
+pub mod bootstrap;
 pub mod manager;
+pub mod redact;
+pub mod ssh;
 pub mod webhook;

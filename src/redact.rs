@@ -1,0 +1,1 @@
+//! Scrubbing secrets out of text before it reaches logs, events or conditions.

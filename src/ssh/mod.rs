@@ -1,0 +1,1 @@
+//! How a host is touched: SSH connections, commands, uploads and host-side jobs.
