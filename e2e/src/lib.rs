@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod capi;
 pub mod clusterctl;
+pub mod hosts;
 pub mod mgmt;
 pub mod pki;
 pub mod process;
