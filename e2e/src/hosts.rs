@@ -6,7 +6,10 @@
 //! - **Network.** A namespace `capssh-<pid>-<block>` holding `lo` and `eth0`, the inner end of a veth
 //!   pair whose root-namespace end is `capssh<block>` (11 characters; interface names stop at 15).
 //!   Each host owns one /30 of 198.18.0.0/15 (see *Addresses*): `.1` on the root side, `.2` inside.
-//!   The namespace has no default route, so nothing on a host can reach beyond the root side.
+//!   The namespace has no default route, so nothing on a host can reach beyond the root side. IPv6
+//!   is off on both veth ends. The root side's neighbour entry for the host is permanent, so an
+//!   unplugged host ([`HostFarm::set_link`]) drops packets silently (timeouts, never a quick "No
+//!   route to host" after failed ARP) and answers again the moment it is plugged back.
 //! - **Mounts and hostname.** An *anchor* process (`sleep infinity`, started with `ip netns exec NS
 //!   unshare --mount --uts --propagation private`) owns the host's mount and UTS namespaces. Before it
 //!   sleeps it mounts fresh tmpfs on [`PRIVATE_DIRS`] (so `/run/cluster-api`, `/var/lib/capssh`,
@@ -22,6 +25,15 @@
 //!   password; the password is [`HostFarm::sudo_password`], and sshd accepts it for that user only).
 //!   They are accounts of this machine, made once (idempotently) and shared by every farm. Which
 //!   client keys may log in as whom is the farm's: `AuthorizedKeysFile <farm>/authorized_keys/%u`.
+//!
+//! # Files
+//!
+//! The farm's state (sshd configs, host keys, client keys, `authorized_keys/<user>`, known_hosts)
+//! lives in `/var/lib/capssh-e2e/farms/<pid>-<n>/`, not under the artifacts folder: sshd reads
+//! `authorized_keys` as the logging-in user, so every folder on the way must be world-traversable,
+//! and none may be under a directory the hosts mask (a checkout under /tmp would be). Logs (sshd,
+//! anchors) go to `artifacts_dir(suite)/hostfarm-<n>/` and stay. The client keys are made once per
+//! process (RSA-3072 takes seconds) in `/var/lib/capssh-e2e/keys/<pid>/` and copied into each farm.
 //!
 //! # Addresses
 //!
@@ -40,8 +52,9 @@
 //! Dropping the farm kills every process in its namespaces (sshd, the anchors, sessions, anything a
 //! test started there), deletes the veth pairs and the namespaces, and removes its state folder
 //! (logs stay under the artifacts folder). A run that crashed leaves namespaces behind (its daemons
-//! die with it: see [`crate::process`]); every [`HostFarm::start`] removes the namespaces, veths and
-//! state folders whose block lock is free (the owner is gone), whatever PID their name carries.
+//! die with it: see [`crate::process`]); every [`HostFarm::start`] removes the namespaces and veths
+//! whose block lock is free (the owner is gone, whatever PID their name carries; processes left in
+//! them are killed), and the state folders of PIDs that no longer exist.
 
 use crate::process::Daemon;
 use crate::tools::artifacts_dir;
@@ -99,6 +112,7 @@ pub struct ClientKey {
 }
 
 /// The farm's client keys: three authorized for every user in [`USERS`], one authorized for nobody.
+/// (The same keys in every farm of one process; the files are the farm's own copies.)
 #[derive(Clone, Debug)]
 pub struct ClientKeys {
     pub ed25519: ClientKey,
@@ -167,14 +181,22 @@ impl TestHost {
         self.anchor.as_ref().map(Daemon::pid).unwrap_or(0)
     }
 
-    fn sshd_config(&self) -> PathBuf {
+    /// The host's sshd_config (read at each sshd start).
+    pub fn sshd_config(&self) -> PathBuf {
         self.dir.join("sshd_config")
     }
 
-    fn host_key_path(&self) -> PathBuf {
+    /// The host's private ed25519 host key.
+    pub fn host_key_path(&self) -> PathBuf {
         self.dir.join("ssh_host_ed25519_key")
     }
 }
+
+// Tests share a farm between threads and async tasks.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<HostFarm>();
+};
 
 /// A set of SSH test hosts; dropping it removes them.
 pub struct HostFarm {
@@ -483,10 +505,8 @@ impl HostFarm {
                 farm_keys = farm_keys.display(),
             );
             write_file(&h.sshd_config(), &config, 0o644)?;
-            let hosts = format!(
-                "127.0.0.1\tlocalhost\n{}\t{}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-                h.address, h.name
-            );
+            let hosts =
+                format!("127.0.0.1\tlocalhost\n{}\t{}\n::1\tlocalhost ip6-localhost ip6-loopback\n", h.address, h.name);
             write_file(&h.dir.join("hosts"), &hosts, 0o644)?;
             write_file(&h.dir.join("hostname"), &format!("{}\n", h.name), 0o644)?;
         }
@@ -517,7 +537,16 @@ impl HostFarm {
             );
         }
         let _guard = lock_wait(&Path::new(LOCK_ROOT).join("net.lock"))?;
-        ip_batch(&batch, false)
+        ip_batch(&batch, false)?;
+        // IPv4 only on the root side too (before the host side comes up, so before any IPv6
+        // address is made: a veth has no carrier until both ends are up).
+        for h in &self.hosts {
+            let knob = Path::new("/proc/sys/net/ipv6/conf").join(&h.veth).join("disable_ipv6");
+            if knob.exists() {
+                fs::write(&knob, "1").with_context(|| format!("writing {}", knob.display()))?;
+            }
+        }
+        Ok(())
     }
 
     fn start_anchors(&mut self) -> anyhow::Result<()> {
@@ -538,8 +567,10 @@ impl HostFarm {
                  mkdir -m 0755 /run/sshd\n\
                  mkdir -m 1777 /run/lock\n\
                  mount --bind {dir}/hosts /etc/hosts\n\
-                 mount --bind {dir}/hostname /etc/hostname\n\
+                 if [ -e /etc/hostname ]; then mount --bind {dir}/hostname /etc/hostname; fi\n\
                  hostname {name}\n\
+                 # IPv4 only: no IPv6 link-local chatter on the veth.\n\
+                 if [ -e /proc/sys/net/ipv6/conf/eth0/disable_ipv6 ]; then echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6; fi\n\
                  ip -batch - <<EOF\n\
                  link set lo up\n\
                  addr add {address}/30 dev eth0\n\
@@ -706,7 +737,8 @@ fn prepare_machine_once() -> anyhow::Result<String> {
     // sshd (UsePAM no) refuses accounts whose password field starts with "!" (useradd's default):
     // capssh-sudo gets "*" (no password, not locked), capssh-pw the farm's password.
     run(Command::new("usermod").args(["-p", "*", SUDO_USER]))?;
-    let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let mut chpasswd =
+        Command::new("chpasswd").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
     chpasswd.stdin.take().expect("stdin").write_all(format!("{PASSWORD_SUDO_USER}:{password}\n").as_bytes())?;
     let out = chpasswd.wait_with_output()?;
     if !out.status.success() {
@@ -737,9 +769,7 @@ fn remove_leftovers() -> anyhow::Result<()> {
     let held: std::cell::RefCell<HashMap<u32, Option<File>>> = Default::default();
     purge(|block| {
         let mut held = held.borrow_mut();
-        held.entry(block)
-            .or_insert_with(|| try_lock(&blocks_dir.join(format!("{block:05}"))).ok().flatten())
-            .is_some()
+        held.entry(block).or_insert_with(|| try_lock(&blocks_dir.join(format!("{block:05}"))).ok().flatten()).is_some()
     })?;
     drop(held);
     for folder in ["farms", "keys"] {
@@ -790,7 +820,12 @@ fn purge(mut stale: impl FnMut(u32) -> bool) -> anyhow::Result<()> {
     if netns.is_empty() && veths.is_empty() {
         return Ok(());
     }
-    eprintln!("host farm: removing leftovers of an earlier run: {}", [&netns[..], &veths[..]].concat().join(" "));
+    let some: Vec<&String> = netns.iter().chain(&veths).take(4).collect();
+    eprintln!(
+        "host farm: removing leftovers of earlier runs: {} namespaces, {} veths ({some:?} ...)",
+        netns.len(),
+        veths.len()
+    );
     let paths: Vec<PathBuf> = netns.iter().map(|n| Path::new("/run/netns").join(n)).collect();
     kill_processes_in(&paths);
     delete_networks(&netns, &veths);
@@ -823,11 +858,8 @@ fn delete_networks(netns: &[String], veths: &[String]) {
 /// SIGKILL to every process whose network namespace is one of `namespaces` (paths under /run/netns),
 /// until none is left.
 fn kill_processes_in(namespaces: &[PathBuf]) {
-    let targets: HashSet<String> = namespaces
-        .iter()
-        .filter_map(|p| fs::metadata(p).ok())
-        .map(|m| format!("net:[{}]", m.ino()))
-        .collect();
+    let targets: HashSet<String> =
+        namespaces.iter().filter_map(|p| fs::metadata(p).ok()).map(|m| format!("net:[{}]", m.ino())).collect();
     if targets.is_empty() {
         return;
     }

@@ -120,7 +120,16 @@ fn hosts_accept_the_farm_keys_for_each_user_and_nothing_else() {
         }
         // The SFTP subsystem answers.
         let sftp = Command::new("sftp")
-            .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", farm.known_hosts.display()))
             .arg("-i")
@@ -141,7 +150,8 @@ fn hosts_accept_the_farm_keys_for_each_user_and_nothing_else() {
 
     // A host key that does not match the pin is refused (StrictHostKeyChecking=yes).
     let wrong = farm.dir.join("wrong_known_hosts");
-    let lines: String = farm.hosts.iter().map(|h| format!("{} {}\n", h.address, farm.hosts[0].host_key_public)).collect();
+    let lines: String =
+        farm.hosts.iter().map(|h| format!("{} {}\n", h.address, farm.hosts[0].host_key_public)).collect();
     fs::write(&wrong, lines).unwrap();
     let option = format!("UserKnownHostsFile={}", wrong.display());
     let out = farm.ssh_command_with(1, "root", &keys.ed25519, &["-o", &option]).arg("true").output().unwrap();
@@ -167,7 +177,13 @@ fn each_host_has_private_state_directories_and_its_own_network() {
     let out = ssh(&farm, 2, "root", key, &format!("cat /run/{probe}"));
     assert!(!out.status.success(), "h2 must not see h0's /run");
     // A file that a sudo session writes stays on that host.
-    ssh_ok(&farm, 2, SUDO_USER, key, "sudo -n mkdir -p /run/cluster-api && sudo -n touch /run/cluster-api/bootstrap-success.complete");
+    ssh_ok(
+        &farm,
+        2,
+        SUDO_USER,
+        key,
+        "sudo -n mkdir -p /run/cluster-api && sudo -n touch /run/cluster-api/bootstrap-success.complete",
+    );
     assert!(farm.exec(2, "test -e /run/cluster-api/bootstrap-success.complete").unwrap().status.success());
     assert!(!farm.exec(1, "test -e /run/cluster-api").unwrap().status.success());
     assert!(!Path::new("/run/cluster-api").exists());
@@ -182,6 +198,8 @@ fn each_host_has_private_state_directories_and_its_own_network() {
         assert_eq!(links.split_whitespace().collect::<Vec<_>>(), ["lo", "eth0"]);
         assert!(farm.exec_ok(i, "ip -4 -o addr show dev eth0").unwrap().contains(&format!("{}/30", h.address)));
         assert_eq!(farm.exec_ok(i, "ip route show default").unwrap().trim(), "");
+        assert_eq!(farm.exec_ok(i, "ip -6 addr show dev eth0").unwrap().trim(), "", "no IPv6 on {}", h.name);
+        assert_eq!(ip(&["-6", "addr", "show", "dev", &h.veth]).trim(), "", "no IPv6 on {}", h.veth);
         assert_eq!(farm.exec_ok(i, "ls /run/netns 2>/dev/null | wc -l").unwrap().trim(), "0");
         assert!(farm.exec_ok(i, "test -d /run/sshd && stat -c %a /tmp").unwrap().trim() == "1777");
     }
@@ -236,10 +254,14 @@ fn links_sshd_crashes_and_host_keys_are_under_the_tests_control() {
     let old = farm.dir.join("old_known_hosts");
     fs::write(&old, old_known_hosts).unwrap();
     let option = format!("UserKnownHostsFile={}", old.display());
-    let out = farm.ssh_command_with(0, "root", &key, &["-o", &option, "-o", "LogLevel=INFO"]).arg("true").output().unwrap();
+    let out =
+        farm.ssh_command_with(0, "root", &key, &["-o", &option, "-o", "LogLevel=INFO"]).arg("true").output().unwrap();
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") && stderr.contains("Host key verification failed"), "{stderr}");
+    assert!(
+        stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") && stderr.contains("Host key verification failed"),
+        "{stderr}"
+    );
     assert_eq!(ssh_ok(&farm, 0, "root", &key, "cat /var/lib/capssh/state"), "kept\n");
 }
 
