@@ -1,0 +1,77 @@
+//! What can go wrong talking to a host, worded for the person who has to fix it.
+
+use std::time::Duration;
+
+#[derive(thiserror::Error, Debug)]
+pub enum SshError {
+    #[error("cannot reach {target}: {reason}")]
+    Unreachable { target: String, reason: String },
+
+    #[error("timed out after {after:?} while {during} {target}")]
+    Timeout { target: String, during: &'static str, after: Duration },
+
+    #[error(
+        "host key of {target} does not match the pinned key: expected {expected}, seen {seen}; \
+         if the host was reinstalled, pin the new key in spec.hostKey.publicKeys"
+    )]
+    HostKeyMismatch { target: String, expected: String, seen: String },
+
+    #[error("{target} has no pinned host key and trust on first use is off (seen {seen})")]
+    HostKeyNotPinned { target: String, seen: String },
+
+    #[error("authentication as {user} on {target} failed: the server refused the {method}")]
+    AuthFailed { target: String, user: String, method: &'static str },
+
+    #[error(
+        "sudo on {target} asks {user} for a password: allow passwordless sudo for that user \
+         (NOPASSWD in sudoers) or log in as root"
+    )]
+    SudoNeedsPassword { target: String, user: String },
+
+    #[error("the private key for {target} cannot be used: {reason}")]
+    InvalidKey { target: String, reason: String },
+
+    #[error("host key pin {pin:?} is not an OpenSSH public key, a known_hosts line or a SHA256: fingerprint: {reason}")]
+    InvalidPin { pin: String, reason: String },
+
+    #[error("command on {target} ran longer than {after:?} and was killed")]
+    CommandTimeout { target: String, after: Duration },
+
+    #[error("connection to {target} was lost: {reason}")]
+    Disconnected { target: String, reason: String },
+
+    #[error("SSH error with {target}: {reason}")]
+    Protocol { target: String, reason: String },
+
+    #[error("command on {target} failed with exit status {status}: {stderr}")]
+    CommandFailed { target: String, status: i32, stderr: String },
+}
+
+impl SshError {
+    /// Whether trying again later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SshError::Unreachable { .. }
+                | SshError::Timeout { .. }
+                | SshError::Disconnected { .. }
+                | SshError::Protocol { .. }
+                | SshError::CommandTimeout { .. }
+        )
+    }
+
+    /// A short CamelCase reason for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SshError::Unreachable { .. } | SshError::Timeout { .. } | SshError::Disconnected { .. } => "HostUnreachable",
+            SshError::HostKeyMismatch { .. } => "HostKeyMismatch",
+            SshError::HostKeyNotPinned { .. } => "HostKeyNotPinned",
+            SshError::AuthFailed { .. } | SshError::InvalidKey { .. } => "AuthenticationFailed",
+            SshError::SudoNeedsPassword { .. } => "SudoNeedsPassword",
+            SshError::InvalidPin { .. } => "InvalidHostKeyPin",
+            SshError::CommandTimeout { .. } => "CommandTimedOut",
+            SshError::Protocol { .. } => "SSHProtocolError",
+            SshError::CommandFailed { .. } => "CommandFailed",
+        }
+    }
+}
