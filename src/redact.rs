@@ -33,7 +33,9 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
     Patterns {
         pem: build(r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)"),
         token: build(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b"),
-        flag: build(r#"(?i)(--(?:token|discovery-token|tls-bootstrap-token|certificate-key|password)(?:=|[ \t]+))("[^"\n]*"|'[^'\n]*'|[^\s"']+)"#),
+        flag: build(
+            r#"(?i)(--(?:token|discovery-token|tls-bootstrap-token|certificate-key|password)(?:=|[ \t]+))("[^"\n]*"|'[^'\n]*'|[^\s"']+)"#,
+        ),
         yaml: build(&format!(r#"(?mi)^([ \t]*(?:-[ \t]+)?["']?{SECRET_KEYS}["']?[ \t]*:[ \t]+)([^ \t\r\n].*?)[ \t]*\r?$"#)),
         json: build(&format!(r#"(?i)("{SECRET_KEYS}"[ \t]*:[ \t]*)"((?:[^"\\\n]|\\.)*)""#)),
         assignment: build(&format!(r#"(?i)\b({SECRET_KEYS})=([^\s&"',;]+)"#)),
@@ -139,7 +141,10 @@ mod tests {
     #[test]
     fn certificate_keys() {
         let hex = "e6a2eb8581237ab72a4f494f30285ec12a9694d750b9785706a83bfcbbbd2204";
-        assert_eq!(redact(&format!("kubeadm init --upload-certs --certificate-key {hex}")), "kubeadm init --upload-certs --certificate-key [REDACTED]");
+        assert_eq!(
+            redact(&format!("kubeadm init --upload-certs --certificate-key {hex}")),
+            "kubeadm init --upload-certs --certificate-key [REDACTED]"
+        );
         assert_eq!(redact(&format!("--certificate-key={hex} --v 5")), "--certificate-key=[REDACTED] --v 5");
         assert_eq!(redact(&format!("controlPlane:\n  certificateKey: {hex}\n")), "controlPlane:\n  certificateKey: [REDACTED]\n");
         assert_eq!(redact(&format!("{{\"certificateKey\":\"{hex}\"}}")), "{\"certificateKey\":\"[REDACTED]\"}");
@@ -159,7 +164,10 @@ mod tests {
         assert_eq!(redact("passwd: $6$rounds=4096$abc$def"), "passwd: [REDACTED]");
         assert_eq!(redact("  - password: hunter2hunter2"), "  - password: [REDACTED]");
         assert_eq!(redact("mysql --user=a password=s3cret ok"), "mysql --user=a password=[REDACTED] ok");
-        assert_eq!(redact("users:\n- name: kubernetes-admin\n  user:\n    token: eyJhbGciOiJSUzI1NiJ9.x.y\n"), "users:\n- name: kubernetes-admin\n  user:\n    token: [REDACTED]\n");
+        assert_eq!(
+            redact("users:\n- name: kubernetes-admin\n  user:\n    token: eyJhbGciOiJSUzI1NiJ9.x.y\n"),
+            "users:\n- name: kubernetes-admin\n  user:\n    token: [REDACTED]\n"
+        );
         assert_eq!(redact("    client-key-data: LS0tLS1CRUdJTiBSU0Eg\n"), "    client-key-data: [REDACTED]\n");
         assert_eq!(redact("tlsBootstrapToken: \"q8k3vx.x8f3kd9s0a2m1n4b\""), "tlsBootstrapToken: [REDACTED]");
         assert_eq!(redact("curl -H 'Authorization: Bearer abcdefghijklmnop' x"), "curl -H 'Authorization: Bearer [REDACTED]' x");
@@ -186,7 +194,8 @@ mod tests {
     fn redactor_removes_known_secrets_and_their_lines() {
         let redactor = Redactor::new(vec![KEY.to_string(), "hunter2-hunter2".to_string(), "ab".to_string()]);
         // A log showing the key's body lines without its BEGIN line.
-        let log = "line: VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\nthe password is hunter2-hunter2\nab stays";
+        let log =
+            "line: VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\nthe password is hunter2-hunter2\nab stays";
         assert_eq!(redactor.redact(log), "line: [REDACTED]\nthe password is [REDACTED]\nab stays");
         assert_eq!(redactor.redact(&format!("cat:\n{KEY}")), "cat:\n[REDACTED]\n");
         assert_eq!(Redactor::default().redact("abcdef.0123456789abcdef"), "[REDACTED]");
