@@ -83,8 +83,9 @@ pub fn secrets_in(text: &str) -> Vec<String> {
     found
 }
 
-/// Redacts exact known secrets, then everything [`redact`] knows.
-#[derive(Clone, Debug, Default)]
+/// Redacts exact known secrets, then everything [`redact`] knows. (Its `Debug` shows how many
+/// secrets it knows, not them.)
+#[derive(Clone, Default)]
 pub struct Redactor {
     /// Longest first, so that a secret containing another is removed whole.
     secrets: Vec<String>,
@@ -95,6 +96,12 @@ const MIN_SECRET_LEN: usize = 6;
 /// Lines of a multi-line secret are redacted on their own when longer than this and free of
 /// whitespace (key material, not prose or YAML keys).
 const MIN_LINE_LEN: usize = 16;
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redactor {{ {} secrets }}", self.secrets.len())
+    }
+}
 
 impl Redactor {
     pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
@@ -199,5 +206,6 @@ mod tests {
         assert_eq!(redactor.redact(log), "line: [REDACTED]\nthe password is [REDACTED]\nab stays");
         assert_eq!(redactor.redact(&format!("cat:\n{KEY}")), "cat:\n[REDACTED]\n");
         assert_eq!(Redactor::default().redact("abcdef.0123456789abcdef"), "[REDACTED]");
+        assert!(!format!("{redactor:?}").contains("hunter2"));
     }
 }

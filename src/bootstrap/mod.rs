@@ -53,7 +53,7 @@ impl Format {
 }
 
 /// A job ready to upload: one POSIX sh script that does everything the data asks for.
-#[derive(Debug)]
+/// (Its `Debug` shows sizes only: the script and the secrets hold secret content.)
 pub struct HostJob {
     /// A complete `#!/bin/sh` script.
     pub script: String,
@@ -61,6 +61,15 @@ pub struct HostJob {
     /// /etc/kubernetes/pki/ or holding a private key, password hashes, and every token,
     /// certificate key or password found in the data or in any decoded file.
     pub secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for HostJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostJob")
+            .field("script", &format_args!("<{} bytes>", self.script.len()))
+            .field("secrets", &format_args!("<{} values>", self.secrets.len()))
+            .finish()
+    }
 }
 
 /// Why bootstrap data cannot be run. Messages say what to change; they never quote file

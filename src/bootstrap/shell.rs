@@ -466,6 +466,26 @@ mod tests {
     }
 
     #[test]
+    fn common_pre_kubeadm_commands_are_boundaries() {
+        let items = [
+            r#"sed -i 's/^#*\(PermitRootLogin\).*/\1 no/' /etc/ssh/sshd_config"#,
+            "curl -sfL https://example.com/install.sh | sh -",
+            "export PATH=$PATH:/opt/bin",
+            r#"echo '{"exec-opts": ["native.cgroupdriver=systemd"]}' > /etc/docker/daemon.json"#,
+            "[ -f /etc/x ] && rm -f /etc/x",
+            "until kubectl get nodes >/dev/null 2>&1; do sleep 1; done",
+            "for i in $(seq 1 10); do echo $((i+1)); done",
+            r#"test "$(hostname)" = node || hostnamectl set-hostname "${NAME:-node}""#,
+            r#"case "$(uname -m)" in x86_64) A=amd64;; aarch64) A=arm64;; esac"#,
+            "cat <<-'EOF' > /etc/sysctl.d/k8s.conf
+	net.ipv4.ip_forward = 1
+	EOF",
+            "echo a\\ b url#frag \"x # y\" 2>/dev/null &>/dev/null",
+        ];
+        assert_eq!(boundaries(&items), vec![true; items.len()]);
+    }
+
+    #[test]
     fn constructs_spanning_items_are_not_boundaries() {
         assert_eq!(boundaries(&["if true; then", "echo a", "fi", "echo b"]), vec![false, false, true, true]);
         assert_eq!(boundaries(&["for i in 1 2", "do echo $i", "done"]), vec![false, false, true]);

@@ -101,6 +101,24 @@ fn plan_returns_a_script_and_secrets() {
     assert!(job.secrets.iter().any(|s| s.starts_with("$6$rounds=4096$")), "{:?}", job.secrets);
 
     assert!(matches!(super::plan(b"\xff\xfe", Format::CloudConfig, &meta()), Err(BootstrapError::NotUtf8)));
+    assert!(!format!("{job:?}").contains("abcdef."), "Debug shows no secrets");
+}
+
+#[test]
+fn large_files_fit() {
+    // A bootstrap Secret holds at most 1 MiB.
+    let line = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n";
+    let big = line.repeat(900_000 / line.len());
+    let indented: String = big.lines().map(|l| format!("      {l}\n")).collect();
+    let data = format!(
+        "## template: jinja\n#cloud-config\nwrite_files:\n-   path: /opt/big\n    content: |\n{indented}runcmd:\n  - \"true\"\n"
+    );
+    let started = std::time::Instant::now();
+    let plan = cloud_plan(&data).unwrap();
+    assert_eq!(file(&plan, "/opt/big").content, big.as_bytes());
+    let job = super::plan(data.as_bytes(), Format::CloudConfig, &meta()).unwrap();
+    assert!(job.script.len() > big.len());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
 }
 
 /// A secret that must never show in an error message.
@@ -146,4 +164,14 @@ fn print_scripts() {
         let job = super::plan(data.as_bytes(), format, &meta()).unwrap();
         println!("{}\n----- secrets: {}", job.script, job.secrets.len());
     }
+}
+
+#[test]
+#[ignore = "dev aid: CAPSSH_PLAN_INPUT=data CAPSSH_PLAN_OUTPUT=script [CAPSSH_PLAN_FORMAT=ignition] cargo test -p capssh --lib plan_file -- --ignored"]
+fn plan_file() {
+    let input = std::env::var("CAPSSH_PLAN_INPUT").expect("CAPSSH_PLAN_INPUT");
+    let output = std::env::var("CAPSSH_PLAN_OUTPUT").expect("CAPSSH_PLAN_OUTPUT");
+    let format = Format::from_secret(std::env::var("CAPSSH_PLAN_FORMAT").ok().as_deref()).unwrap();
+    let job = super::plan(&std::fs::read(input).unwrap(), format, &meta()).unwrap();
+    std::fs::write(output, job.script).unwrap();
 }
