@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bootstrap;
+pub mod cli;
 pub mod manager;
 pub mod redact;
 pub mod ssh;

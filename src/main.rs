@@ -1,6 +1,6 @@
 //! The `capssh` binary: a thin CLI that wires the library together.
 
-use capssh::{api, manager};
+use capssh::{api, cli, manager};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -24,8 +24,26 @@ enum Command {
         #[arg(long)]
         output_dir: Option<PathBuf>,
     },
+    /// Look at hosts before Cluster API uses them.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
+    /// Run bootstrap data on hosts by hand.
+    #[command(subcommand)]
+    Bootstrap(BootstrapCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum HostsCommand {
+    /// Connect exactly as the controller would and print the host's facts as JSON.
+    Check(cli::ConnectionArgs),
+}
+
+#[derive(Subcommand)]
+enum BootstrapCommand {
+    /// Run bootstrap data on a host as a job; print the redacted log and the result.
+    Run(cli::bootstrap::BootstrapArgs),
 }
 
 #[tokio::main]
@@ -35,11 +53,22 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Manager(args) => manager::run(args).await,
         Command::Crds { output_dir } => print_crds(output_dir),
+        Command::Hosts(HostsCommand::Check(args)) => exit_on_error(cli::hosts::check(&args).await),
+        Command::Bootstrap(BootstrapCommand::Run(args)) => exit_on_error(cli::bootstrap::run(&args).await),
         Command::Version => {
             println!("capssh {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
     }
+}
+
+/// Prints a CLI error and exits with its code (so scripts can tell failures apart).
+fn exit_on_error(result: Result<(), cli::CliError>) -> anyhow::Result<()> {
+    if let Err(err) = result {
+        eprintln!("error: {err}");
+        std::process::exit(err.exit_code());
+    }
+    Ok(())
 }
 
 fn print_crds(output_dir: Option<PathBuf>) -> anyhow::Result<()> {

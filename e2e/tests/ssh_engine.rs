@@ -257,3 +257,28 @@ async fn a_job_survives_losing_the_connection_and_runs_once() {
         other => panic!("expected lost, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn passwords_and_jump_hosts_work() {
+    let farm = HostFarm::start("ssh-password-bastion", 1).unwrap();
+    // Password login is an explicit opt-in; capssh-pw is the farm's password user.
+    let mut password = target(&farm, 0, PASSWORD_SUDO_USER, &farm.client_key.ed25519, &pinned(&farm, 0));
+    password.host.credentials = Credentials::Password(farm.sudo_password.clone());
+    let session = Session::connect(&password, &Timeouts::default()).await.expect("password login");
+    session.close().await;
+    password.host.credentials = Credentials::Password("wrong".into());
+    let err = Session::connect(&password, &Timeouts::default()).await.err().expect("a wrong password is refused");
+    assert!(matches!(err, SshError::AuthFailed { method: "password", .. }), "{err}");
+
+    // Through a jump host (h0's sshd forwarding to h0's own address), each with its own pin.
+    let mut jump = target(&farm, 0, "root", &farm.client_key.ed25519, &pinned(&farm, 0));
+    jump.bastion = Some(jump.host.clone());
+    let session = Session::connect(&jump, &Timeouts::default()).await.expect("connecting through the bastion");
+    assert_eq!(session.run_checked("hostname", None, MINUTE).await.unwrap().stdout_text().trim(), farm.hosts[0].name);
+    session.close().await;
+    let mut bad_bastion = jump.clone();
+    bad_bastion.bastion.as_mut().unwrap().host_keys =
+        HostKeyPolicy::parse(&["SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU".to_string()], false).unwrap();
+    let err = Session::connect(&bad_bastion, &Timeouts::default()).await.err().expect("the bastion's key is checked");
+    assert!(matches!(err, SshError::HostKeyMismatch { .. }), "{err}");
+}

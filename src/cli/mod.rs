@@ -1,0 +1,125 @@
+//! Commands for people: check a host and dry-run bootstrap data exactly as the controller
+//! would (same connection, same job runner), before Cluster API touches the host.
+
+pub mod bootstrap;
+pub mod hosts;
+
+use crate::ssh::hostkey::HostKeyPolicy;
+use crate::ssh::{Credentials, Endpoint, SshError, Target};
+use clap::Args;
+use std::path::PathBuf;
+
+/// How to reach a host: the flags mirror SSHHost's spec.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectionArgs {
+    /// Address of the host.
+    #[arg(long)]
+    pub address: String,
+    /// SSH port.
+    #[arg(long, default_value_t = 22)]
+    pub port: u16,
+    /// Login user; anyone but root needs passwordless sudo.
+    #[arg(long, default_value = "root")]
+    pub user: String,
+    /// Private key file (OpenSSH or PEM; ed25519, ecdsa or rsa).
+    #[arg(long, conflicts_with = "password_file")]
+    pub identity: Option<PathBuf>,
+    /// File holding the private key's passphrase.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+    /// File holding a password (password login is an explicit opt-in).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Accepted host key: 'TYPE BASE64', a known_hosts line or SHA256:... (repeatable).
+    #[arg(long = "host-key")]
+    pub host_keys: Vec<String>,
+    /// Accept an unpinned host key (prints it, to pin from then on).
+    #[arg(long)]
+    pub trust_on_first_use: bool,
+    /// Jump host address.
+    #[arg(long)]
+    pub bastion_address: Option<String>,
+    #[arg(long, default_value_t = 22)]
+    pub bastion_port: u16,
+    #[arg(long, default_value = "root")]
+    pub bastion_user: String,
+    /// Private key for the jump host (defaults to --identity).
+    #[arg(long)]
+    pub bastion_identity: Option<PathBuf>,
+    /// Accepted host key of the jump host (repeatable).
+    #[arg(long = "bastion-host-key")]
+    pub bastion_host_keys: Vec<String>,
+}
+
+/// Errors of the CLI, each with its own exit code.
+#[derive(thiserror::Error, Debug)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error(transparent)]
+    Bootstrap(#[from] crate::bootstrap::BootstrapError),
+    #[error("bootstrap failed: {0}")]
+    BootstrapFailed(String),
+}
+
+impl CliError {
+    /// Exit codes: 2 usage, 3 unreachable, 4 host key, 5 authentication, 6 sudo, 7 refused data,
+    /// 8 bootstrap failed, 1 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Ssh(err) => match err.reason() {
+                "HostUnreachable" => 3,
+                "HostKeyMismatch" | "HostKeyNotPinned" | "InvalidHostKeyPin" => 4,
+                "AuthenticationFailed" => 5,
+                "SudoNeedsPassword" => 6,
+                _ => 1,
+            },
+            CliError::Bootstrap(_) => 7,
+            CliError::BootstrapFailed(_) => 8,
+        }
+    }
+}
+
+fn read_secret_file(path: &PathBuf, what: &str) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|err| CliError::Usage(format!("cannot read {what} {}: {err}", path.display())))
+}
+
+impl ConnectionArgs {
+    pub fn target(&self) -> Result<Target, CliError> {
+        let credentials = |identity: Option<&PathBuf>| -> Result<Credentials, CliError> {
+            if let Some(path) = &self.password_file {
+                return Ok(Credentials::Password(read_secret_file(path, "password file")?.trim_end_matches('\n').to_string()));
+            }
+            let path = identity.ok_or_else(|| CliError::Usage("give --identity KEYFILE or --password-file FILE".into()))?;
+            let passphrase = match &self.passphrase_file {
+                Some(p) => Some(read_secret_file(p, "passphrase file")?.trim_end_matches('\n').to_string()),
+                None => None,
+            };
+            Ok(Credentials::Key { private_key: read_secret_file(path, "identity")?, passphrase })
+        };
+        if self.host_keys.is_empty() && !self.trust_on_first_use {
+            return Err(CliError::Usage("give the host's key with --host-key (or --trust-on-first-use)".into()));
+        }
+        let host = Endpoint {
+            address: self.address.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            credentials: credentials(self.identity.as_ref())?,
+            host_keys: HostKeyPolicy::parse(&self.host_keys, self.trust_on_first_use)?,
+        };
+        let bastion = match &self.bastion_address {
+            None => None,
+            Some(address) => Some(Endpoint {
+                address: address.clone(),
+                port: self.bastion_port,
+                user: self.bastion_user.clone(),
+                credentials: credentials(self.bastion_identity.as_ref().or(self.identity.as_ref()))?,
+                host_keys: HostKeyPolicy::parse(&self.bastion_host_keys, false)?,
+            }),
+        };
+        Ok(Target { host, bastion })
+    }
+}
