@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 struct Shared {
     plane: ManagementPlane,
     repo: LocalRepository,
+    /// `capssh manager` serving the template webhook, registered for the whole file: a webhook
+    /// configuration outliving its server would make every later template write fail.
+    _manager: Daemon,
 }
 
 fn shared() -> &'static Shared {
@@ -40,7 +43,8 @@ fn shared() -> &'static Shared {
                     .collect();
                 capssh_e2e::apply::wait_established(&client, &names).await.expect("our CRDs established");
                 let repo = LocalRepository::publish(&plane.dir).expect("local clusterctl repository");
-                Shared { plane, repo }
+                let manager = start_webhook(&plane, &repo, &client).await;
+                Shared { plane, repo, _manager: manager }
             })
         })
         .join()
@@ -233,10 +237,10 @@ async fn cel_rules_refuse_invalid_objects_with_readable_messages() {
 
 /// Runs `capssh manager` with a webhook certificate from the plane's CA and registers the
 /// webhook configuration from our components, pointed at it (as Cluster API's envtest does).
-async fn start_webhook(shared: &Shared, client: &kube::Client) -> Daemon {
-    let dir = shared.plane.dir.join("webhook");
+async fn start_webhook(plane: &ManagementPlane, repo: &LocalRepository, client: &kube::Client) -> Daemon {
+    let dir = plane.dir.join("webhook");
     std::fs::create_dir_all(&dir).unwrap();
-    shared.plane.ca.server("capssh-webhook", &[]).unwrap().write(&dir, "tls").unwrap();
+    plane.ca.server("capssh-webhook", &[]).unwrap().write(&dir, "tls").unwrap();
     let port = free_port();
     let mut cmd = Command::new(capssh());
     cmd.args(["manager", "--webhook-addr", &format!("127.0.0.1:{port}")])
@@ -244,14 +248,14 @@ async fn start_webhook(shared: &Shared, client: &kube::Client) -> Daemon {
         .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
         .arg("--webhook-cert-dir")
         .arg(&dir);
-    let daemon = Daemon::start("capssh-manager", cmd, &shared.plane.dir.join("capssh-webhook.log")).unwrap();
+    let daemon = Daemon::start("capssh-manager", cmd, &plane.dir.join("capssh-webhook.log")).unwrap();
 
-    let components = documents(&std::fs::read_to_string(shared.repo.components()).unwrap()).unwrap();
+    let components = documents(&std::fs::read_to_string(repo.components()).unwrap()).unwrap();
     let mut config = components
         .into_iter()
         .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
         .expect("our components hold the template webhook");
-    let ca = base64_encode(&shared.plane.ca.cert_pem());
+    let ca = base64_encode(&plane.ca.cert_pem());
     for webhook in config["webhooks"].as_array_mut().unwrap() {
         let path = webhook["clientConfig"]["service"]["path"].as_str().unwrap().to_string();
         webhook["clientConfig"] = json!({"url": format!("https://127.0.0.1:{port}{path}"), "caBundle": ca});
@@ -279,7 +283,6 @@ async fn the_template_webhook_refuses_edits_but_lets_topology_dry_runs_through()
     let shared = shared();
     let client = shared.plane.client().await.unwrap();
     namespace(&client, "webhook").await;
-    let _manager = start_webhook(shared, &client).await;
 
     let api: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
