@@ -1,0 +1,5 @@
+//! The pool and its claims: which SSHHost a machine may take, and why the others were skipped.
+
+pub mod selection;
+
+pub use selection::{Selection, Skip, select};

@@ -1,0 +1,253 @@
+//! Choosing a host for a machine. Pure: decided from an in-memory view of the SSHHosts, so the
+//! API server is only written to for the claim itself.
+
+use crate::api::v1alpha1::{HostPhase, LabelSelector, LabelSelectorOperator, SSHHost};
+use std::collections::{BTreeMap, hash_map::DefaultHasher};
+use std::hash::{Hash, Hasher};
+
+/// Why a host was not chosen, in the order they are reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Skip {
+    Claimed,
+    Maintenance,
+    BeingDeleted,
+    Quarantined,
+    Unreachable,
+    NotReady,
+    LabelsDoNotMatch,
+    OtherFailureDomain,
+}
+
+impl Skip {
+    fn describe(self) -> &'static str {
+        match self {
+            Skip::Claimed => "claimed",
+            Skip::Maintenance => "in maintenance",
+            Skip::BeingDeleted => "being deleted",
+            Skip::Quarantined => "quarantined",
+            Skip::Unreachable => "unreachable",
+            Skip::NotReady => "not probed or not ready yet",
+            Skip::LabelsDoNotMatch => "labels do not match",
+            Skip::OtherFailureDomain => "in another failure domain",
+        }
+    }
+}
+
+/// The outcome of a selection: the host to claim (if any) and a count of every reason.
+#[derive(Debug)]
+pub struct Selection<'a> {
+    pub chosen: Option<&'a SSHHost>,
+    pub total: usize,
+    pub skipped: BTreeMap<Skip, usize>,
+}
+
+impl Selection<'_> {
+    /// "0 of 12 hosts free: 7 claimed, 2 in maintenance, 1 unreachable, 2 labels do not match".
+    pub fn explain(&self) -> String {
+        let free = usize::from(self.chosen.is_some());
+        let reasons: Vec<String> = self.skipped.iter().map(|(skip, n)| format!("{n} {}", skip.describe())).collect();
+        if reasons.is_empty() {
+            format!("{free} of {} hosts free", self.total)
+        } else {
+            format!("{free} of {} hosts free: {}", self.total, reasons.join(", "))
+        }
+    }
+}
+
+/// A required failure domain: the hosts' label key and the value it must have.
+#[derive(Clone, Copy, Debug)]
+pub struct FailureDomainRequirement<'a> {
+    pub label: &'a str,
+    pub value: &'a str,
+}
+
+/// Picks a host for `machine` (the SSHMachine's name). A host already claimed by this machine
+/// is returned first (the claim survived a crash). Otherwise, among the eligible hosts, the
+/// choice is spread by rendezvous hashing on (machine, host): machines that select at the same
+/// moment rarely race for the same host, and a machine asks for the same host again after a
+/// lost race only if it is still free.
+pub fn select<'a>(
+    hosts: &'a [SSHHost],
+    machine: &str,
+    selector: &LabelSelector,
+    failure_domain: Option<FailureDomainRequirement<'_>>,
+) -> Selection<'a> {
+    let mut skipped = BTreeMap::new();
+    let mut best: Option<(u64, &SSHHost)> = None;
+    for host in hosts {
+        let consumer = host.spec.consumer_ref.as_ref();
+        if consumer.is_some_and(|c| c.name == machine && c.kind == "SSHMachine") {
+            return Selection { chosen: Some(host), total: hosts.len(), skipped: BTreeMap::new() };
+        }
+        match skip_reason(host, selector, failure_domain) {
+            Some(reason) => *skipped.entry(reason).or_insert(0) += 1,
+            None => {
+                let score = rendezvous(machine, host.metadata.name.as_deref().unwrap_or_default());
+                if best.is_none_or(|(top, _)| score > top) {
+                    best = Some((score, host));
+                }
+            }
+        }
+    }
+    Selection { chosen: best.map(|(_, host)| host), total: hosts.len(), skipped }
+}
+
+fn skip_reason(host: &SSHHost, selector: &LabelSelector, fd: Option<FailureDomainRequirement<'_>>) -> Option<Skip> {
+    let labels = host.metadata.labels.clone().unwrap_or_default();
+    if host.spec.consumer_ref.is_some() {
+        return Some(Skip::Claimed);
+    }
+    if host.spec.maintenance {
+        return Some(Skip::Maintenance);
+    }
+    if host.metadata.deletion_timestamp.is_some() {
+        return Some(Skip::BeingDeleted);
+    }
+    match host.status.as_ref().and_then(|s| s.phase) {
+        Some(HostPhase::Available) => {}
+        Some(HostPhase::Quarantined) => return Some(Skip::Quarantined),
+        Some(HostPhase::Unreachable) => return Some(Skip::Unreachable),
+        // Claimed/Provisioning/... without a consumer: a release is still being recorded.
+        _ => return Some(Skip::NotReady),
+    }
+    if !matches(selector, &labels) {
+        return Some(Skip::LabelsDoNotMatch);
+    }
+    if let Some(fd) = fd {
+        if labels.get(fd.label).map(String::as_str) != Some(fd.value) {
+            return Some(Skip::OtherFailureDomain);
+        }
+    }
+    None
+}
+
+/// metav1.LabelSelector semantics: every requirement must hold; an empty selector matches all.
+pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    selector.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        && selector.match_expressions.iter().all(|req| {
+            let value = labels.get(&req.key);
+            match req.operator {
+                LabelSelectorOperator::In => value.is_some_and(|v| req.values.contains(v)),
+                LabelSelectorOperator::NotIn => value.is_none_or(|v| !req.values.contains(v)),
+                LabelSelectorOperator::Exists => value.is_some(),
+                LabelSelectorOperator::DoesNotExist => value.is_none(),
+            }
+        })
+}
+
+fn rendezvous(machine: &str, host: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    (machine, host).hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::v1alpha1::{
+        ConsumerRef, HostKeyPolicy, LabelSelectorRequirement, PrivateKeyRef, SSHAuth, SSHHostSpec, SSHHostStatus,
+    };
+
+    fn host(name: &str, labels: &[(&str, &str)], phase: Option<HostPhase>) -> SSHHost {
+        let mut host = SSHHost::new(
+            name,
+            SSHHostSpec {
+                address: "198.18.1.2".into(),
+                port: 22,
+                user: "root".into(),
+                auth: SSHAuth {
+                    private_key_secret_ref: Some(PrivateKeyRef { name: "k".into(), key: "ssh-privatekey".into(), passphrase_key: None }),
+                    password_secret_ref: None,
+                },
+                host_key: HostKeyPolicy { public_keys: vec!["SHA256:x".into()], trust_on_first_use: false },
+                bastion: None,
+                maintenance: false,
+                consumer_ref: None,
+            },
+        );
+        host.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        host.status = Some(SSHHostStatus { phase, ..Default::default() });
+        host
+    }
+
+    fn claimed_by(mut h: SSHHost, machine: &str) -> SSHHost {
+        h.spec.consumer_ref = Some(ConsumerRef { api_group: crate::api::GROUP.into(), kind: "SSHMachine".into(), name: machine.into() });
+        h
+    }
+
+    fn role(value: &str) -> LabelSelector {
+        LabelSelector { match_labels: [("role".to_string(), value.to_string())].into(), match_expressions: vec![] }
+    }
+
+    #[test]
+    fn explains_every_skipped_host() {
+        let mut maintenance = host("m", &[("role", "worker")], Some(HostPhase::Available));
+        maintenance.spec.maintenance = true;
+        let hosts = vec![
+            claimed_by(host("c1", &[("role", "worker")], Some(HostPhase::Provisioned)), "other"),
+            claimed_by(host("c2", &[("role", "worker")], Some(HostPhase::Provisioned)), "other2"),
+            maintenance,
+            host("u", &[("role", "worker")], Some(HostPhase::Unreachable)),
+            host("q", &[("role", "worker")], Some(HostPhase::Quarantined)),
+            host("cp", &[("role", "control-plane")], Some(HostPhase::Available)),
+            host("new", &[("role", "worker")], None),
+        ];
+        let selection = select(&hosts, "machine-a", &role("worker"), None);
+        assert!(selection.chosen.is_none());
+        assert_eq!(
+            selection.explain(),
+            "0 of 7 hosts free: 2 claimed, 1 in maintenance, 1 quarantined, 1 unreachable, 1 not probed or not ready yet, 1 labels do not match"
+        );
+    }
+
+    #[test]
+    fn a_host_already_claimed_by_the_machine_wins() {
+        let hosts = vec![
+            host("free", &[], Some(HostPhase::Available)),
+            claimed_by(host("mine", &[], Some(HostPhase::Provisioning)), "machine-a"),
+        ];
+        let chosen = select(&hosts, "machine-a", &LabelSelector::default(), None).chosen.unwrap();
+        assert_eq!(chosen.metadata.name.as_deref(), Some("mine"));
+    }
+
+    #[test]
+    fn failure_domains_are_honoured() {
+        let hosts = vec![
+            host("a1", &[("zone", "a")], Some(HostPhase::Available)),
+            host("b1", &[("zone", "b")], Some(HostPhase::Available)),
+        ];
+        let fd = FailureDomainRequirement { label: "zone", value: "b" };
+        let selection = select(&hosts, "m", &LabelSelector::default(), Some(fd));
+        assert_eq!(selection.chosen.unwrap().metadata.name.as_deref(), Some("b1"));
+        assert_eq!(selection.explain(), "1 of 2 hosts free: 1 in another failure domain");
+    }
+
+    #[test]
+    fn concurrent_machines_spread_over_free_hosts() {
+        let hosts: Vec<SSHHost> = (0..10).map(|i| host(&format!("h{i}"), &[], Some(HostPhase::Available))).collect();
+        let picks: std::collections::BTreeSet<String> = (0..10)
+            .map(|m| select(&hosts, &format!("machine-{m}"), &LabelSelector::default(), None).chosen.unwrap().metadata.name.clone().unwrap())
+            .collect();
+        // Not all on one host: ten machines starting together mostly do not collide.
+        assert!(picks.len() >= 4, "{picks:?}");
+        // Deterministic for one machine.
+        let again = select(&hosts, "machine-3", &LabelSelector::default(), None).chosen.unwrap();
+        let first = select(&hosts, "machine-3", &LabelSelector::default(), None).chosen.unwrap();
+        assert_eq!(again.metadata.name, first.metadata.name);
+    }
+
+    #[test]
+    fn set_based_requirements() {
+        let labels: BTreeMap<String, String> = [("role".into(), "worker".into()), ("gpu".into(), "a100".into())].into();
+        let req = |key: &str, operator, values: &[&str]| LabelSelector {
+            match_labels: Default::default(),
+            match_expressions: vec![LabelSelectorRequirement { key: key.into(), operator, values: values.iter().map(|v| v.to_string()).collect() }],
+        };
+        assert!(matches(&req("gpu", LabelSelectorOperator::In, &["a100", "h100"]), &labels));
+        assert!(!matches(&req("gpu", LabelSelectorOperator::NotIn, &["a100"]), &labels));
+        assert!(matches(&req("zone", LabelSelectorOperator::NotIn, &["a"]), &labels));
+        assert!(matches(&req("role", LabelSelectorOperator::Exists, &[]), &labels));
+        assert!(!matches(&req("role", LabelSelectorOperator::DoesNotExist, &[]), &labels));
+        assert!(matches(&LabelSelector::default(), &labels));
+    }
+}
