@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod cli;
+pub mod controllers;
 pub mod hosts;
 pub mod manager;
 pub mod redact;

@@ -48,3 +48,18 @@ pub async fn install_cert_manager_kinds(client: &kube::Client) -> anyhow::Result
     apply_all(client, &docs, None, false).await?;
     wait_established(client, &["issuers.cert-manager.io".into(), "certificates.cert-manager.io".into()]).await
 }
+
+/// Installs capssh's own CRDs from config/crd/bases.
+pub async fn install_capssh_crds(client: &kube::Client) -> anyhow::Result<()> {
+    let dir = crate::tools::repo_root().join("config/crd/bases");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
+    files.sort();
+    let mut names = Vec::new();
+    for file in files {
+        let docs = documents(&std::fs::read_to_string(&file)?)?;
+        for crd in apply_all(client, &docs, None, false).await? {
+            names.extend(crd.metadata.name);
+        }
+    }
+    wait_established(client, &names).await
+}

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod capi;
 pub mod clusterctl;
 pub mod hosts;
+pub mod manager;
 pub mod mgmt;
 pub mod pki;
 pub mod process;

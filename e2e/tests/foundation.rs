@@ -247,7 +247,8 @@ async fn start_webhook(plane: &ManagementPlane, repo: &LocalRepository, client: 
         .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
         .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
         .arg("--webhook-cert-dir")
-        .arg(&dir);
+        .arg(&dir)
+        .env("KUBECONFIG", &plane.kubeconfig);
     let daemon = Daemon::start("capssh-manager", cmd, &plane.dir.join("capssh-webhook.log")).unwrap();
 
     let components = documents(&std::fs::read_to_string(repo.components()).unwrap()).unwrap();

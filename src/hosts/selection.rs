@@ -103,6 +103,9 @@ fn skip_reason(host: &SSHHost, selector: &LabelSelector, fd: Option<FailureDomai
     if host.metadata.deletion_timestamp.is_some() {
         return Some(Skip::BeingDeleted);
     }
+    if host.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(crate::controllers::QUARANTINE_ANNOTATION)) {
+        return Some(Skip::Quarantined);
+    }
     match host.status.as_ref().and_then(|s| s.phase) {
         Some(HostPhase::Available) => {}
         Some(HostPhase::Quarantined) => return Some(Skip::Quarantined),

@@ -24,6 +24,15 @@ pub struct ManagerArgs {
     /// writes them there through the mounted Secret; they are re-read when they change).
     #[arg(long, default_value = "/tmp/k8s-webhook-server/serving-certs")]
     pub webhook_cert_dir: PathBuf,
+    /// Watch only this namespace (default: all namespaces, as clusterctl installs providers).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// How often unclaimed hosts are probed again, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub probe_interval_seconds: u64,
+    /// How many hosts capssh works on over SSH at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrent_hosts: usize,
 }
 
 pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
@@ -35,6 +44,13 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         let addr: SocketAddr = args.webhook_addr.parse()?;
         servers.spawn(http::serve_webhook(addr, args.webhook_cert_dir.clone()));
     }
+    let client = kube::Client::try_default().await?;
+    let ctx = std::sync::Arc::new(crate::controllers::Context::new(
+        client.clone(),
+        args.max_concurrent_hosts,
+        std::time::Duration::from_secs(args.probe_interval_seconds),
+    ));
+    servers.spawn(run_host_controller(client, args.namespace.clone(), ctx));
     state.set_ready(true);
     tracing::info!(health = %args.health_addr, metrics = %args.metrics_addr, webhook = %args.webhook_addr, "manager started");
 
@@ -48,6 +64,30 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
             result?
         }
     }
+}
+
+async fn run_host_controller(
+    client: kube::Client,
+    namespace: Option<String>,
+    ctx: std::sync::Arc<crate::controllers::Context>,
+) -> anyhow::Result<()> {
+    use crate::api::v1alpha1::SSHHost;
+    use crate::controllers::sshhost;
+    use futures::StreamExt;
+    use kube::runtime::{Controller, watcher};
+    let hosts: kube::Api<SSHHost> = match &namespace {
+        Some(ns) => kube::Api::namespaced(client, ns),
+        None => kube::Api::all(client),
+    };
+    Controller::new(hosts, watcher::Config::default())
+        .run(sshhost::reconcile, sshhost::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "SSHHost controller");
+            }
+        })
+        .await;
+    anyhow::bail!("the SSHHost controller stopped")
 }
 
 async fn shutdown_signal() {

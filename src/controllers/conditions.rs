@@ -1,0 +1,61 @@
+//! Conditions in the metav1 shape: one place that sets them, so lastTransitionTime only moves
+//! when the status does, and every message is redacted before it is stored.
+
+use crate::api::v1alpha1::{Condition, ConditionStatus};
+
+pub const READY: &str = "Ready";
+pub const REACHABLE: &str = "Reachable";
+
+/// Sets (or replaces) the condition of type `kind`.
+pub fn set(conditions: &mut Vec<Condition>, kind: &str, status: ConditionStatus, reason: &str, message: &str, generation: Option<i64>) {
+    let message = crate::redact::redact(message);
+    let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string();
+    match conditions.iter_mut().find(|c| c.r#type == kind) {
+        Some(existing) => {
+            if existing.status != status {
+                existing.last_transition_time = now;
+            }
+            existing.status = status;
+            existing.reason = reason.to_string();
+            existing.message = message;
+            existing.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            r#type: kind.to_string(),
+            status,
+            observed_generation: generation,
+            last_transition_time: now,
+            reason: reason.to_string(),
+            message,
+        }),
+    }
+}
+
+pub fn get<'a>(conditions: &'a [Condition], kind: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.r#type == kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_with_the_status() {
+        let mut conditions = Vec::new();
+        set(&mut conditions, READY, ConditionStatus::False, "Waiting", "a", Some(1));
+        conditions[0].last_transition_time = "2020-01-01T00:00:00Z".into();
+        set(&mut conditions, READY, ConditionStatus::False, "StillWaiting", "b", Some(2));
+        assert_eq!(conditions[0].last_transition_time, "2020-01-01T00:00:00Z");
+        assert_eq!(conditions[0].reason, "StillWaiting");
+        set(&mut conditions, READY, ConditionStatus::True, "Ready", "", Some(2));
+        assert_ne!(conditions[0].last_transition_time, "2020-01-01T00:00:00Z");
+        assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn messages_are_redacted() {
+        let mut conditions = Vec::new();
+        set(&mut conditions, READY, ConditionStatus::False, "Failed", "kubeadm join --token abcdef.0123456789abcdef", None);
+        assert!(!conditions[0].message.contains("0123456789abcdef"));
+    }
+}

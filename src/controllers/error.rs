@@ -1,0 +1,30 @@
+//! What a reconcile can fail with, and the one place that turns a failure into a requeue.
+
+use crate::ssh::SshError;
+use std::time::Duration;
+
+#[derive(thiserror::Error, Debug)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("Secret {namespace}/{name}: {problem}")]
+    Secret { namespace: String, name: String, problem: String },
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ReconcileError {
+    /// How long to wait before trying again; the controller's error policy applies this.
+    pub fn requeue_after(&self) -> Duration {
+        match self {
+            // Conflicts and API hiccups: soon.
+            ReconcileError::Kube(_) => Duration::from_secs(2),
+            ReconcileError::Ssh(err) if err.is_transient() => Duration::from_secs(15),
+            // A person has to change something (a Secret, a pin, sudoers): check back slowly;
+            // the watch on the object brings us back at once when they edit it.
+            ReconcileError::Ssh(_) | ReconcileError::Secret { .. } | ReconcileError::Invalid(_) => Duration::from_secs(120),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! What happens when: one controller per kind, sharing a Context (client, SSH session pool,
+//! event recorder). Each reconcile is a small state machine whose steps set conditions.
+
+pub mod conditions;
+mod credentials;
+pub mod error;
+pub mod sshhost;
+
+pub use credentials::target_for;
+pub use error::ReconcileError;
+
+use crate::ssh::{SessionPool, Timeouts};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::Resource;
+use std::time::Duration;
+
+/// Field manager of everything capssh writes.
+pub const FIELD_MANAGER: &str = "capssh";
+
+/// Annotation that quarantines a host: kept out of the pool until a person removes it. An
+/// annotation, not status, because `clusterctl move` does not carry status over.
+pub const QUARANTINE_ANNOTATION: &str = "infrastructure.cluster.x-k8s.io/capssh-quarantine";
+
+pub struct Context {
+    pub client: kube::Client,
+    pub pool: SessionPool,
+    pub recorder: Recorder,
+    /// How often unclaimed hosts are probed again.
+    pub probe_interval: Duration,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, max_concurrent_hosts: usize, probe_interval: Duration) -> Self {
+        let reporter = Reporter {
+            controller: "capssh".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            pool: SessionPool::new(max_concurrent_hosts, Timeouts::default()),
+            client,
+            probe_interval,
+        }
+    }
+
+    /// Publishes an Event on `obj`; the note is redacted. Failing to publish is only logged.
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: &str) {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            note: Some(crate::redact::redact(note)),
+            action: reason.to_string(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %err, reason, "could not publish an event");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! SSHHost: probe unclaimed hosts over SSH, keep their phase and facts, pin a key seen on first
+//! use. Claimed hosts are driven by the SSHMachine that owns them.
+
+use super::conditions::{self, READY, REACHABLE};
+use super::{Context, FIELD_MANAGER, QUARANTINE_ANNOTATION, ReconcileError, target_for};
+use crate::api::v1alpha1::{ConditionStatus, HostPhase, SSHHost, SSHHostStatus};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+use std::sync::Arc;
+
+pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    if host.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let mut status = host.status.clone().unwrap_or_default();
+    let generation = host.metadata.generation;
+
+    if let Some(reason) = host.metadata.annotations.as_ref().and_then(|a| a.get(QUARANTINE_ANNOTATION)) {
+        status.phase = Some(HostPhase::Quarantined);
+        status.quarantine_reason = Some(reason.clone());
+        let message = format!("{reason}; inspect the host, then remove the annotation {QUARANTINE_ANNOTATION} and spec.consumerRef");
+        conditions::set(&mut status.conditions, READY, ConditionStatus::False, "Quarantined", &message, generation);
+        write_status(&ctx, &host, &status).await?;
+        return Ok(Action::await_change());
+    }
+    if host.spec.consumer_ref.is_some() {
+        // The machine that claimed the host reports its progress; nothing to probe here.
+        if status.phase.is_none() || status.phase == Some(HostPhase::Available) {
+            status.phase = Some(HostPhase::Claimed);
+            write_status(&ctx, &host, &status).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    status.quarantine_reason = None;
+    match probe(&ctx, &host, &mut status).await {
+        Ok(()) => {
+            write_status(&ctx, &host, &status).await?;
+            Ok(Action::requeue(ctx.probe_interval))
+        }
+        Err(err) => {
+            let was_reachable = host.status.as_ref().and_then(|s| s.phase) != Some(HostPhase::Unreachable);
+            status.phase = Some(HostPhase::Unreachable);
+            let reason = match &err {
+                ReconcileError::Ssh(ssh) => ssh.reason(),
+                ReconcileError::Secret { .. } => "CredentialsUnavailable",
+                _ => "ProbeFailed",
+            };
+            let message = err.to_string();
+            conditions::set(&mut status.conditions, REACHABLE, ConditionStatus::False, reason, &message, generation);
+            conditions::set(&mut status.conditions, READY, ConditionStatus::False, reason, &message, generation);
+            write_status(&ctx, &host, &status).await?;
+            if was_reachable {
+                ctx.event(&*host, true, reason, &message).await;
+            }
+            Ok(Action::requeue(err.requeue_after()))
+        }
+    }
+}
+
+async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Result<(), ReconcileError> {
+    let (target, key) = target_for(&ctx.client, host).await?;
+    let session = match ctx.pool.lease(&key, &target).await {
+        Ok(session) => session,
+        Err(err) => {
+            ctx.pool.forget(&key).await;
+            return Err(err.into());
+        }
+    };
+    let facts = match session.probe().await {
+        Ok(facts) => facts,
+        Err(err) => {
+            ctx.pool.forget(&key).await;
+            return Err(err.into());
+        }
+    };
+    if session.trusted_on_first_use() {
+        pin_host_key(ctx, host, &session.host_key_openssh()).await?;
+        let note = format!("pinned host key {} seen on first use", session.host_key_fingerprint());
+        ctx.event(host, false, "HostKeyPinned", &note).await;
+    }
+    let generation = host.metadata.generation;
+    status.phase = Some(HostPhase::Available);
+    status.observed_host_key_fingerprint = Some(session.host_key_fingerprint());
+    status.last_probe_time = Some(now());
+    let summary = format!("{} {} {}, {} CPUs, kernel {}", facts.os, facts.os_version, facts.arch, facts.cpus, facts.kernel);
+    status.facts = Some(facts);
+    conditions::set(&mut status.conditions, REACHABLE, ConditionStatus::True, "Probed", &summary, generation);
+    let (reason, message) = if host.spec.maintenance {
+        ("Maintenance", "spec.maintenance is set: the host is not selected for new machines")
+    } else {
+        ("Available", "free to be claimed")
+    };
+    conditions::set(&mut status.conditions, READY, ConditionStatus::True, reason, message, generation);
+    Ok(())
+}
+
+/// Records the key seen on first use as the pin, in spec (clusterctl move keeps spec).
+async fn pin_host_key(ctx: &Context, host: &SSHHost, key: &str) -> Result<(), ReconcileError> {
+    let api: Api<SSHHost> = Api::namespaced(ctx.client.clone(), host.metadata.namespace.as_deref().unwrap_or_default());
+    // A merge patch guarded by resourceVersion: a concurrent edit (someone pinning by hand) wins.
+    let patch = json!({
+        "metadata": {"resourceVersion": host.metadata.resource_version},
+        "spec": {"hostKey": {"publicKeys": [key]}}
+    });
+    api.patch(host.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+async fn write_status(ctx: &Context, host: &SSHHost, status: &SSHHostStatus) -> Result<(), ReconcileError> {
+    if host.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<SSHHost> = Api::namespaced(ctx.client.clone(), host.metadata.namespace.as_deref().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+        "kind": "SSHHost",
+        "status": status,
+    });
+    api.patch_status(host.metadata.name.as_deref().unwrap_or_default(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string()
+}
+
+/// Requeue policy for errors the reconcile did not handle itself.
+pub fn error_policy(_host: Arc<SSHHost>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %err, "SSHHost reconcile failed");
+    Action::requeue(err.requeue_after())
+}
