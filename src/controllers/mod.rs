@@ -4,6 +4,8 @@
 pub mod conditions;
 mod credentials;
 pub mod error;
+pub mod capi;
+pub mod sshcluster;
 pub mod sshhost;
 
 pub use credentials::target_for;

@@ -1,6 +1,7 @@
 //! `capssh manager`: the long-running process. Wires the HTTP servers (health, metrics, webhook)
 //! and the controllers; owns signals and shutdown.
 
+mod controllers;
 mod http;
 mod tls;
 
@@ -50,7 +51,8 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         args.max_concurrent_hosts,
         std::time::Duration::from_secs(args.probe_interval_seconds),
     ));
-    servers.spawn(run_host_controller(client, args.namespace.clone(), ctx));
+    servers.spawn(controllers::run_hosts(client.clone(), args.namespace.clone(), ctx.clone()));
+    servers.spawn(controllers::run_clusters(client, args.namespace.clone(), ctx));
     state.set_ready(true);
     tracing::info!(health = %args.health_addr, metrics = %args.metrics_addr, webhook = %args.webhook_addr, "manager started");
 
@@ -64,30 +66,6 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
             result?
         }
     }
-}
-
-async fn run_host_controller(
-    client: kube::Client,
-    namespace: Option<String>,
-    ctx: std::sync::Arc<crate::controllers::Context>,
-) -> anyhow::Result<()> {
-    use crate::api::v1alpha1::SSHHost;
-    use crate::controllers::sshhost;
-    use futures::StreamExt;
-    use kube::runtime::{Controller, watcher};
-    let hosts: kube::Api<SSHHost> = match &namespace {
-        Some(ns) => kube::Api::namespaced(client, ns),
-        None => kube::Api::all(client),
-    };
-    Controller::new(hosts, watcher::Config::default())
-        .run(sshhost::reconcile, sshhost::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "SSHHost controller");
-            }
-        })
-        .await;
-    anyhow::bail!("the SSHHost controller stopped")
 }
 
 async fn shutdown_signal() {

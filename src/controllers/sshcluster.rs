@@ -1,0 +1,89 @@
+//! SSHCluster: there is nothing to create for a pool of existing hosts. Report the endpoint
+//! (ours, or the Cluster's), the failure domains found on the hosts' labels, and pause.
+
+use super::capi::{self, get_cluster, is_externally_managed, is_paused, owner_name};
+use super::conditions::{self, READY};
+use super::{Context, FIELD_MANAGER, ReconcileError};
+use crate::api::v1alpha1::{ConditionStatus, FailureDomain, Initialization, SSHCluster, SSHClusterStatus, SSHHost};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const PAUSED: &str = "Paused";
+
+pub async fn reconcile(cluster: Arc<SSHCluster>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+    if is_externally_managed(&cluster.metadata) || cluster.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let generation = cluster.metadata.generation;
+    let mut status = cluster.status.clone().unwrap_or_default();
+
+    // Step 1: wait for Cluster API to link us to our Cluster.
+    let Some(owner) = owner_name(&cluster.metadata, "Cluster") else {
+        conditions::set(&mut status.conditions, READY, ConditionStatus::False, "WaitingForClusterOwner", "waiting for the Cluster controller to set the owner reference", generation);
+        write_status(&ctx, &cluster, &status).await?;
+        return Ok(Action::await_change());
+    };
+    let owner_cluster = get_cluster(&ctx.client, &namespace, &owner).await?;
+
+    // Step 2: pause.
+    let paused = is_paused(owner_cluster.as_ref(), &cluster.metadata);
+    let (reason, message) = if paused { ("Paused", "the Cluster or this object is paused") } else { ("NotPaused", "") };
+    conditions::set(&mut status.conditions, PAUSED, if paused { ConditionStatus::True } else { ConditionStatus::False }, reason, message, generation);
+    if paused {
+        write_status(&ctx, &cluster, &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    // Step 3: failure domains from the hosts' labels.
+    if let Some(source) = &cluster.spec.failure_domains {
+        let hosts: Api<SSHHost> = Api::namespaced(ctx.client.clone(), &namespace);
+        let names: BTreeSet<String> = hosts
+            .list(&ListParams::default().labels(&source.host_label))
+            .await?
+            .items
+            .iter()
+            .filter_map(|h| h.metadata.labels.as_ref()?.get(&source.host_label).cloned())
+            .collect();
+        status.failure_domains = names
+            .into_iter()
+            .map(|name| FailureDomain {
+                control_plane: Some(source.control_plane.is_empty() || source.control_plane.contains(&name)),
+                name,
+                attributes: Default::default(),
+            })
+            .collect();
+    }
+
+    // Step 4: the endpoint — ours, or wait for the Cluster's.
+    let endpoint_known = cluster.spec.control_plane_endpoint.is_set() || owner_cluster.as_ref().and_then(capi::cluster_endpoint).is_some();
+    if endpoint_known {
+        status.initialization = Some(Initialization { provisioned: Some(true) });
+        conditions::set(&mut status.conditions, READY, ConditionStatus::True, "Provisioned", "control-plane endpoint known", generation);
+    } else {
+        conditions::set(&mut status.conditions, READY, ConditionStatus::False, "WaitingForControlPlaneEndpoint", "set spec.controlPlaneEndpoint, or Cluster.spec.controlPlaneEndpoint", generation);
+    }
+    write_status(&ctx, &cluster, &status).await?;
+    // Hosts come and go; look at their labels again now and then.
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+async fn write_status(ctx: &Context, cluster: &SSHCluster, status: &SSHClusterStatus) -> Result<(), ReconcileError> {
+    if cluster.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<SSHCluster> = Api::namespaced(ctx.client.clone(), cluster.metadata.namespace.as_deref().unwrap_or_default());
+    let patch = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHCluster", "status": status});
+    api.patch_status(cluster.metadata.name.as_deref().unwrap_or_default(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+pub fn error_policy(_cluster: Arc<SSHCluster>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(error = %err, "SSHCluster reconcile failed");
+    Action::requeue(err.requeue_after())
+}

@@ -1,0 +1,60 @@
+//! Wiring the controllers: what each watches, and which changes of other kinds wake it.
+
+use crate::api::v1alpha1::{SSHCluster, SSHHost};
+use crate::controllers::{Context, capi, sshcluster, sshhost};
+use futures::StreamExt;
+use kube::Resource;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use std::sync::Arc;
+
+fn api<K: Resource<DynamicType = ()>>(client: kube::Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client, ns),
+        None => Api::all(client),
+    }
+}
+
+fn dynamic_api(client: kube::Client, namespace: &Option<String>, resource: &kube::core::ApiResource) -> Api<DynamicObject> {
+    match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, resource),
+        None => Api::all_with(client, resource),
+    }
+}
+
+async fn drain<T, E: std::fmt::Display>(kind: &str, stream: impl futures::Stream<Item = Result<T, E>>) -> anyhow::Result<()> {
+    stream
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, kind, "controller");
+            }
+        })
+        .await;
+    anyhow::bail!("the {kind} controller stopped")
+}
+
+pub async fn run_hosts(client: kube::Client, namespace: Option<String>, ctx: Arc<Context>) -> anyhow::Result<()> {
+    let controller = Controller::new(api::<SSHHost>(client, &namespace), watcher::Config::default())
+        .run(sshhost::reconcile, sshhost::error_policy, ctx);
+    drain("SSHHost", controller).await
+}
+
+pub async fn run_clusters(client: kube::Client, namespace: Option<String>, ctx: Arc<Context>) -> anyhow::Result<()> {
+    let clusters = dynamic_api(client.clone(), &namespace, &capi::cluster_resource());
+    // A Cluster change (pause, endpoint) wakes the SSHCluster it points at.
+    let controller = Controller::new(api::<SSHCluster>(client, &namespace), watcher::Config::default())
+        .watches_with(clusters, capi::cluster_resource(), watcher::Config::default(), |cluster: DynamicObject| {
+            let infra = cluster.data.pointer("/spec/infrastructureRef").cloned();
+            let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
+            infra
+                .filter(|r| r.get("kind").and_then(|k| k.as_str()) == Some("SSHCluster"))
+                .and_then(|r| r.get("name").and_then(|n| n.as_str()).map(str::to_string))
+                .map(|name| ObjectRef::<SSHCluster>::new(&name).within(&namespace))
+        })
+        .run(sshcluster::reconcile, sshcluster::error_policy, ctx);
+    drain("SSHCluster", controller).await
+}
