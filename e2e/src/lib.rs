@@ -13,4 +13,5 @@ pub mod manager;
 pub mod mgmt;
 pub mod pki;
 pub mod process;
+pub mod scenario;
 pub mod tools;

@@ -61,7 +61,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<(), CliError> {
     // Refused data never reaches the host: plan() runs before anything is uploaded.
     let job = plan(&data, format, &metadata)?;
     let redactor = Redactor::new(job.secrets.clone());
-    let id = args.job_id.clone().unwrap_or_else(|| format!("cli-{}", short_digest(&data)));
+    let id = args.job_id.clone().unwrap_or_else(|| crate::ssh::job::stable_id("cli", &[&String::from_utf8_lossy(&data)]));
     let spec = JobSpec { id: &id, script: job.script.as_bytes() };
     eprintln!("job {id} on {}", session.target());
 
@@ -84,11 +84,4 @@ pub async fn run(args: &BootstrapArgs) -> Result<(), CliError> {
         Progress::Failed { reason, .. } => Err(CliError::BootstrapFailed(redactor.redact(&reason))),
         Progress::Running => unreachable!("the loop only ends when the job is done or timed out"),
     }
-}
-
-/// A short stable digest of the data, so the same data re-attaches to the same job.
-fn short_digest(data: &[u8]) -> String {
-    // FNV-1a: stable across runs and platforms; this only names a job, it guards nothing.
-    let hash = data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3));
-    format!("{hash:016x}")
 }

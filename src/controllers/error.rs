@@ -13,6 +13,10 @@ pub enum ReconcileError {
     Ssh(#[from] SshError),
     #[error("{0}")]
     Invalid(String),
+    /// Not a failure: work on the host is still under way. Returned from a finalizer's cleanup
+    /// so that the finalizer stays until the host is released or quarantined.
+    #[error("{what}")]
+    StillWorking { what: String, retry_after: Duration },
 }
 
 impl ReconcileError {
@@ -21,6 +25,7 @@ impl ReconcileError {
         match self {
             // Conflicts and API hiccups: soon.
             ReconcileError::Kube(_) => Duration::from_secs(2),
+            ReconcileError::StillWorking { retry_after, .. } => *retry_after,
             ReconcileError::Ssh(err) if err.is_transient() => Duration::from_secs(15),
             // A person has to change something (a Secret, a pin, sudoers): check back slowly;
             // the watch on the object brings us back at once when they edit it.

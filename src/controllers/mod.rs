@@ -7,6 +7,7 @@ pub mod error;
 pub mod capi;
 pub mod sshcluster;
 pub mod sshhost;
+pub mod sshmachine;
 
 pub use credentials::target_for;
 pub use error::ReconcileError;

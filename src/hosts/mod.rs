@@ -1,5 +1,6 @@
 //! The pool and its claims: which SSHHost a machine may take, and why the others were skipped.
 
+pub mod claim;
 pub mod selection;
 
 pub use selection::{Selection, Skip, select};

@@ -58,3 +58,52 @@ pub async fn run_clusters(client: kube::Client, namespace: Option<String>, ctx: 
         .run(sshcluster::reconcile, sshcluster::error_policy, ctx);
     drain("SSHCluster", controller).await
 }
+
+pub async fn run_machines(client: kube::Client, namespace: Option<String>, ctx: Arc<Context>) -> anyhow::Result<()> {
+    use crate::api::v1alpha1::{MachinePhase, SSHMachine};
+    use crate::controllers::sshmachine;
+    let controller = Controller::new(api::<SSHMachine>(client.clone(), &namespace), watcher::Config::default());
+    let store = controller.store();
+    let machines_of_cluster = store.clone();
+    let machines_waiting = store.clone();
+    let machines = dynamic_api(client.clone(), &namespace, &capi::machine_resource());
+    let clusters = dynamic_api(client.clone(), &namespace, &capi::cluster_resource());
+    let controller = controller
+        // A Machine (bootstrap data appearing, failure domain) wakes its SSHMachine.
+        .watches_with(machines, capi::machine_resource(), watcher::Config::default(), |machine: DynamicObject| {
+            let infra = machine.data.pointer("/spec/infrastructureRef").cloned();
+            let namespace = machine.metadata.namespace.clone().unwrap_or_default();
+            infra
+                .filter(|r| r.get("kind").and_then(|k| k.as_str()) == Some("SSHMachine"))
+                .and_then(|r| r.get("name").and_then(|n| n.as_str()).map(str::to_string))
+                .map(|name| ObjectRef::<SSHMachine>::new(&name).within(&namespace))
+        })
+        // A Cluster (pause, infrastructure ready) wakes every SSHMachine of it.
+        .watches_with(clusters, capi::cluster_resource(), watcher::Config::default(), move |cluster: DynamicObject| {
+            let name = cluster.metadata.name.clone().unwrap_or_default();
+            let namespace = cluster.metadata.namespace.clone();
+            machines_of_cluster
+                .state()
+                .into_iter()
+                .filter(|m| m.metadata.namespace == namespace)
+                .filter(|m| m.metadata.labels.as_ref().and_then(|l| l.get(capi::CLUSTER_NAME_LABEL)) == Some(&name))
+                .map(|m| ObjectRef::from_obj(&*m))
+                .collect::<Vec<_>>()
+        })
+        // A host wakes its consumer; a free host wakes the machines waiting for one.
+        .watches(api::<SSHHost>(client, &namespace), watcher::Config::default(), move |host: SSHHost| {
+            let namespace = host.metadata.namespace.clone();
+            match &host.spec.consumer_ref {
+                Some(consumer) => vec![ObjectRef::<SSHMachine>::new(&consumer.name).within(namespace.as_deref().unwrap_or_default())],
+                None => machines_waiting
+                    .state()
+                    .into_iter()
+                    .filter(|m| m.metadata.namespace == namespace)
+                    .filter(|m| m.status.as_ref().and_then(|s| s.phase) == Some(MachinePhase::WaitingForHost))
+                    .map(|m| ObjectRef::from_obj(&*m))
+                    .collect(),
+            }
+        })
+        .run(sshmachine::reconcile, sshmachine::error_policy, ctx);
+    drain("SSHMachine", controller).await
+}

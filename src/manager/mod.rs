@@ -52,7 +52,8 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         std::time::Duration::from_secs(args.probe_interval_seconds),
     ));
     servers.spawn(controllers::run_hosts(client.clone(), args.namespace.clone(), ctx.clone()));
-    servers.spawn(controllers::run_clusters(client, args.namespace.clone(), ctx));
+    servers.spawn(controllers::run_clusters(client.clone(), args.namespace.clone(), ctx.clone()));
+    servers.spawn(controllers::run_machines(client, args.namespace.clone(), ctx));
     state.set_ready(true);
     tracing::info!(health = %args.health_addr, metrics = %args.metrics_addr, webhook = %args.webhook_addr, "manager started");
 

@@ -48,6 +48,17 @@ pub struct JobStatus {
     pub present: Vec<bool>,
 }
 
+/// A stable job id: `<prefix>-<16 hex digits>` of the parts. The same work always gets the same
+/// id (so a restarted or moved controller re-attaches), different work a different one.
+pub fn stable_id(prefix: &str, parts: &[&str]) -> String {
+    // FNV-1a: stable across runs, versions and platforms; it names a job, it guards nothing.
+    let mut hash = 0xcbf29ce484222325u64;
+    for byte in parts.join("\u{0}").bytes() {
+        hash = (hash ^ byte as u64).wrapping_mul(0x100000001b3);
+    }
+    format!("{prefix}-{hash:016x}")
+}
+
 fn job_dir(id: &str) -> Result<String, SshError> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) || id.starts_with('.') {
         return Err(SshError::Protocol { target: "job".into(), reason: format!("invalid job id {id:?}") });

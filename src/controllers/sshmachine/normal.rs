@@ -1,0 +1,276 @@
+//! The normal path: wait → claim → connect → bootstrap → report. Each step sets its condition.
+
+use super::{BOOTSTRAP_SUCCEEDED, HOST_CLAIMED, HOST_CONNECTED, PAUSED, Step, set_host_phase};
+use crate::api::v1alpha1::{
+    ConditionStatus, HostPhase, Initialization, MachineAddress, MachineAddressType, MachinePhase, SSHCluster, SSHHost,
+    SSHMachine,
+};
+use crate::bootstrap::{Format, MachineMetadata, SENTINEL, plan};
+use crate::controllers::capi::{machine_resource, owner_name};
+use crate::controllers::conditions::READY;
+use crate::controllers::{Context, ReconcileError, target_for};
+use crate::hosts::claim::{ClaimOutcome, claim};
+use crate::hosts::selection::{FailureDomainRequirement, select};
+use crate::redact::Redactor;
+use crate::ssh::job::{JobSpec, Progress, stable_id};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+const POLL: Duration = Duration::from_secs(3);
+
+pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<DynamicObject>) -> Result<Action, ReconcileError> {
+    let mut step = Step::new(&machine);
+    step.set(PAUSED, ConditionStatus::False, "NotPaused", "");
+    let namespace = machine.metadata.namespace.clone().unwrap_or_default();
+
+    // Wait: for the owner Machine, the cluster's infrastructure, and the bootstrap data.
+    let owner = match owner_name(&machine.metadata, "Machine") {
+        Some(name) => Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &machine_resource()).get_opt(&name).await?,
+        None => None,
+    };
+    let Some(owner) = owner else {
+        return wait(ctx, step, "WaitingForMachineOwner", "waiting for Cluster API to set the owner Machine").await;
+    };
+    let Some(cluster) = cluster else {
+        return wait(ctx, step, "WaitingForCluster", "the cluster-name label names no Cluster").await;
+    };
+    if cluster.data.pointer("/status/initialization/infrastructureProvisioned").and_then(Value::as_bool) != Some(true) {
+        return wait(ctx, step, "WaitingForClusterInfrastructure", "waiting for the cluster infrastructure to be provisioned").await;
+    }
+    let Some(secret_name) = owner.data.pointer("/spec/bootstrap/dataSecretName").and_then(Value::as_str).map(str::to_string) else {
+        return wait(ctx, step, "WaitingForBootstrapData", "waiting for the bootstrap provider to create the bootstrap data").await;
+    };
+    if machine.status.as_ref().and_then(|s| s.initialization.as_ref()).and_then(|i| i.provisioned) == Some(true) {
+        return Ok(Action::await_change());
+    }
+
+    // Claim a host.
+    let host = match claimed_host(ctx, &machine, &owner, &cluster, &mut step).await? {
+        Some(host) => host,
+        None => {
+            step.save(ctx).await?;
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let host_name = host.metadata.name.clone().unwrap_or_default();
+    step.set(HOST_CLAIMED, ConditionStatus::True, "Claimed", &format!("host {host_name}"));
+
+    // Read and translate the bootstrap data before touching the host: refused data runs nothing.
+    let job = match bootstrap_job(ctx, &namespace, &secret_name, &machine, &host).await {
+        Ok(job) => job,
+        Err(message) => {
+            step.wait(BOOTSTRAP_SUCCEEDED, "BootstrapDataInvalid", &message, MachinePhase::Failed);
+            step.save(ctx).await?;
+            ctx.event(&*machine, true, "BootstrapDataInvalid", &message).await;
+            return Ok(Action::requeue(Duration::from_secs(120)));
+        }
+    };
+
+    // Connect.
+    let (target, key) = match target_for(&ctx.client, &host).await {
+        Ok(target) => target,
+        Err(err) => return connection_failed(ctx, step, &machine, "CredentialsUnavailable", err).await,
+    };
+    let session = match ctx.pool.lease(&key, &target).await {
+        Ok(session) => session,
+        Err(err) => {
+            ctx.pool.forget(&key).await;
+            let reason = err.reason();
+            return connection_failed(ctx, step, &machine, reason, err.into()).await;
+        }
+    };
+    step.set(HOST_CONNECTED, ConditionStatus::True, "Connected", &format!("host key {}", session.host_key_fingerprint()));
+    set_host_phase(ctx, &host, HostPhase::Provisioning).await?;
+
+    // Bootstrap: start the job once, then follow it.
+    let id = stable_id("bootstrap", &[&namespace, machine.metadata.name.as_deref().unwrap_or_default(), &secret_name]);
+    let progress = match session.advance_job(&JobSpec { id: &id, script: job.script.as_bytes() }, &[SENTINEL], 30).await {
+        Ok(progress) => progress,
+        Err(err) => {
+            ctx.pool.forget(&key).await;
+            let reason = err.reason();
+            return connection_failed(ctx, step, &machine, reason, err.into()).await;
+        }
+    };
+    let redactor = Redactor::new(job.secrets.clone());
+    match progress {
+        Progress::Running => {
+            step.wait(BOOTSTRAP_SUCCEEDED, "Bootstrapping", &format!("job {id} is running on host {host_name}"), MachinePhase::Provisioning);
+            step.save(ctx).await?;
+            Ok(Action::requeue(POLL))
+        }
+        Progress::Failed { reason, log_tail } => {
+            let message = redactor.redact(&format!("{reason}; last lines of /var/lib/capssh/jobs/{id}/log on {host_name}:\n{log_tail}"));
+            step.wait(BOOTSTRAP_SUCCEEDED, "BootstrapFailed", &message, MachinePhase::Failed);
+            step.save(ctx).await?;
+            ctx.event(&*machine, true, "BootstrapFailed", &message).await;
+            // Never run again by itself: a person (or MachineHealthCheck) replaces the machine.
+            Ok(Action::requeue(Duration::from_secs(300)))
+        }
+        Progress::Succeeded => {
+            step.set(BOOTSTRAP_SUCCEEDED, ConditionStatus::True, "Succeeded", &format!("job {id} succeeded on host {host_name}"));
+            step.set(READY, ConditionStatus::True, "Provisioned", &format!("running on host {host_name}"));
+            step.status.phase = Some(MachinePhase::Provisioned);
+            step.status.initialization = Some(Initialization { provisioned: Some(true) });
+            step.status.addresses = addresses(&host);
+            step.status.failure_domain = owner.data.pointer("/spec/failureDomain").and_then(Value::as_str).map(str::to_string);
+            step.save(ctx).await?;
+            set_host_phase(ctx, &host, HostPhase::Provisioned).await?;
+            ctx.event(&*machine, false, "Provisioned", &format!("bootstrapped on host {host_name}")).await;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+async fn wait(ctx: &Context, mut step: Step<'_>, reason: &str, message: &str) -> Result<Action, ReconcileError> {
+    step.set(READY, ConditionStatus::False, reason, message);
+    step.status.phase = Some(MachinePhase::Pending);
+    step.save(ctx).await?;
+    Ok(Action::await_change())
+}
+
+async fn connection_failed(
+    ctx: &Context,
+    mut step: Step<'_>,
+    machine: &SSHMachine,
+    reason: &str,
+    err: ReconcileError,
+) -> Result<Action, ReconcileError> {
+    let message = err.to_string();
+    let changed = crate::controllers::conditions::get(&step.status.conditions, HOST_CONNECTED).is_none_or(|c| c.reason != reason);
+    step.wait(HOST_CONNECTED, reason, &message, MachinePhase::Provisioning);
+    step.save(ctx).await?;
+    if changed {
+        ctx.event(machine, true, reason, &message).await;
+    }
+    Ok(Action::requeue(err.requeue_after()))
+}
+
+/// The host this machine runs on: claimed before, pinned in spec.hostRef, or selected now.
+/// Returns None (with the condition set) when there is none to be had yet.
+async fn claimed_host(
+    ctx: &Context,
+    machine: &SSHMachine,
+    owner: &DynamicObject,
+    cluster: &DynamicObject,
+    step: &mut Step<'_>,
+) -> Result<Option<SSHHost>, ReconcileError> {
+    let namespace = machine.metadata.namespace.clone().unwrap_or_default();
+    let name = machine.metadata.name.clone().unwrap_or_default();
+    let hosts: Api<SSHHost> = Api::namespaced(ctx.client.clone(), &namespace);
+    let all = hosts.list(&ListParams::default()).await?.items;
+
+    let candidates: Vec<SSHHost> = match &machine.spec.host_ref {
+        Some(pinned) => all.into_iter().filter(|h| h.metadata.name.as_deref() == Some(pinned.name.as_str())).collect(),
+        None => all,
+    };
+    let label = failure_domain_label(ctx, &namespace, cluster).await?;
+    let domain = owner.data.pointer("/spec/failureDomain").and_then(Value::as_str);
+    let requirement = match (label.as_deref(), domain) {
+        (Some(label), Some(value)) => Some(FailureDomainRequirement { label, value }),
+        _ => None,
+    };
+    let selection = select(&candidates, &name, &machine.spec.host_selector, requirement);
+    let Some(chosen) = selection.chosen else {
+        let message = match &machine.spec.host_ref {
+            Some(pinned) if candidates.is_empty() => format!("the pinned host {} does not exist", pinned.name),
+            _ => selection.explain(),
+        };
+        step.wait(HOST_CLAIMED, "NoHostAvailable", &message, MachinePhase::WaitingForHost);
+        return Ok(None);
+    };
+    let host = if chosen.spec.consumer_ref.as_ref().is_some_and(|c| c.name == name) {
+        chosen.clone()
+    } else {
+        match claim(&hosts, chosen, &name).await? {
+            ClaimOutcome::Claimed(host) => {
+                let host_name = host.metadata.name.clone().unwrap_or_default();
+                ctx.event(machine, false, "HostClaimed", &format!("claimed host {host_name}")).await;
+                host
+            }
+            ClaimOutcome::LostRace => {
+                step.wait(HOST_CLAIMED, "ClaimConflict", "another machine claimed the chosen host first; choosing again", MachinePhase::WaitingForHost);
+                return Ok(None);
+            }
+        }
+    };
+    record_host(ctx, machine, &host).await?;
+    Ok(Some(host))
+}
+
+/// spec.hostRef and spec.providerID, written once (both are immutable afterwards).
+async fn record_host(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<(), ReconcileError> {
+    let host_name = host.metadata.name.clone().unwrap_or_default();
+    let provider_id = provider_id(host);
+    if machine.spec.host_ref.as_ref().map(|h| h.name.as_str()) == Some(host_name.as_str()) && machine.spec.provider_id.as_deref() == Some(provider_id.as_str()) {
+        return Ok(());
+    }
+    let api: Api<SSHMachine> = Api::namespaced(ctx.client.clone(), machine.metadata.namespace.as_deref().unwrap_or_default());
+    let patch = json!({"spec": {"hostRef": {"name": host_name}, "providerID": provider_id}});
+    api.patch(machine.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// `ssh://<namespace>/<sshhost>`: stable for the host, survives a move.
+pub fn provider_id(host: &SSHHost) -> String {
+    format!("ssh://{}/{}", host.metadata.namespace.as_deref().unwrap_or_default(), host.metadata.name.as_deref().unwrap_or_default())
+}
+
+async fn failure_domain_label(ctx: &Context, namespace: &str, cluster: &DynamicObject) -> Result<Option<String>, ReconcileError> {
+    let Some(name) = cluster.data.pointer("/spec/infrastructureRef/name").and_then(Value::as_str) else { return Ok(None) };
+    let sshcluster = Api::<SSHCluster>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?;
+    Ok(sshcluster.and_then(|c| c.spec.failure_domains).map(|fd| fd.host_label))
+}
+
+/// The bootstrap job for this machine on this host, or why the data cannot be used.
+async fn bootstrap_job(
+    ctx: &Context,
+    namespace: &str,
+    secret_name: &str,
+    machine: &SSHMachine,
+    host: &SSHHost,
+) -> Result<crate::bootstrap::HostJob, String> {
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(secret_name)
+        .await
+        .map_err(|err| format!("reading bootstrap Secret {secret_name}: {err}"))?
+        .ok_or_else(|| format!("bootstrap Secret {secret_name} does not exist"))?;
+    let data = secret.data.unwrap_or_default();
+    let value = data.get("value").ok_or_else(|| format!("bootstrap Secret {secret_name} has no key \"value\""))?;
+    let format = match data.get("format") {
+        Some(bytes) => Some(String::from_utf8(bytes.0.clone()).map_err(|_| format!("bootstrap Secret {secret_name}: \"format\" is not text"))?),
+        None => None,
+    };
+    let format = Format::from_secret(format.as_deref()).map_err(|err| format!("bootstrap Secret {secret_name}: {err}"))?;
+    let metadata = metadata(machine, host);
+    plan(&value.0, format, &metadata).map_err(|err| format!("bootstrap Secret {secret_name}: {err}"))
+}
+
+/// What `## template: jinja` documents may use, per machine.
+fn metadata(_machine: &SSHMachine, host: &SSHHost) -> MachineMetadata {
+    let host_name = host.metadata.name.clone().unwrap_or_default();
+    let hostname = host.status.as_ref().and_then(|s| s.facts.as_ref()).map(|f| f.hostname.clone()).filter(|h| !h.is_empty()).unwrap_or_else(|| host_name.clone());
+    let mut values = std::collections::BTreeMap::new();
+    values.insert("hostname".to_string(), hostname.clone());
+    values.insert("local_hostname".to_string(), hostname);
+    values.insert("instance_id".to_string(), host_name);
+    values.insert("provider_id".to_string(), provider_id(host));
+    if host.spec.address.parse::<std::net::Ipv4Addr>().is_ok() {
+        values.insert("local_ipv4".to_string(), host.spec.address.clone());
+    }
+    MachineMetadata { values }
+}
+
+fn addresses(host: &SSHHost) -> Vec<MachineAddress> {
+    let address_type = if host.spec.address.parse::<std::net::IpAddr>().is_ok() { MachineAddressType::InternalIP } else { MachineAddressType::InternalDNS };
+    let mut addresses = vec![MachineAddress { r#type: address_type, address: host.spec.address.clone() }];
+    if let Some(hostname) = host.status.as_ref().and_then(|s| s.facts.as_ref()).map(|f| f.hostname.clone()).filter(|h| !h.is_empty()) {
+        addresses.push(MachineAddress { r#type: MachineAddressType::Hostname, address: hostname });
+    }
+    addresses
+}
+
