@@ -201,7 +201,7 @@ async fn a_job_survives_losing_the_connection_and_runs_once() {
     drop(first);
 
     // Kill every SSH session process on the host too (the listener stays).
-    kill_host_processes(&farm, 0, "sshd: ", "[listener]");
+    farm.drop_sessions(0).unwrap();
 
     // A new connection re-attaches; starting again is a no-op.
     let second = root_session(&farm, 0).await;

@@ -88,8 +88,11 @@ pub const PASSWORD_SUDO_USER: &str = "capssh-pw";
 /// Every account a farm's client keys may log in as.
 pub const USERS: [&str; 3] = ["root", SUDO_USER, PASSWORD_SUDO_USER];
 /// Directories each host sees as its own empty tmpfs.
+/// `/root` too: sshd runs root's shell, which reads the machine's /root/.bashrc (on these machines
+/// it runs `pyenv rehash` under a lock; a host process killed mid-rehash left that lock behind and
+/// stalled every later session for 60 s). A host must not share its home with the machine.
 pub const PRIVATE_DIRS: &[&str] =
-    &["/run", "/tmp", "/var/lib/capssh", "/etc/kubernetes", "/var/lib/kubelet", "/etc/cni/net.d", "/var/lib/etcd"];
+    &["/run", "/tmp", "/root", "/var/lib/capssh", "/etc/kubernetes", "/var/lib/kubelet", "/etc/cni/net.d", "/var/lib/etcd"];
 
 const NETWORK: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
 const NETWORK_CIDR: &str = "198.18.0.0/15";
@@ -378,6 +381,21 @@ impl HostFarm {
         let h = self.host(host)?;
         run(Command::new("ip").args(["-n", &h.netns, "link", "set", "eth0", if up { "up" } else { "down" }]))
     }
+    /// Kills every SSH session process of `host` (sshd's per-connection children, the listener
+    /// stays), as a reboot or a reinstall would: clients see their connections drop.
+    pub fn drop_sessions(&self, host: usize) -> anyhow::Result<()> {
+        let out = Command::new("ip").args(["netns", "pids", &self.hosts[host].netns]).output()?;
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.starts_with("sshd: ") && !cmdline.contains("[listener]") {
+                // SAFETY: a plain kill(2) of a process in this host's namespace.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        Ok(())
+    }
+
 
     /// SIGKILL to the host's sshd, as a crash would. Sessions already open keep running (sshd puts
     /// each connection in its own session), as they do on a real machine.

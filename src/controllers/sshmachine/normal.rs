@@ -48,6 +48,15 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
         return Ok(Action::await_change());
     }
 
+    // Read and check the bootstrap data before taking a host: bad data holds no host and runs nothing.
+    let (data, format) = match bootstrap_data(ctx, &namespace, &secret_name).await {
+        Ok(found) => found,
+        Err(message) => return invalid_data(ctx, step, &machine, &message).await,
+    };
+    if let Err(err) = plan(&data, format, &placeholder_metadata()) {
+        return invalid_data(ctx, step, &machine, &format!("bootstrap Secret {secret_name}: {err}")).await;
+    }
+
     // Claim a host.
     let host = match claimed_host(ctx, &machine, &owner, &cluster, &mut step).await? {
         Some(host) => host,
@@ -59,15 +68,10 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
     let host_name = host.metadata.name.clone().unwrap_or_default();
     step.set(HOST_CLAIMED, ConditionStatus::True, "Claimed", &format!("host {host_name}"));
 
-    // Read and translate the bootstrap data before touching the host: refused data runs nothing.
-    let job = match bootstrap_job(ctx, &namespace, &secret_name, &machine, &host).await {
+    // Render the data for this host (its jinja metadata) before touching it.
+    let job = match plan(&data, format, &metadata(&host)) {
         Ok(job) => job,
-        Err(message) => {
-            step.wait(BOOTSTRAP_SUCCEEDED, "BootstrapDataInvalid", &message, MachinePhase::Failed);
-            step.save(ctx).await?;
-            ctx.event(&*machine, true, "BootstrapDataInvalid", &message).await;
-            return Ok(Action::requeue(Duration::from_secs(120)));
-        }
+        Err(err) => return invalid_data(ctx, step, &machine, &format!("bootstrap Secret {secret_name}: {err}")).await,
     };
 
     // Connect.
@@ -124,6 +128,14 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
             Ok(Action::await_change())
         }
     }
+}
+
+async fn invalid_data(ctx: &Context, mut step: Step<'_>, machine: &SSHMachine, message: &str) -> Result<Action, ReconcileError> {
+    step.wait(BOOTSTRAP_SUCCEEDED, "BootstrapDataInvalid", message, MachinePhase::Failed);
+    step.save(ctx).await?;
+    ctx.event(machine, true, "BootstrapDataInvalid", message).await;
+    // The Secret's change does not wake us (we do not watch Secrets): look again now and then.
+    Ok(Action::requeue(Duration::from_secs(60)))
 }
 
 async fn wait(ctx: &Context, mut step: Step<'_>, reason: &str, message: &str) -> Result<Action, ReconcileError> {
@@ -226,14 +238,8 @@ async fn failure_domain_label(ctx: &Context, namespace: &str, cluster: &DynamicO
     Ok(sshcluster.and_then(|c| c.spec.failure_domains).map(|fd| fd.host_label))
 }
 
-/// The bootstrap job for this machine on this host, or why the data cannot be used.
-async fn bootstrap_job(
-    ctx: &Context,
-    namespace: &str,
-    secret_name: &str,
-    machine: &SSHMachine,
-    host: &SSHHost,
-) -> Result<crate::bootstrap::HostJob, String> {
+/// The bootstrap Secret's data and format, or what is wrong with the Secret.
+async fn bootstrap_data(ctx: &Context, namespace: &str, secret_name: &str) -> Result<(Vec<u8>, Format), String> {
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .get_opt(secret_name)
         .await
@@ -246,12 +252,17 @@ async fn bootstrap_job(
         None => None,
     };
     let format = Format::from_secret(format.as_deref()).map_err(|err| format!("bootstrap Secret {secret_name}: {err}"))?;
-    let metadata = metadata(machine, host);
-    plan(&value.0, format, &metadata).map_err(|err| format!("bootstrap Secret {secret_name}: {err}"))
+    Ok((value.0.clone(), format))
+}
+
+/// Every metadata key with a stand-in value: enough to check the data before a host is chosen.
+fn placeholder_metadata() -> MachineMetadata {
+    let keys = ["hostname", "local_hostname", "instance_id", "provider_id", "local_ipv4"];
+    MachineMetadata { values: keys.iter().map(|k| (k.to_string(), "placeholder".to_string())).collect() }
 }
 
 /// What `## template: jinja` documents may use, per machine.
-fn metadata(_machine: &SSHMachine, host: &SSHHost) -> MachineMetadata {
+fn metadata(host: &SSHHost) -> MachineMetadata {
     let host_name = host.metadata.name.clone().unwrap_or_default();
     let hostname = host.status.as_ref().and_then(|s| s.facts.as_ref()).map(|f| f.hostname.clone()).filter(|h| !h.is_empty()).unwrap_or_else(|| host_name.clone());
     let mut values = std::collections::BTreeMap::new();

@@ -1,0 +1,254 @@
+//! The SSHMachine scenarios of the controllers issue, each against its own real management plane
+//! and real sshd hosts.
+
+use capssh::api::v1alpha1::{MachinePhase, SSHHost, SSHMachine};
+use capssh_e2e::capi::{install_capssh_crds, install_crds};
+use capssh_e2e::hosts::HostFarm;
+use capssh_e2e::manager::{eventually, start_manager};
+use capssh_e2e::mgmt::ManagementPlane;
+use capssh_e2e::process::Daemon;
+use capssh_e2e::scenario;
+use futures::StreamExt;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+const NS: &str = "scenarios";
+
+/// Bootstrap data that counts its runs on the host and takes `seconds` to finish.
+fn counting_bootstrap(seconds: u32) -> String {
+    format!(
+        "#cloud-config\nruncmd:\n  - echo ran >> /var/lib/capssh/bootstrap-count\n  - sleep {seconds}\n  - mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete\n"
+    )
+}
+
+/// One scenario at a time: each starts its own apiserver, etcd, hosts and manager, and five of
+/// them at once on a 2-core machine starve each other.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Bed {
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+    farm: HostFarm,
+    plane: ManagementPlane,
+    client: kube::Client,
+    manager: Option<Daemon>,
+}
+
+async fn bed(suite: &str, hosts: usize) -> Bed {
+    let serial = SERIAL.lock().await;
+    let farm = HostFarm::start(suite, hosts).unwrap();
+    let plane = ManagementPlane::start(suite).await.unwrap();
+    let client = plane.client().await.unwrap();
+    install_crds(&client).await.unwrap();
+    install_capssh_crds(&client).await.unwrap();
+    scenario::namespace(&client, NS).await.unwrap();
+    scenario::register_farm(&client, NS, &farm, json!({"role": "worker"})).await.unwrap();
+    let manager = start_manager(&plane, "capssh", &["--probe-interval-seconds", "2"]).unwrap();
+    scenario::provisioned_cluster(&client, NS, "c1").await.unwrap();
+    Bed { _serial: serial, farm, plane, client, manager: Some(manager) }
+}
+
+fn provisioned(m: &SSHMachine) -> bool {
+    m.status.as_ref().and_then(|s| s.initialization.as_ref()).and_then(|i| i.provisioned) == Some(true)
+}
+
+fn condition_reason(m: &SSHMachine, kind: &str) -> Option<String> {
+    m.status.as_ref()?.conditions.iter().find(|c| c.r#type == kind).map(|c| c.reason.clone())
+}
+
+fn condition_message(m: &SSHMachine, kind: &str) -> String {
+    m.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.r#type == kind)).map(|c| c.message.clone()).unwrap_or_default()
+}
+
+fn index(farm: &HostFarm, host: &str) -> usize {
+    farm.hosts.iter().position(|h| h.name == host).unwrap()
+}
+
+#[tokio::test]
+async fn twenty_machines_share_ten_hosts_without_a_double_claim() {
+    let bed = bed("twenty-on-ten", 10).await;
+    let hosts: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+
+    // Record every claim the API server stores: a host's consumer may only change through None.
+    let history: Arc<Mutex<BTreeMap<String, Vec<Option<String>>>>> = Arc::default();
+    let recorder = {
+        let history = history.clone();
+        let stream = watcher(hosts.clone(), watcher::Config::default()).applied_objects();
+        tokio::spawn(async move {
+            futures::pin_mut!(stream);
+            while let Some(Ok(host)) = stream.next().await {
+                let consumer = host.spec.consumer_ref.map(|c| c.name);
+                let mut history = history.lock().unwrap();
+                let seen = history.entry(host.metadata.name.unwrap()).or_default();
+                if seen.last() != Some(&consumer) {
+                    seen.push(consumer);
+                }
+            }
+        })
+    };
+    eventually(120, "all hosts Available", || async {
+        let list = hosts.list(&Default::default()).await.ok()?;
+        list.items.iter().all(|h| h.status.as_ref().and_then(|s| s.phase) == Some(capssh::api::v1alpha1::HostPhase::Available)).then_some(())
+    })
+    .await
+    .unwrap();
+
+    for i in 0..20 {
+        scenario::machine(&bed.client, NS, "c1", &format!("m{i:02}"), &counting_bootstrap(1)).await.unwrap();
+    }
+    let first_wave = eventually(180, "10 machines provisioned and 10 waiting", || async {
+        let list = machines.list(&Default::default()).await.ok()?.items;
+        let done = list.iter().filter(|m| provisioned(m)).count();
+        let waiting: Vec<_> = list.iter().filter(|m| m.status.as_ref().and_then(|s| s.phase) == Some(MachinePhase::WaitingForHost)).collect();
+        (done == 10 && waiting.len() == 10).then(|| list.clone())
+    })
+    .await
+    .unwrap();
+    let claimed: Vec<String> = first_wave.iter().filter_map(|m| m.spec.host_ref.as_ref().map(|h| h.name.clone())).collect();
+    assert_eq!(claimed.len(), 10, "exactly ten machines hold a host");
+    assert_eq!(claimed.iter().collect::<BTreeSet<_>>().len(), 10, "never one host twice: {claimed:?}");
+    let waiting = first_wave.iter().find(|m| !provisioned(m)).unwrap();
+    let message = condition_message(waiting, "HostClaimed");
+    assert!(message.starts_with("0 of 10 hosts free: 10 claimed"), "a waiting machine says why: {message}");
+
+    // Free the hosts: the ten waiting machines proceed.
+    for m in first_wave.iter().filter(|m| provisioned(m)) {
+        machines.delete(m.metadata.name.as_deref().unwrap(), &DeleteParams::default()).await.unwrap();
+    }
+    eventually(240, "the other ten machines provisioned", || async {
+        let list = machines.list(&Default::default()).await.ok()?.items;
+        (list.len() == 10 && list.iter().all(provisioned)).then_some(())
+    })
+    .await
+    .unwrap();
+    recorder.abort();
+    for (host, consumers) in history.lock().unwrap().iter() {
+        for pair in consumers.windows(2) {
+            assert!(pair[0].is_none() || pair[1].is_none(), "host {host} went from one consumer to another: {consumers:?}");
+        }
+    }
+    for i in 0..10 {
+        assert_eq!(bed.farm.exec_ok(i, "cat /var/lib/capssh/bootstrap-count").unwrap(), "ran\nran\n", "h{i}: one bootstrap per machine");
+    }
+}
+
+#[tokio::test]
+async fn a_manager_killed_mid_bootstrap_is_replaced_and_the_bootstrap_runs_once() {
+    let mut bed = bed("restart-mid-bootstrap", 1).await;
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(8)).await.unwrap();
+    eventually(120, "the bootstrap to be running", || async {
+        let m = machines.get("m1").await.ok()?;
+        (condition_reason(&m, "BootstrapSucceeded")? == "Bootstrapping").then_some(())
+    })
+    .await
+    .unwrap();
+    bed.manager.as_mut().unwrap().kill();
+    bed.manager = Some(start_manager(&bed.plane, "capssh-restarted", &["--probe-interval-seconds", "2"]).unwrap());
+    eventually(120, "the machine to be provisioned by the new manager", || async { provisioned(&machines.get("m1").await.ok()?).then_some(()) })
+        .await
+        .unwrap();
+    assert_eq!(bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count").unwrap(), "ran\n", "the bootstrap ran exactly once");
+}
+
+#[tokio::test]
+async fn pause_stops_all_host_work_and_unpause_resumes() {
+    let bed = bed("pause", 1).await;
+    let clusters = Api::<DynamicObject>::namespaced_with(bed.client.clone(), NS, &capssh::controllers::capi::cluster_resource());
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"paused": true}}))).await.unwrap();
+    scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    eventually(120, "Paused=True", || async { (condition_reason(&machines.get("m1").await.ok()?, "Paused")? == "Paused").then_some(()) })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let m = machines.get("m1").await.unwrap();
+    assert!(m.spec.host_ref.is_none(), "no host claimed while paused");
+    assert!(bed.farm.exec(0, "ls /var/lib/capssh/jobs").unwrap().stdout.is_empty(), "nothing ran while paused");
+
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"paused": false}}))).await.unwrap();
+    if let Err(err) = eventually(120, "provisioned after unpause", || async { provisioned(&machines.get("m1").await.ok()?).then_some(()) }).await {
+        let host = Api::<SSHHost>::namespaced(bed.client.clone(), NS).get("h0").await.unwrap();
+        panic!("{err}: {:?}; host: {:?}", machines.get("m1").await.unwrap().status, host.status);
+    }
+
+    // A delete while paused (what clusterctl move does) touches no host.
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"paused": true}}))).await.unwrap();
+    eventually(120, "Paused=True again", || async { (condition_reason(&machines.get("m1").await.ok()?, "Paused")? == "Paused").then_some(()) })
+        .await
+        .unwrap();
+    machines.delete("m1", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(bed.farm.exec_ok(0, "cat /run/cluster-api/bootstrap-success.complete").unwrap(), "success\n", "the host was not reset");
+    let host = Api::<SSHHost>::namespaced(bed.client.clone(), NS).get("h0").await.unwrap();
+    assert_eq!(host.spec.consumer_ref.map(|c| c.name).as_deref(), Some("m1"), "the claim stays for the move target");
+}
+
+#[tokio::test]
+async fn a_swapped_host_key_is_reported_and_nothing_runs() {
+    let mut bed = bed("swapped-key", 1).await;
+    let hosts: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
+    // The state right after a claim: the host is the machine's; then the host is reinstalled.
+    let mut host = hosts.get("h0").await.unwrap();
+    host.spec.consumer_ref = Some(capssh::hosts::claim::consumer("m1"));
+    hosts.replace("h0", &PostParams::default(), &host).await.unwrap();
+    let old = bed.farm.hosts[0].host_key_fingerprint.clone();
+    bed.farm.replace_host_key(0).unwrap();
+    // A reinstall reboots the host: connections opened before (by the host probe) are gone.
+    bed.farm.drop_sessions(0).unwrap();
+    scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
+
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    let found = eventually(120, "HostConnected=False HostKeyMismatch", || async {
+        let m = machines.get("m1").await.ok()?;
+        (condition_reason(&m, "HostConnected")? == "HostKeyMismatch").then_some(m)
+    })
+    .await;
+    let m = match found {
+        Ok(m) => m,
+        Err(err) => panic!("{err}: {:?}; host {:?}", machines.get("m1").await.unwrap().status, hosts.get("h0").await.unwrap()),
+    };
+    let message = condition_message(&m, "HostConnected");
+    assert!(message.contains(&old) && message.contains(&bed.farm.hosts[0].host_key_fingerprint), "{message}");
+    assert!(bed.farm.exec(0, "ls /var/lib/capssh/jobs 2>/dev/null").unwrap().stdout.is_empty(), "nothing ran on the host");
+    let _ = index(&bed.farm, "h0");
+}
+
+#[tokio::test]
+async fn bad_bootstrap_data_is_reported_and_nothing_runs() {
+    let bed = bed("bad-bootstrap", 1).await;
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    scenario::machine(&bed.client, NS, "c1", "m1", "#cloud-config\nmounts:\n  - [/dev/sdb, /data]\nruncmd:\n  - touch /run/ran\n").await.unwrap();
+    let m = eventually(120, "BootstrapDataInvalid", || async {
+        let m = machines.get("m1").await.ok()?;
+        (condition_reason(&m, "BootstrapSucceeded")? == "BootstrapDataInvalid").then_some(m)
+    })
+    .await
+    .unwrap();
+    assert!(condition_message(&m, "BootstrapSucceeded").contains("mounts"), "{}", condition_message(&m, "BootstrapSucceeded"));
+
+    // A Machine pointing at a bootstrap Secret that does not exist.
+    let owner = capssh_e2e::apply::apply_one(&bed.client, &json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+        "metadata": {"name": "m2", "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+        "spec": {"clusterName": "c1", "bootstrap": {"dataSecretName": "missing"},
+                 "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": "m2"}}
+    }), Some(NS), false).await.unwrap();
+    capssh_e2e::apply::apply_one(&bed.client, &json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
+        "metadata": {"name": "m2", "labels": {"cluster.x-k8s.io/cluster-name": "c1"},
+                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": "m2", "uid": owner.metadata.uid}]},
+        "spec": {}
+    }), Some(NS), false).await.unwrap();
+    let m2 = eventually(120, "the missing Secret reported", || async {
+        let m = machines.get("m2").await.ok()?;
+        (condition_reason(&m, "BootstrapSucceeded")? == "BootstrapDataInvalid").then_some(m)
+    })
+    .await
+    .unwrap();
+    assert!(condition_message(&m2, "BootstrapSucceeded").contains("does not exist"));
+    assert!(bed.farm.exec(0, "ls /var/lib/capssh/jobs 2>/dev/null; ls /run/ran 2>/dev/null").unwrap().stdout.is_empty(), "nothing ran");
+}
