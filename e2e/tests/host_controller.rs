@@ -115,3 +115,31 @@ async fn hosts_are_probed_pinned_refused_and_quarantined() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(phase_of(&api, "tofu").await, Some(HostPhase::Quarantined), "a probe must not release a quarantined host");
 }
+
+#[tokio::test]
+async fn a_watch_filter_limits_the_manager_to_labelled_objects() {
+    let farm = HostFarm::start("watch-filter", 1).unwrap();
+    let plane = ManagementPlane::start("watch-filter").await.unwrap();
+    let client = plane.client().await.unwrap();
+    install_capssh_crds(&client).await.unwrap();
+    capssh_e2e::scenario::namespace(&client, NS).await.unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "farm-key"}, "stringData": {"ssh-privatekey": farm.client_key.ed25519.private_key_pem}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await.unwrap();
+    let _manager = start_manager(&plane, "capssh", &["--watch-filter", "team-a", "--probe-interval-seconds", "2"]).unwrap();
+
+    let api: Api<SSHHost> = Api::namespaced(client.clone(), NS);
+    let pin = json!({"publicKeys": [farm.hosts[0].host_key_public]});
+    let mut mine = host_object("mine", &farm.hosts[0].address.to_string(), pin.clone());
+    mine.metadata.labels = Some([("cluster.x-k8s.io/watch-filter".to_string(), "team-a".to_string())].into());
+    let others = host_object("others", &farm.hosts[0].address.to_string(), pin);
+    api.create(&PostParams::default(), &mine).await.unwrap();
+    api.create(&PostParams::default(), &others).await.unwrap();
+    eventually(60, "the labelled host to be probed", || async { (phase_of(&api, "mine").await == Some(HostPhase::Available)).then_some(()) })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(api.get("others").await.unwrap().status.is_none(), "an unlabelled host is another manager's");
+}

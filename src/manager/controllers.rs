@@ -9,6 +9,22 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use std::sync::Arc;
 
+/// What the manager watches: one namespace or all, and optionally only labelled objects.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub namespace: Option<String>,
+    pub watch_filter: Option<String>,
+}
+
+impl Scope {
+    fn config(&self) -> watcher::Config {
+        match &self.watch_filter {
+            Some(value) => watcher::Config::default().labels(&format!("cluster.x-k8s.io/watch-filter={value}")),
+            None => watcher::Config::default(),
+        }
+    }
+}
+
 fn api<K: Resource<DynamicType = ()>>(client: kube::Client, namespace: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -37,17 +53,18 @@ async fn drain<T, E: std::fmt::Display>(kind: &str, stream: impl futures::Stream
     anyhow::bail!("the {kind} controller stopped")
 }
 
-pub async fn run_hosts(client: kube::Client, namespace: Option<String>, ctx: Arc<Context>) -> anyhow::Result<()> {
-    let controller = Controller::new(api::<SSHHost>(client, &namespace), watcher::Config::default())
+pub async fn run_hosts(client: kube::Client, scope: Scope, ctx: Arc<Context>) -> anyhow::Result<()> {
+    let controller = Controller::new(api::<SSHHost>(client, &scope.namespace), scope.config())
         .run(sshhost::reconcile, sshhost::error_policy, ctx);
     drain("SSHHost", controller).await
 }
 
-pub async fn run_clusters(client: kube::Client, namespace: Option<String>, ctx: Arc<Context>) -> anyhow::Result<()> {
-    let clusters = dynamic_api(client.clone(), &namespace, &capi::cluster_resource());
+pub async fn run_clusters(client: kube::Client, scope: Scope, ctx: Arc<Context>) -> anyhow::Result<()> {
+    let namespace = &scope.namespace;
+    let clusters = dynamic_api(client.clone(), namespace, &capi::cluster_resource());
     // A Cluster change (pause, endpoint) wakes the SSHCluster it points at.
-    let controller = Controller::new(api::<SSHCluster>(client, &namespace), watcher::Config::default())
-        .watches_with(clusters, capi::cluster_resource(), watcher::Config::default(), |cluster: DynamicObject| {
+    let controller = Controller::new(api::<SSHCluster>(client, namespace), scope.config())
+        .watches_with(clusters, capi::cluster_resource(), scope.config(), |cluster: DynamicObject| {
             let infra = cluster.data.pointer("/spec/infrastructureRef").cloned();
             let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
             infra
@@ -59,10 +76,11 @@ pub async fn run_clusters(client: kube::Client, namespace: Option<String>, ctx: 
     drain("SSHCluster", controller).await
 }
 
-pub async fn run_machines(client: kube::Client, namespace: Option<String>, ctx: Arc<Context>) -> anyhow::Result<()> {
+pub async fn run_machines(client: kube::Client, scope: Scope, ctx: Arc<Context>) -> anyhow::Result<()> {
+    let namespace = scope.namespace.clone();
     use crate::api::v1alpha1::{MachinePhase, SSHMachine};
     use crate::controllers::sshmachine;
-    let controller = Controller::new(api::<SSHMachine>(client.clone(), &namespace), watcher::Config::default());
+    let controller = Controller::new(api::<SSHMachine>(client.clone(), &namespace), scope.config());
     let store = controller.store();
     let machines_of_cluster = store.clone();
     let machines_waiting = store.clone();
@@ -70,7 +88,7 @@ pub async fn run_machines(client: kube::Client, namespace: Option<String>, ctx: 
     let clusters = dynamic_api(client.clone(), &namespace, &capi::cluster_resource());
     let controller = controller
         // A Machine (bootstrap data appearing, failure domain) wakes its SSHMachine.
-        .watches_with(machines, capi::machine_resource(), watcher::Config::default(), |machine: DynamicObject| {
+        .watches_with(machines, capi::machine_resource(), scope.config(), |machine: DynamicObject| {
             let infra = machine.data.pointer("/spec/infrastructureRef").cloned();
             let namespace = machine.metadata.namespace.clone().unwrap_or_default();
             infra
@@ -79,7 +97,7 @@ pub async fn run_machines(client: kube::Client, namespace: Option<String>, ctx: 
                 .map(|name| ObjectRef::<SSHMachine>::new(&name).within(&namespace))
         })
         // A Cluster (pause, infrastructure ready) wakes every SSHMachine of it.
-        .watches_with(clusters, capi::cluster_resource(), watcher::Config::default(), move |cluster: DynamicObject| {
+        .watches_with(clusters, capi::cluster_resource(), scope.config(), move |cluster: DynamicObject| {
             let name = cluster.metadata.name.clone().unwrap_or_default();
             let namespace = cluster.metadata.namespace.clone();
             machines_of_cluster
@@ -91,7 +109,7 @@ pub async fn run_machines(client: kube::Client, namespace: Option<String>, ctx: 
                 .collect::<Vec<_>>()
         })
         // A host wakes its consumer; a free host wakes the machines waiting for one.
-        .watches(api::<SSHHost>(client, &namespace), watcher::Config::default(), move |host: SSHHost| {
+        .watches(api::<SSHHost>(client, &namespace), scope.config(), move |host: SSHHost| {
             let namespace = host.metadata.namespace.clone();
             match &host.spec.consumer_ref {
                 Some(consumer) => vec![ObjectRef::<SSHMachine>::new(&consumer.name).within(namespace.as_deref().unwrap_or_default())],

@@ -28,6 +28,10 @@ pub struct ManagerArgs {
     /// Watch only this namespace (default: all namespaces, as clusterctl installs providers).
     #[arg(long)]
     pub namespace: Option<String>,
+    /// Only reconcile objects labelled `cluster.x-k8s.io/watch-filter=<value>` (Cluster API's
+    /// convention for running several instances side by side).
+    #[arg(long)]
+    pub watch_filter: Option<String>,
     /// How often unclaimed hosts are probed again, in seconds.
     #[arg(long, default_value_t = 300)]
     pub probe_interval_seconds: u64,
@@ -51,9 +55,10 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         args.max_concurrent_hosts,
         std::time::Duration::from_secs(args.probe_interval_seconds),
     ));
-    servers.spawn(controllers::run_hosts(client.clone(), args.namespace.clone(), ctx.clone()));
-    servers.spawn(controllers::run_clusters(client.clone(), args.namespace.clone(), ctx.clone()));
-    servers.spawn(controllers::run_machines(client, args.namespace.clone(), ctx));
+    let scope = controllers::Scope { namespace: args.namespace.clone(), watch_filter: args.watch_filter.clone() };
+    servers.spawn(controllers::run_hosts(client.clone(), scope.clone(), ctx.clone()));
+    servers.spawn(controllers::run_clusters(client.clone(), scope.clone(), ctx.clone()));
+    servers.spawn(controllers::run_machines(client, scope, ctx));
     state.set_ready(true);
     tracing::info!(health = %args.health_addr, metrics = %args.metrics_addr, webhook = %args.webhook_addr, "manager started");
 
