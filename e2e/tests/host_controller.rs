@@ -143,3 +143,52 @@ async fn a_watch_filter_limits_the_manager_to_labelled_objects() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(api.get("others").await.unwrap().status.is_none(), "an unlabelled host is another manager's");
 }
+
+#[tokio::test]
+async fn with_leader_election_only_one_replica_reconciles_and_the_other_takes_over() {
+    let farm = HostFarm::start("leader-election", 1).unwrap();
+    let plane = ManagementPlane::start("leader-election").await.unwrap();
+    let client = plane.client().await.unwrap();
+    install_capssh_crds(&client).await.unwrap();
+    capssh_e2e::scenario::namespace(&client, NS).await.unwrap();
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "farm-key"}, "stringData": {"ssh-privatekey": farm.client_key.ed25519.private_key_pem}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await.unwrap();
+    let args = ["--leader-elect", "--leader-election-namespace", "default", "--probe-interval-seconds", "2"];
+    let mut first = start_manager(&plane, "replica-1", &args).unwrap();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "default");
+    let holder = eventually(60, "a leader", || async {
+        leases.get_opt("capssh-leader").await.ok()??.spec?.holder_identity
+    })
+    .await
+    .unwrap();
+    assert_eq!(holder, format!("capssh-{}", first.pid()));
+    let second = start_manager(&plane, "replica-2", &args).unwrap();
+
+    let api: Api<SSHHost> = Api::namespaced(client.clone(), NS);
+    let pin = json!({"publicKeys": [farm.hosts[0].host_key_public]});
+    api.create(&PostParams::default(), &host_object("a", &farm.hosts[0].address.to_string(), pin.clone())).await.unwrap();
+    eventually(60, "host a probed", || async { (phase_of(&api, "a").await == Some(HostPhase::Available)).then_some(()) })
+        .await
+        .unwrap();
+    let follower_log = std::fs::read_to_string(plane.dir.join("replica-2.log")).unwrap();
+    assert!(!follower_log.contains("became the leader"), "the second replica must wait");
+    let leader_log = std::fs::read_to_string(plane.dir.join("replica-1.log")).unwrap();
+    assert!(leader_log.contains("\"message\":\"reconcile\""), "the leader logs its reconciles");
+    assert!(!follower_log.contains("\"message\":\"reconcile\""), "the follower reconciled something:\n{follower_log}");
+
+    // The leader dies; the follower takes the lease over and carries on.
+    first.kill();
+    eventually(60, "the second replica to lead", || async {
+        let holder = leases.get_opt("capssh-leader").await.ok()??.spec?.holder_identity?;
+        (holder == format!("capssh-{}", second.pid())).then_some(())
+    })
+    .await
+    .unwrap();
+    api.create(&PostParams::default(), &host_object("b", &farm.hosts[0].address.to_string(), pin)).await.unwrap();
+    eventually(60, "host b probed by the new leader", || async { (phase_of(&api, "b").await == Some(HostPhase::Available)).then_some(()) })
+        .await
+        .unwrap();
+}

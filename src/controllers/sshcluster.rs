@@ -15,6 +15,7 @@ use std::time::Duration;
 pub const PAUSED: &str = "Paused";
 
 pub async fn reconcile(cluster: Arc<SSHCluster>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    tracing::debug!(kind = "SSHCluster", name = cluster.metadata.name.as_deref().unwrap_or_default(), "reconcile");
     let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
     if is_externally_managed(&cluster.metadata) || cluster.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());

@@ -10,6 +10,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    tracing::debug!(kind = "SSHHost", name = host.metadata.name.as_deref().unwrap_or_default(), "reconcile");
     if host.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

@@ -3,6 +3,7 @@
 
 mod controllers;
 mod http;
+mod leader;
 mod tls;
 
 use clap::Args;
@@ -32,6 +33,12 @@ pub struct ManagerArgs {
     /// convention for running several instances side by side).
     #[arg(long)]
     pub watch_filter: Option<String>,
+    /// Run controllers only while holding the Lease `capssh-leader` (for several replicas).
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: POD_NAMESPACE, else capssh-system).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "capssh-system")]
+    pub leader_election_namespace: String,
     /// How often unclaimed hosts are probed again, in seconds.
     #[arg(long, default_value_t = 300)]
     pub probe_interval_seconds: u64,
@@ -50,6 +57,19 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         servers.spawn(http::serve_webhook(addr, args.webhook_cert_dir.clone()));
     }
     let client = kube::Client::try_default().await?;
+    // Probes and the webhook serve on every replica; controllers only on the leader.
+    state.set_ready(true);
+    if args.leader_elect {
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("capssh-{}", std::process::id()));
+        let election = std::sync::Arc::new(leader::LeaderElection::new(client.clone(), &args.leader_election_namespace, "capssh-leader", &identity));
+        tokio::select! {
+            _ = election.acquire() => {}
+            _ = shutdown_signal() => return Ok(()),
+            Some(result) = servers.join_next() => return result?,
+        }
+        let holder = election.clone();
+        servers.spawn(async move { holder.hold().await });
+    }
     let ctx = std::sync::Arc::new(crate::controllers::Context::new(
         client.clone(),
         args.max_concurrent_hosts,
@@ -59,7 +79,6 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     servers.spawn(controllers::run_hosts(client.clone(), scope.clone(), ctx.clone()));
     servers.spawn(controllers::run_clusters(client.clone(), scope.clone(), ctx.clone()));
     servers.spawn(controllers::run_machines(client, scope, ctx));
-    state.set_ready(true);
     tracing::info!(health = %args.health_addr, metrics = %args.metrics_addr, webhook = %args.webhook_addr, "manager started");
 
     tokio::select! {

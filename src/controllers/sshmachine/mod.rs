@@ -23,6 +23,7 @@ pub const BOOTSTRAP_SUCCEEDED: &str = "BootstrapSucceeded";
 pub const HOST_RELEASED: &str = "HostReleased";
 
 pub async fn reconcile(machine: Arc<SSHMachine>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    tracing::debug!(kind = "SSHMachine", name = machine.metadata.name.as_deref().unwrap_or_default(), "reconcile");
     if is_externally_managed(&machine.metadata) {
         return Ok(Action::await_change());
     }

@@ -1,0 +1,106 @@
+//! Leader election on a coordination.k8s.io Lease: of several replicas, only the holder of the
+//! Lease runs controllers. A replica that cannot renew in time stops (and is restarted), so two
+//! replicas never reconcile at once for longer than the lease allows.
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+use std::time::Duration;
+
+pub struct LeaderElection {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    lease_duration: Duration,
+    renew_every: Duration,
+}
+
+impl LeaderElection {
+    pub fn new(client: kube::Client, namespace: &str, name: &str, identity: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            lease_duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        }
+    }
+
+    /// Returns once this replica holds the Lease.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_acquire_or_renew().await {
+                Ok(true) => {
+                    tracing::info!(lease = %self.name, identity = %self.identity, "became the leader");
+                    return;
+                }
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = %err, "leader election"),
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    /// Renews the Lease until it cannot; then returns an error (the manager exits).
+    pub async fn hold(&self) -> anyhow::Result<()> {
+        let mut last_renewal = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.renew_every).await;
+            match self.try_acquire_or_renew().await {
+                Ok(true) => last_renewal = tokio::time::Instant::now(),
+                Ok(false) => anyhow::bail!("lost the lease {} to another replica", self.name),
+                Err(err) if last_renewal.elapsed() < self.lease_duration - self.renew_every => {
+                    tracing::warn!(error = %err, "could not renew the lease; retrying");
+                }
+                Err(err) => anyhow::bail!("could not renew the lease {} in time: {err}", self.name),
+            }
+        }
+    }
+
+    /// One round: take a free or expired lease, renew our own. True when we hold it.
+    async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
+        let now = jiff::Timestamp::now();
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                spec: Some(self.spec(now, None, 0)),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+                Err(err) => Err(err),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
+            (Some(renewed), Some(seconds)) => {
+                renewed.0 + jiff::SignedDuration::from_secs(seconds as i64) < now
+            }
+            _ => true,
+        };
+        if !ours && !expired {
+            return Ok(false);
+        }
+        let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
+        let acquired = if ours { spec.acquire_time } else { None };
+        lease.spec = Some(self.spec(now, acquired, transitions));
+        // replace() carries resourceVersion: of two replicas taking an expired lease, one wins.
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn spec(&self, now: jiff::Timestamp, acquired: Option<MicroTime>, transitions: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.lease_duration.as_secs() as i32),
+            acquire_time: acquired.or(Some(MicroTime(now))),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }
+    }
+}
