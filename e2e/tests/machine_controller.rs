@@ -4,7 +4,7 @@
 use capssh::api::v1alpha1::{ConditionStatus, HostPhase, MachineAddressType, SSHHost, SSHMachine};
 use capssh_e2e::capi::{install_capssh_crds, install_crds};
 use capssh_e2e::hosts::HostFarm;
-use capssh_e2e::manager::{eventually, start_manager};
+use capssh_e2e::manager::{eventually, http_get, start_manager_with_metrics};
 use capssh_e2e::mgmt::ManagementPlane;
 use capssh_e2e::scenario;
 use kube::api::{Api, DeleteParams};
@@ -35,7 +35,7 @@ async fn a_machine_is_provisioned_on_a_real_host_then_reset_and_released() {
     install_capssh_crds(&client).await.unwrap();
     scenario::namespace(&client, NS).await.unwrap();
     scenario::register_farm(&client, NS, &farm, json!({"role": "worker"})).await.unwrap();
-    let _manager = start_manager(&plane, "capssh", &["--probe-interval-seconds", "2"]).unwrap();
+    let (_manager, metrics_port) = start_manager_with_metrics(&plane, "capssh", &["--probe-interval-seconds", "2"]).unwrap();
     scenario::provisioned_cluster(&client, NS, "c1").await.unwrap();
     scenario::machine(&client, NS, "c1", "m1", BOOTSTRAP).await.unwrap();
 
@@ -65,6 +65,17 @@ async fn a_machine_is_provisioned_on_a_real_host_then_reset_and_released() {
     let host = hosts.get(&host_name).await.unwrap();
     assert_eq!(host.spec.consumer_ref.as_ref().map(|c| c.name.as_str()), Some("m1"));
     assert_eq!(host.status.and_then(|s| s.phase), Some(HostPhase::Provisioned));
+
+    // The manager's metrics tell the same story.
+    let metrics = eventually(30, "metrics with the provisioned host", || async {
+        let body = http_get(metrics_port, "/metrics").ok()?;
+        body.contains("capssh_hosts{phase=\"Provisioned\"} 1").then_some(body)
+    })
+    .await
+    .unwrap();
+    assert!(metrics.contains("capssh_provisioning_duration_seconds_count 1"), "{metrics}");
+    assert!(metrics.contains("capssh_reconciles_total{kind=\"SSHMachine\",result=\"ok\"}"), "{metrics}");
+    assert!(metrics.contains("capssh_reconcile_duration_seconds_bucket{le="), "{metrics}");
 
     // Delete: the cleanup runs, the host is verified clean and returned to the pool.
     machines.delete("m1", &DeleteParams::default()).await.unwrap();

@@ -4,6 +4,7 @@
 pub mod conditions;
 mod credentials;
 pub mod error;
+pub mod metrics;
 pub mod capi;
 pub mod sshcluster;
 pub mod sshhost;
@@ -30,10 +31,11 @@ pub struct Context {
     pub recorder: Recorder,
     /// How often unclaimed hosts are probed again.
     pub probe_interval: Duration,
+    pub metrics: metrics::Metrics,
 }
 
 impl Context {
-    pub fn new(client: kube::Client, max_concurrent_hosts: usize, probe_interval: Duration) -> Self {
+    pub fn new(client: kube::Client, max_concurrent_hosts: usize, probe_interval: Duration, metrics: metrics::Metrics) -> Self {
         let reporter = Reporter {
             controller: "capssh".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -43,6 +45,7 @@ impl Context {
             pool: SessionPool::new(max_concurrent_hosts, Timeouts::default()),
             client,
             probe_interval,
+            metrics,
         }
     }
 

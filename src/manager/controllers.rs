@@ -8,6 +8,19 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs `reconcile`, recording its count, result and duration under `kind`.
+macro_rules! measured {
+    ($kind:expr, $reconcile:path) => {
+        |obj, ctx: Arc<Context>| async move {
+            let started = Instant::now();
+            let result = $reconcile(obj, ctx.clone()).await;
+            ctx.metrics.observe_reconcile($kind, started, result.is_ok());
+            result
+        }
+    };
+}
 
 /// What the manager watches: one namespace or all, and optionally only labelled objects.
 #[derive(Clone, Debug)]
@@ -54,8 +67,32 @@ async fn drain<T, E: std::fmt::Display>(kind: &str, stream: impl futures::Stream
 }
 
 pub async fn run_hosts(client: kube::Client, scope: Scope, ctx: Arc<Context>) -> anyhow::Result<()> {
-    let controller = Controller::new(api::<SSHHost>(client, &scope.namespace), scope.config())
-        .run(sshhost::reconcile, sshhost::error_policy, ctx);
+    use crate::api::v1alpha1::HostPhase;
+    let controller = Controller::new(api::<SSHHost>(client, &scope.namespace), scope.config());
+    let store = controller.store();
+    let gauges = ctx.clone();
+    // Hosts by phase, counted from the controller's own cache.
+    tokio::spawn(async move {
+        const PHASES: [(HostPhase, &str); 7] = [
+            (HostPhase::Available, "Available"),
+            (HostPhase::Claimed, "Claimed"),
+            (HostPhase::Provisioning, "Provisioning"),
+            (HostPhase::Provisioned, "Provisioned"),
+            (HostPhase::Releasing, "Releasing"),
+            (HostPhase::Quarantined, "Quarantined"),
+            (HostPhase::Unreachable, "Unreachable"),
+        ];
+        loop {
+            let hosts = store.state();
+            let counts: Vec<(&str, i64)> = PHASES
+                .iter()
+                .map(|(phase, name)| (*name, hosts.iter().filter(|h| h.status.as_ref().and_then(|s| s.phase) == Some(*phase)).count() as i64))
+                .collect();
+            gauges.metrics.set_hosts(&counts);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    let controller = controller.run(measured!("SSHHost", sshhost::reconcile), sshhost::error_policy, ctx);
     drain("SSHHost", controller).await
 }
 
@@ -72,7 +109,7 @@ pub async fn run_clusters(client: kube::Client, scope: Scope, ctx: Arc<Context>)
                 .and_then(|r| r.get("name").and_then(|n| n.as_str()).map(str::to_string))
                 .map(|name| ObjectRef::<SSHCluster>::new(&name).within(&namespace))
         })
-        .run(sshcluster::reconcile, sshcluster::error_policy, ctx);
+        .run(measured!("SSHCluster", sshcluster::reconcile), sshcluster::error_policy, ctx);
     drain("SSHCluster", controller).await
 }
 
@@ -122,6 +159,6 @@ pub async fn run_machines(client: kube::Client, scope: Scope, ctx: Arc<Context>)
                     .collect(),
             }
         })
-        .run(sshmachine::reconcile, sshmachine::error_policy, ctx);
+        .run(measured!("SSHMachine", sshmachine::reconcile), sshmachine::error_policy, ctx);
     drain("SSHMachine", controller).await
 }

@@ -70,10 +70,15 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         let holder = election.clone();
         servers.spawn(async move { holder.hold().await });
     }
+    let metrics = {
+        let mut registry = state.registry.lock().map_err(|_| anyhow::anyhow!("metrics registry poisoned"))?;
+        crate::controllers::metrics::Metrics::register(&mut registry)
+    };
     let ctx = std::sync::Arc::new(crate::controllers::Context::new(
         client.clone(),
         args.max_concurrent_hosts,
         std::time::Duration::from_secs(args.probe_interval_seconds),
+        metrics,
     ));
     let scope = controllers::Scope { namespace: args.namespace.clone(), watch_filter: args.watch_filter.clone() };
     servers.spawn(controllers::run_hosts(client.clone(), scope.clone(), ctx.clone()));

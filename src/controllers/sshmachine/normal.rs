@@ -124,6 +124,9 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
             step.status.failure_domain = owner.data.pointer("/spec/failureDomain").and_then(Value::as_str).map(str::to_string);
             step.save(ctx).await?;
             set_host_phase(ctx, &host, HostPhase::Provisioned).await?;
+            if let Some(created) = &machine.metadata.creation_timestamp {
+                ctx.metrics.observe_provisioning(jiff::Timestamp::now().duration_since(created.0).as_secs_f64());
+            }
             ctx.event(&*machine, false, "Provisioned", &format!("bootstrapped on host {host_name}")).await;
             Ok(Action::await_change())
         }
