@@ -37,6 +37,10 @@ struct Bed {
 }
 
 async fn bed(suite: &str, hosts: usize) -> Bed {
+    bed_with(suite, hosts, &[]).await
+}
+
+async fn bed_with(suite: &str, hosts: usize, manager_args: &[&str]) -> Bed {
     let serial = SERIAL.lock().await;
     let farm = HostFarm::start(suite, hosts).unwrap();
     let plane = ManagementPlane::start(suite).await.unwrap();
@@ -45,7 +49,8 @@ async fn bed(suite: &str, hosts: usize) -> Bed {
     install_capssh_crds(&client).await.unwrap();
     scenario::namespace(&client, NS).await.unwrap();
     scenario::register_farm(&client, NS, &farm, json!({"role": "worker"})).await.unwrap();
-    let manager = start_manager(&plane, "capssh", &["--probe-interval-seconds", "2"]).unwrap();
+    let args: Vec<&str> = ["--probe-interval-seconds", "2"].iter().chain(manager_args).copied().collect();
+    let manager = start_manager(&plane, "capssh", &args).unwrap();
     scenario::provisioned_cluster(&client, NS, "c1").await.unwrap();
     Bed { _serial: serial, farm, plane, client, manager: Some(manager) }
 }
@@ -251,4 +256,40 @@ async fn bad_bootstrap_data_is_reported_and_nothing_runs() {
     .unwrap();
     assert!(condition_message(&m2, "BootstrapSucceeded").contains("does not exist"));
     assert!(bed.farm.exec(0, "ls /var/lib/capssh/jobs 2>/dev/null; ls /run/ran 2>/dev/null").unwrap().stdout.is_empty(), "nothing ran");
+}
+
+#[tokio::test]
+async fn a_host_that_cannot_be_reset_is_quarantined_and_the_delete_completes() {
+    let bed = bed_with("quarantine", 1, &["--cleanup-give-up-seconds", "10"]).await;
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    let hosts: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
+    scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
+    eventually(120, "provisioned", || async { provisioned(&machines.get("m1").await.ok()?).then_some(()) })
+        .await
+        .unwrap();
+
+    // The host drops off the network, then its machine is deleted.
+    bed.farm.set_link(0, false).unwrap();
+    machines.delete("m1", &DeleteParams::default()).await.unwrap();
+    eventually(120, "the SSHMachine to be gone (the delete must not hang)", || async {
+        machines.get_opt("m1").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    let host = eventually(60, "the host quarantined", || async {
+        let h = hosts.get("h0").await.ok()?;
+        (h.status.as_ref()?.phase == Some(capssh::api::v1alpha1::HostPhase::Quarantined)).then_some(h)
+    })
+    .await
+    .unwrap();
+    let reason = host.metadata.annotations.unwrap_or_default().get(capssh::controllers::QUARANTINE_ANNOTATION).cloned().unwrap_or_default();
+    assert!(reason.contains(&bed.farm.hosts[0].address.to_string()), "the reason names the host: {reason}");
+    assert_eq!(host.spec.consumer_ref.map(|c| c.name).as_deref(), Some("m1"), "a quarantined host keeps its claim");
+
+    // Back on the network, it is still not handed out: a person must look at it first.
+    bed.farm.set_link(0, true).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let host = hosts.get("h0").await.unwrap();
+    assert_eq!(host.status.and_then(|s| s.phase), Some(capssh::api::v1alpha1::HostPhase::Quarantined));
+    assert_eq!(bed.farm.exec_ok(0, "cat /run/cluster-api/bootstrap-success.complete").unwrap(), "success\n", "never reset behind anyone's back");
 }

@@ -32,6 +32,8 @@ pub struct Context {
     /// How often unclaimed hosts are probed again.
     pub probe_interval: Duration,
     pub metrics: metrics::Metrics,
+    /// How long a deleted machine's host may stay unreachable or dirty before it is quarantined.
+    pub cleanup_give_up: Duration,
 }
 
 impl Context {
@@ -46,6 +48,7 @@ impl Context {
             client,
             probe_interval,
             metrics,
+            cleanup_give_up: Duration::from_secs(300),
         }
     }
 

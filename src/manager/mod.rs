@@ -33,6 +33,10 @@ pub struct ManagerArgs {
     /// convention for running several instances side by side).
     #[arg(long)]
     pub watch_filter: Option<String>,
+    /// How long a deleted machine's host may stay unreachable or fail verification before it is
+    /// quarantined (and the Machine's deletion completes), in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub cleanup_give_up_seconds: u64,
     /// Run controllers only while holding the Lease `capssh-leader` (for several replicas).
     #[arg(long)]
     pub leader_elect: bool,
@@ -74,12 +78,14 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         let mut registry = state.registry.lock().map_err(|_| anyhow::anyhow!("metrics registry poisoned"))?;
         crate::controllers::metrics::Metrics::register(&mut registry)
     };
-    let ctx = std::sync::Arc::new(crate::controllers::Context::new(
+    let mut ctx = crate::controllers::Context::new(
         client.clone(),
         args.max_concurrent_hosts,
         std::time::Duration::from_secs(args.probe_interval_seconds),
         metrics,
-    ));
+    );
+    ctx.cleanup_give_up = std::time::Duration::from_secs(args.cleanup_give_up_seconds);
+    let ctx = std::sync::Arc::new(ctx);
     let scope = controllers::Scope { namespace: args.namespace.clone(), watch_filter: args.watch_filter.clone() };
     servers.spawn(controllers::run_hosts(client.clone(), scope.clone(), ctx.clone()));
     servers.spawn(controllers::run_clusters(client.clone(), scope.clone(), ctx.clone()));

@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const CLEANUP_SCRIPT: &str = include_str!("cleanup.sh");
-/// After this long, a host that still cannot be cleaned is quarantined and the delete completes.
-const GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 
 /// What must be true of a released host; prints what is not.
 const VERIFY: &str = r#"problems=""
@@ -59,7 +57,7 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context) -> Result<Action
                 .as_ref()
                 .map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs())
                 .unwrap_or_default();
-            if deleting_for < GIVE_UP_AFTER {
+            if deleting_for < ctx.cleanup_give_up {
                 step.wait(HOST_RELEASED, "CleanupRetrying", &problem, MachinePhase::Deleting);
                 step.save(ctx).await?;
                 return Err(ReconcileError::StillWorking { what: problem, retry_after: Duration::from_secs(15) });
@@ -99,12 +97,24 @@ async fn clean(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<Cl
     let host_name = host.metadata.name.as_deref().unwrap_or_default();
     let id = stable_id("cleanup", &[namespace, machine.metadata.name.as_deref().unwrap_or_default(), host_name]);
     let job = JobSpec { id: &id, script: CLEANUP_SCRIPT.as_bytes() };
-    let progress = session.advance_job(&job, &[], 20).await.map_err(|err| Problem(err.to_string()))?;
+    let progress = match session.advance_job(&job, &[], 20).await {
+        Ok(progress) => progress,
+        Err(err) => {
+            ctx.pool.forget(&key).await;
+            return Err(Problem(err.to_string()));
+        }
+    };
     if progress == Progress::Running {
         return Ok(Cleaning::Running);
     }
     // Whatever the job said, the host is judged by what is on it now.
-    let output = session.run_checked(VERIFY, None, Duration::from_secs(30)).await.map_err(|err| Problem(err.to_string()))?;
+    let output = match session.run_checked(VERIFY, None, Duration::from_secs(30)).await {
+        Ok(output) => output,
+        Err(err) => {
+            ctx.pool.forget(&key).await;
+            return Err(Problem(err.to_string()));
+        }
+    };
     let problems = output.stdout_text().trim().to_string();
     if problems.is_empty() {
         Ok(Cleaning::Clean)

@@ -102,6 +102,13 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
     };
     let redactor = Redactor::new(job.secrets.clone());
     match progress {
+        Progress::Running if bootstrap_overdue(&machine) => {
+            let message = format!("job {id} on host {host_name} still runs after spec.bootstrapTimeoutSeconds; it is left running, see /var/lib/capssh/jobs/{id}/log");
+            step.wait(BOOTSTRAP_SUCCEEDED, "BootstrapTimedOut", &message, MachinePhase::Failed);
+            step.save(ctx).await?;
+            ctx.event(&*machine, true, "BootstrapTimedOut", &message).await;
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
         Progress::Running => {
             step.wait(BOOTSTRAP_SUCCEEDED, "Bootstrapping", &format!("job {id} is running on host {host_name}"), MachinePhase::Provisioning);
             step.save(ctx).await?;
@@ -131,6 +138,22 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
             Ok(Action::await_change())
         }
     }
+}
+
+/// Whether the bootstrap has run longer than spec.bootstrapTimeoutSeconds (measured from when
+/// BootstrapSucceeded became False with reason Bootstrapping).
+fn bootstrap_overdue(machine: &SSHMachine) -> bool {
+    let Some(limit) = machine.spec.bootstrap_timeout_seconds else { return false };
+    let Some(condition) = machine.status.as_ref().and_then(|s| crate::controllers::conditions::get(&s.conditions, BOOTSTRAP_SUCCEEDED)) else {
+        return false;
+    };
+    if condition.reason != "Bootstrapping" && condition.reason != "BootstrapTimedOut" {
+        return false;
+    }
+    condition
+        .last_transition_time
+        .parse::<jiff::Timestamp>()
+        .is_ok_and(|since| jiff::Timestamp::now().duration_since(since).as_secs() > i64::from(limit))
 }
 
 async fn invalid_data(ctx: &Context, mut step: Step<'_>, machine: &SSHMachine, message: &str) -> Result<Action, ReconcileError> {
