@@ -79,8 +79,11 @@ mkdir -p {JOBS_DIR}
 chmod 0700 /var/lib/capssh {JOBS_DIR}
 mkdir -p "$d"
 if [ -d "$d/run" ]; then echo already-started; exit 0; fi
-cat > "$d/script.tmp"
-mv -f "$d/script.tmp" "$d/script"
+# Concurrent starters each write their own temp file; the rename is atomic and the content the same.
+tmp="$d/script.tmp.$$"
+cat > "$tmp"
+if [ -d "$d/run" ]; then rm -f "$tmp"; echo already-started; exit 0; fi
+mv -f "$tmp" "$d/script"
 if ! mkdir "$d/run" 2>/dev/null; then echo already-started; exit 0; fi
 setsid sh -c 'sh "$1/script" > "$1/log" 2>&1; echo $? > "$1/exit.tmp"; mv -f "$1/exit.tmp" "$1/exit"' capssh-job "$d" < /dev/null > /dev/null 2>&1 &
 echo $! > "$d/pid"
