@@ -17,14 +17,20 @@ pub async fn namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> 
     }
 }
 
-/// The farm's client key as an ssh-auth Secret, and one pinned SSHHost per farm host (named
-/// after it: h0, h1, ...), with `labels` on every host.
-pub async fn register_farm(client: &kube::Client, ns: &str, farm: &HostFarm, labels: serde_json::Value) -> anyhow::Result<()> {
+/// The farm's client key as the ssh-auth Secret `farm-key`.
+pub async fn farm_key_secret(client: &kube::Client, ns: &str, farm: &HostFarm) -> anyhow::Result<()> {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "farm-key"}, "type": "kubernetes.io/ssh-auth",
         "stringData": {"ssh-privatekey": farm.client_key.ed25519.private_key_pem}
     }))?;
     Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await?;
+    Ok(())
+}
+
+/// The farm's key Secret, and one pinned SSHHost per farm host (named after it: h0, h1, ...),
+/// with `labels` on every host.
+pub async fn register_farm(client: &kube::Client, ns: &str, farm: &HostFarm, labels: serde_json::Value) -> anyhow::Result<()> {
+    farm_key_secret(client, ns, farm).await?;
     for host in &farm.hosts {
         let doc = json!({
             "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHHost",

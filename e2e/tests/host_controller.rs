@@ -7,7 +7,7 @@ use capssh_e2e::capi::install_capssh_crds;
 use capssh_e2e::hosts::HostFarm;
 use capssh_e2e::manager::{eventually, start_manager};
 use capssh_e2e::mgmt::ManagementPlane;
-use k8s_openapi::api::core::v1::{Event, Namespace, Secret};
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -22,26 +22,24 @@ fn host_object(name: &str, address: &str, host_key: serde_json::Value) -> SSHHos
     .unwrap()
 }
 
+/// A host farm, a management plane with our CRDs, the namespace and the farm's key Secret.
+async fn setup(suite: &str, hosts: usize) -> (HostFarm, ManagementPlane, kube::Client) {
+    let farm = HostFarm::start(suite, hosts).unwrap();
+    let plane = ManagementPlane::start(suite).await.unwrap();
+    let client = plane.client().await.unwrap();
+    install_capssh_crds(&client).await.unwrap();
+    capssh_e2e::scenario::namespace(&client, NS).await.unwrap();
+    capssh_e2e::scenario::farm_key_secret(&client, NS, &farm).await.unwrap();
+    (farm, plane, client)
+}
+
 async fn phase_of(api: &Api<SSHHost>, name: &str) -> Option<HostPhase> {
     api.get(name).await.ok().and_then(|h| h.status).and_then(|s| s.phase)
 }
 
 #[tokio::test]
 async fn hosts_are_probed_pinned_refused_and_quarantined() {
-    let farm = HostFarm::start("host-controller", 3).unwrap();
-    let plane = ManagementPlane::start("host-controller").await.unwrap();
-    let client = plane.client().await.unwrap();
-    install_capssh_crds(&client).await.unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap())
-        .await
-        .unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "farm-key"}, "type": "kubernetes.io/ssh-auth",
-        "stringData": {"ssh-privatekey": farm.client_key.ed25519.private_key_pem}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await.unwrap();
+    let (farm, plane, client) = setup("host-controller", 3).await;
     let _manager = start_manager(&plane, "capssh", &["--probe-interval-seconds", "2"]).unwrap();
 
     let api: Api<SSHHost> = Api::namespaced(client.clone(), NS);
@@ -118,16 +116,7 @@ async fn hosts_are_probed_pinned_refused_and_quarantined() {
 
 #[tokio::test]
 async fn a_watch_filter_limits_the_manager_to_labelled_objects() {
-    let farm = HostFarm::start("watch-filter", 1).unwrap();
-    let plane = ManagementPlane::start("watch-filter").await.unwrap();
-    let client = plane.client().await.unwrap();
-    install_capssh_crds(&client).await.unwrap();
-    capssh_e2e::scenario::namespace(&client, NS).await.unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "farm-key"}, "stringData": {"ssh-privatekey": farm.client_key.ed25519.private_key_pem}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await.unwrap();
+    let (farm, plane, client) = setup("watch-filter", 1).await;
     let _manager = start_manager(&plane, "capssh", &["--watch-filter", "team-a", "--probe-interval-seconds", "2"]).unwrap();
 
     let api: Api<SSHHost> = Api::namespaced(client.clone(), NS);
@@ -146,16 +135,7 @@ async fn a_watch_filter_limits_the_manager_to_labelled_objects() {
 
 #[tokio::test]
 async fn with_leader_election_only_one_replica_reconciles_and_the_other_takes_over() {
-    let farm = HostFarm::start("leader-election", 1).unwrap();
-    let plane = ManagementPlane::start("leader-election").await.unwrap();
-    let client = plane.client().await.unwrap();
-    install_capssh_crds(&client).await.unwrap();
-    capssh_e2e::scenario::namespace(&client, NS).await.unwrap();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "farm-key"}, "stringData": {"ssh-privatekey": farm.client_key.ed25519.private_key_pem}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await.unwrap();
+    let (farm, plane, client) = setup("leader-election", 1).await;
     let args = ["--leader-elect", "--leader-election-namespace", "default", "--probe-interval-seconds", "2"];
     let mut first = start_manager(&plane, "replica-1", &args).unwrap();
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "default");
