@@ -53,8 +53,11 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
         Ok(found) => found,
         Err(message) => return invalid_data(ctx, step, &machine, &message).await,
     };
-    if let Err(err) = plan(&data, format, &placeholder_metadata()) {
-        return invalid_data(ctx, step, &machine, &format!("bootstrap Secret {secret_name}: {err}")).await;
+    // (Once a host is recorded, the real rendering below does this check.)
+    if machine.spec.host_ref.is_none() {
+        if let Err(err) = plan(&data, format, &placeholder_metadata()) {
+            return invalid_data(ctx, step, &machine, &format!("bootstrap Secret {secret_name}: {err}")).await;
+        }
     }
 
     // Claim a host.
@@ -200,11 +203,17 @@ async fn claimed_host(
     let namespace = machine.metadata.namespace.clone().unwrap_or_default();
     let name = machine.metadata.name.clone().unwrap_or_default();
     let hosts: Api<SSHHost> = Api::namespaced(ctx.client.clone(), &namespace);
-    let all = hosts.list(&ListParams::default()).await?.items;
-
+    // A recorded (or pinned) host is read by name; only an unplaced machine looks at the pool.
     let candidates: Vec<SSHHost> = match &machine.spec.host_ref {
-        Some(pinned) => all.into_iter().filter(|h| h.metadata.name.as_deref() == Some(pinned.name.as_str())).collect(),
-        None => all,
+        Some(pinned) => {
+            let host = hosts.get_opt(&pinned.name).await?;
+            if let Some(host) = host.as_ref().filter(|h| h.spec.consumer_ref.as_ref().is_some_and(|c| c.name == name)) {
+                record_host(ctx, machine, host).await?; // no API call when already recorded
+                return Ok(Some(host.clone()));
+            }
+            host.into_iter().collect()
+        }
+        None => hosts.list(&ListParams::default()).await?.items,
     };
     let label = failure_domain_label(ctx, &namespace, cluster).await?;
     let domain = owner.data.pointer("/spec/failureDomain").and_then(Value::as_str);
