@@ -9,7 +9,7 @@ pub const REACHABLE: &str = "Reachable";
 /// Sets (or replaces) the condition of type `kind`.
 pub fn set(conditions: &mut Vec<Condition>, kind: &str, status: ConditionStatus, reason: &str, message: &str, generation: Option<i64>) {
     let message = crate::redact::redact(message);
-    let now = jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string();
+    let now = now();
     match conditions.iter_mut().find(|c| c.r#type == kind) {
         Some(existing) => {
             if existing.status != status {
@@ -29,6 +29,11 @@ pub fn set(conditions: &mut Vec<Condition>, kind: &str, status: ConditionStatus,
             message,
         }),
     }
+}
+
+/// Now, in the RFC 3339 seconds precision of metav1.Time.
+pub fn now() -> String {
+    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string()
 }
 
 pub fn get<'a>(conditions: &'a [Condition], kind: &str) -> Option<&'a Condition> {

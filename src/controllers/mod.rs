@@ -36,6 +36,24 @@ pub struct Context {
     pub cleanup_give_up: Duration,
 }
 
+/// Writes `status` of `obj` with server-side apply under [`FIELD_MANAGER`] — the one way every
+/// controller stores status — unless it equals what is stored (`current`).
+pub async fn apply_status<K, S>(ctx: &Context, obj: &K, current: Option<&S>, status: &S) -> Result<(), ReconcileError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    let meta = obj.meta();
+    let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), meta.namespace.as_deref().unwrap_or_default());
+    let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+    let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(meta.name.as_deref().unwrap_or_default(), &params, &kube::api::Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
 impl Context {
     pub fn new(client: kube::Client, max_concurrent_hosts: usize, probe_interval: Duration, metrics: metrics::Metrics) -> Self {
         let reporter = Reporter {

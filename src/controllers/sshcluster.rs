@@ -3,11 +3,10 @@
 
 use super::capi::{self, get_cluster, is_externally_managed, is_paused, owner_name};
 use super::conditions::{self, READY};
-use super::{Context, FIELD_MANAGER, ReconcileError};
+use super::{Context, ReconcileError};
 use crate::api::v1alpha1::{ConditionStatus, FailureDomain, Initialization, SSHCluster, SSHClusterStatus, SSHHost};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
-use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,14 +73,7 @@ pub async fn reconcile(cluster: Arc<SSHCluster>, ctx: Arc<Context>) -> Result<Ac
 }
 
 async fn write_status(ctx: &Context, cluster: &SSHCluster, status: &SSHClusterStatus) -> Result<(), ReconcileError> {
-    if cluster.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api: Api<SSHCluster> = Api::namespaced(ctx.client.clone(), cluster.metadata.namespace.as_deref().unwrap_or_default());
-    let patch = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHCluster", "status": status});
-    api.patch_status(cluster.metadata.name.as_deref().unwrap_or_default(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    Ok(())
+    super::apply_status(ctx, cluster, cluster.status.as_ref(), status).await
 }
 
 pub fn error_policy(_cluster: Arc<SSHCluster>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {

@@ -2,7 +2,7 @@
 //! use. Claimed hosts are driven by the SSHMachine that owns them.
 
 use super::conditions::{self, READY, REACHABLE};
-use super::{Context, FIELD_MANAGER, QUARANTINE_ANNOTATION, ReconcileError, target_for};
+use super::{Context, QUARANTINE_ANNOTATION, ReconcileError, target_for};
 use crate::api::v1alpha1::{ConditionStatus, HostPhase, SSHHost, SSHHostStatus};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -83,7 +83,7 @@ async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Res
     let generation = host.metadata.generation;
     status.phase = Some(HostPhase::Available);
     status.observed_host_key_fingerprint = Some(session.host_key_fingerprint());
-    status.last_probe_time = Some(now());
+    status.last_probe_time = Some(conditions::now());
     let summary = format!("{} {} {}, {} CPUs, kernel {}", facts.os, facts.os_version, facts.arch, facts.cpus, facts.kernel);
     status.facts = Some(facts);
     conditions::set(&mut status.conditions, REACHABLE, ConditionStatus::True, "Probed", &summary, generation);
@@ -109,22 +109,7 @@ async fn pin_host_key(ctx: &Context, host: &SSHHost, key: &str) -> Result<(), Re
 }
 
 async fn write_status(ctx: &Context, host: &SSHHost, status: &SSHHostStatus) -> Result<(), ReconcileError> {
-    if host.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api: Api<SSHHost> = Api::namespaced(ctx.client.clone(), host.metadata.namespace.as_deref().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
-        "kind": "SSHHost",
-        "status": status,
-    });
-    api.patch_status(host.metadata.name.as_deref().unwrap_or_default(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    Ok(())
-}
-
-fn now() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string()
+    super::apply_status(ctx, host, host.status.as_ref(), status).await
 }
 
 /// Requeue policy for errors the reconcile did not handle itself.

@@ -88,18 +88,7 @@ impl<'a> Step<'a> {
     }
 
     async fn save(&self, ctx: &Context) -> Result<(), ReconcileError> {
-        if self.machine.status.as_ref() == Some(&self.status) {
-            return Ok(());
-        }
-        let api: Api<SSHMachine> = Api::namespaced(ctx.client.clone(), self.machine.metadata.namespace.as_deref().unwrap_or_default());
-        let patch = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine", "status": self.status});
-        api.patch_status(
-            self.machine.metadata.name.as_deref().unwrap_or_default(),
-            &PatchParams::apply(super::FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        Ok(())
+        super::apply_status(ctx, self.machine, self.machine.status.as_ref(), &self.status).await
     }
 }
 
