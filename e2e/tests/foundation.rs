@@ -5,10 +5,9 @@ use capssh_e2e::apply::{apply_all, apply_one, documents};
 use capssh_e2e::clusterctl::LocalRepository;
 use capssh_e2e::mgmt::ManagementPlane;
 use capssh_e2e::process::Daemon;
-use capssh_e2e::tools::{capssh, free_port, repo_root};
+use capssh_e2e::tools::{capssh, free_port};
 use capssh_e2e::{capi, tools};
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -34,14 +33,7 @@ fn shared() -> &'static Shared {
                 let client = plane.client().await.expect("client");
                 capi::install_crds(&client).await.expect("Cluster API CRDs");
                 capi::install_cert_manager_kinds(&client).await.expect("cert-manager kinds");
-                let ours = read_docs_in(&repo_root().join("config/crd/bases"));
-                let names: Vec<String> = apply_all(&client, &ours, None, false)
-                    .await
-                    .expect("our CRDs are accepted")
-                    .into_iter()
-                    .filter_map(|crd| crd.metadata.name)
-                    .collect();
-                capssh_e2e::apply::wait_established(&client, &names).await.expect("our CRDs established");
+                capi::install_capssh_crds(&client).await.expect("our CRDs are accepted");
                 let repo = LocalRepository::publish(&plane.dir).expect("local clusterctl repository");
                 let manager = start_webhook(&plane, &repo, &client).await;
                 Shared { plane, repo, _manager: manager }
@@ -52,20 +44,8 @@ fn shared() -> &'static Shared {
     })
 }
 
-fn read_docs_in(dir: &std::path::Path) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
-    files.sort();
-    files.iter().flat_map(|f| documents(&std::fs::read_to_string(f).unwrap()).unwrap()).collect()
-}
-
 async fn namespace(client: &kube::Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(err) => panic!("creating namespace {name}: {err}"),
-    }
+    capssh_e2e::scenario::namespace(client, name).await.unwrap_or_else(|err| panic!("creating namespace {name}: {err}"));
 }
 
 /// The variables the README documents for `clusterctl generate cluster`.
