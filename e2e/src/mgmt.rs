@@ -119,6 +119,16 @@ impl ManagementPlane {
     }
 }
 
+impl Drop for ManagementPlane {
+    /// Stops the API server, then etcd, and removes etcd's data (tens of MB per plane, a
+    /// gigabyte or more per suite run); logs, certificates and the kubeconfig stay for debugging.
+    fn drop(&mut self) {
+        self.apiserver.stop(std::time::Duration::from_secs(5));
+        self.etcd.stop(std::time::Duration::from_secs(5));
+        let _ = std::fs::remove_dir_all(self.dir.join("etcd"));
+    }
+}
+
 fn kubeconfig_yaml(server: &str, ca: &str, cert: &str, key: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     format!(
