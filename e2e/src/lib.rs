@@ -1,12 +1,16 @@
 //! The ground capssh's end-to-end suites stand on: real processes, started and torn down here.
 //!
 //! - [`mgmt`]: a management plane (etcd + kube-apiserver built by hack/tools) on 127.0.0.1;
+//! - [`capi_managers`]: Cluster API's own managers (and kube-controller-manager's garbage collector) as local processes;
 //! - [`apply`]: server-side apply of YAML files, as `kubectl apply --server-side` would;
 //! - [`tools`]: where the upstream tools and the capssh binary are;
-//! - [`process`]: child processes that cannot outlive the test process.
+//! - [`process`]: child processes that cannot outlive the test process;
+//! - [`bench`]: the provisioning benchmark (`make bench`).
 
 pub mod apply;
+pub mod bench;
 pub mod capi;
+pub mod capi_managers;
 pub mod clusterctl;
 pub mod hosts;
 pub mod manager;
