@@ -30,6 +30,12 @@ enum Command {
     /// Run bootstrap data on hosts by hand.
     #[command(subcommand)]
     Bootstrap(BootstrapCommand),
+    /// Prepare hosts by hand (container runtime and Kubernetes), as spec.preparation does.
+    #[command(subcommand)]
+    Prepare(PrepareCommand),
+    /// Artifact mirrors for preparation mode Artifacts (air-gapped sites).
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
     /// Print the version.
     Version,
 }
@@ -46,6 +52,18 @@ enum BootstrapCommand {
     Run(cli::bootstrap::BootstrapArgs),
 }
 
+#[derive(Subcommand)]
+enum PrepareCommand {
+    /// Prepare (or, mode None, verify) a host as a job; print the redacted log and the result.
+    Run(cli::prepare::PrepareArgs),
+}
+
+#[derive(Subcommand)]
+enum ArtifactsCommand {
+    /// Build <output>/<version>/<arch>/ (bin/, cni/, images/, SHA256SUMS) from binaries you have.
+    Build(cli::artifacts::BuildArgs),
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -55,6 +73,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Crds { output_dir } => print_crds(output_dir),
         Command::Hosts(HostsCommand::Check(args)) => exit_on_error(cli::hosts::check(&args).await),
         Command::Bootstrap(BootstrapCommand::Run(args)) => exit_on_error(cli::bootstrap::run(&args).await),
+        Command::Prepare(PrepareCommand::Run(args)) => exit_on_error(cli::prepare::run(&args).await),
+        Command::Artifacts(ArtifactsCommand::Build(args)) => exit_on_error(cli::artifacts::run(&args).map_err(cli::CliError::from)),
         Command::Version => {
             println!("capssh {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -13,6 +13,7 @@
 mod cloudinit;
 mod ignition;
 mod jinja;
+pub mod prepare;
 mod script;
 mod shell;
 mod systemd;

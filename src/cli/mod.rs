@@ -1,8 +1,11 @@
-//! Commands for people: check a host and dry-run bootstrap data exactly as the controller
-//! would (same connection, same job runner), before Cluster API touches the host.
+//! Commands for people: check a host, prepare it and dry-run bootstrap data exactly as the
+//! controller would (same connection, same job runner), before Cluster API touches the host;
+//! build an artifact mirror for air-gapped sites.
 
+pub mod artifacts;
 pub mod bootstrap;
 pub mod hosts;
+pub mod prepare;
 
 use crate::ssh::hostkey::HostKeyPolicy;
 use crate::ssh::{Credentials, Endpoint, SshError, Target};
@@ -62,11 +65,18 @@ pub enum CliError {
     Bootstrap(#[from] crate::bootstrap::BootstrapError),
     #[error("bootstrap failed: {0}")]
     BootstrapFailed(String),
+    #[error(transparent)]
+    Prepare(#[from] crate::bootstrap::prepare::PrepareError),
+    #[error("preparation failed: {0}")]
+    PreparationFailed(String),
+    #[error(transparent)]
+    Artifacts(#[from] artifacts::ArtifactsError),
 }
 
 impl CliError {
-    /// Exit codes: 2 usage, 3 unreachable, 4 host key, 5 authentication, 6 sudo, 7 refused data,
-    /// 8 bootstrap failed, 1 anything else.
+    /// Exit codes: 2 usage (or unusable mirror inputs), 3 unreachable, 4 host key,
+    /// 5 authentication, 6 sudo, 7 refused data, 8 bootstrap failed, 9 preparation refused or
+    /// failed (a version mismatch included), 1 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
@@ -79,6 +89,9 @@ impl CliError {
             },
             CliError::Bootstrap(_) => 7,
             CliError::BootstrapFailed(_) => 8,
+            CliError::Prepare(_) | CliError::PreparationFailed(_) => 9,
+            CliError::Artifacts(artifacts::ArtifactsError::Io { .. }) => 1,
+            CliError::Artifacts(_) => 2,
         }
     }
 }

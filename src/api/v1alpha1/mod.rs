@@ -1,12 +1,14 @@
 //! API version v1alpha1 of group infrastructure.cluster.x-k8s.io.
 
 mod common;
+mod preparation;
 mod sshcluster;
 mod sshhost;
 mod sshmachine;
 mod templates;
 
 pub use common::*;
+pub use preparation::*;
 pub use sshcluster::*;
 pub use sshhost::*;
 pub use sshmachine::*;

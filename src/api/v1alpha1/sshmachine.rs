@@ -1,6 +1,7 @@
 //! SSHMachine: Cluster API's InfraMachine. Claims a host, runs the bootstrap data on it, reports.
 
 use super::common::{Condition, Initialization, LabelSelector, MachineAddress};
+use super::preparation::Preparation;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,12 @@ pub struct SSHMachineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 30, max = 86400))]
     pub bootstrap_timeout_seconds: Option<i32>,
+
+    /// Prepare the host before the bootstrap: install (or only verify) the container runtime and
+    /// kubelet, kubeadm and kubectl at the owner Machine's spec.version. Unset: nothing is
+    /// installed or checked, and the bootstrap data runs on the host as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preparation: Option<Preparation>,
 }
 
 fn is_empty_selector(selector: &LabelSelector) -> bool {
@@ -102,7 +109,7 @@ pub struct SSHMachineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<MachinePhase>,
     /// Conditions: Ready (mirrored into the Machine's InfrastructureReady), HostClaimed,
-    /// HostConnected, BootstrapSucceeded, Paused.
+    /// HostConnected, HostPrepared (with spec.preparation), BootstrapSucceeded, Paused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -25,6 +25,6 @@ if command -v ipvsadm >/dev/null 2>&1; then ipvsadm --clear; fi
 for link in kube-ipvs0 cni0 flannel.1 vxlan.calico tunl0 cilium_host cilium_net; do
   ip link delete "$link" 2>/dev/null
 done
-# Old bootstrap records go too: the next machine on this host gets a fresh job.
-find /var/lib/capssh/jobs -mindepth 1 -maxdepth 1 -name 'bootstrap-*' -exec rm -rf {} + 2>/dev/null
+# Old bootstrap and preparation records go too: the next machine on this host gets fresh jobs.
+find /var/lib/capssh/jobs -mindepth 1 -maxdepth 1 \( -name 'bootstrap-*' -o -name 'prepare-*' \) -exec rm -rf {} + 2>/dev/null
 say "cleanup finished"

@@ -1,9 +1,13 @@
-//! SSHMachine: claim a host, run the bootstrap data on it as a host-side job, report; on delete,
-//! reset and verify the host, then release it (or quarantine it). Pause is checked before
-//! anything else, delete included: `clusterctl move` deletes source objects while paused.
+//! SSHMachine: claim a host, prepare it (when asked), run the bootstrap data on it as a
+//! host-side job, report; on delete, reset and verify the host, then release it (or quarantine
+//! it). Pause is checked before anything else, delete included: `clusterctl move` deletes
+//! source objects while paused.
 
 mod delete;
 mod normal;
+mod prepare;
+
+pub use prepare::HOST_PREPARED;
 
 use super::capi::{get_cluster, is_externally_managed, is_paused, CLUSTER_NAME_LABEL};
 use super::conditions::{self, READY};

@@ -1,4 +1,4 @@
-//! The normal path: wait → claim → connect → bootstrap → report. Each step sets its condition.
+//! The normal path: wait → claim → connect → prepare → bootstrap → report. Each step sets its condition.
 
 use super::{BOOTSTRAP_SUCCEEDED, HOST_CLAIMED, HOST_CONNECTED, PAUSED, Step, set_host_phase};
 use crate::api::v1alpha1::{
@@ -92,6 +92,18 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
     };
     step.set(HOST_CONNECTED, ConditionStatus::True, "Connected", &format!("host key {}", session.host_key_fingerprint()));
     set_host_phase(ctx, &host, HostPhase::Provisioning).await?;
+
+    // Prepare: container runtime and Kubernetes at the Machine's version, when spec.preparation asks.
+    match super::prepare::reconcile(ctx, &mut step, &machine, &owner, &host, &session).await {
+        Ok(super::prepare::Prepared::Yes) => {}
+        Ok(super::prepare::Prepared::NotYet(action)) => return Ok(action),
+        Err(ReconcileError::Ssh(err)) => {
+            ctx.pool.forget(&key).await;
+            let reason = err.reason();
+            return connection_failed(ctx, step, &machine, reason, err.into()).await;
+        }
+        Err(err) => return Err(err),
+    }
 
     // Bootstrap: start the job once, then follow it.
     let id = stable_id("bootstrap", &[&namespace, machine.metadata.name.as_deref().unwrap_or_default(), &secret_name]);

@@ -1,0 +1,87 @@
+//! SSHMachine's spec.preparation: how a host gets its container runtime and the Kubernetes
+//! binaries of the Machine's version before the bootstrap runs (src/bootstrap/prepare).
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Host preparation. The Kubernetes version is the owner Machine's spec.version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self.mode != 'Artifacts' || has(self.artifacts)")
+    .message("mode Artifacts needs artifacts.url: the mirror the host downloads from"))]
+#[x_kube(validation = kube::core::Rule::new("self.mode == 'Artifacts' || !has(self.artifacts)")
+    .message("artifacts is only used with mode Artifacts"))]
+#[x_kube(validation = kube::core::Rule::new("self.mode == 'Packages' || !has(self.packages)")
+    .message("packages is only used with mode Packages"))]
+pub struct Preparation {
+    /// None: the host is pre-baked; capssh only checks that kubelet and kubeadm are at the
+    /// Machine's version and refuses to bootstrap otherwise. Packages: install containerd and
+    /// kubelet, kubeadm and kubectl with the distribution's package manager from the Kubernetes
+    /// package repository (Debian, Ubuntu, RHEL family). Artifacts: download them from an HTTP(S)
+    /// mirror laid out as `capssh artifacts build` writes it, verifying every SHA-256 before
+    /// installing anything (air-gapped sites).
+    pub mode: PreparationMode,
+
+    /// The mirror, for mode Artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<ArtifactsSource>,
+
+    /// Options for mode Packages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<PackagesSource>,
+}
+
+/// How a host is prepared.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum PreparationMode {
+    /// Pre-baked host: verify the kubelet and kubeadm versions only.
+    None,
+    /// The distribution's package manager and the Kubernetes package repository.
+    Packages,
+    /// An HTTP(S) artifact mirror.
+    Artifacts,
+}
+
+/// An artifact mirror. The host fetches `<url>/<version>/<arch>/SHA256SUMS` and the files it
+/// lists (bin/, cni/, images/), checks every SHA-256, and only then installs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactsSource {
+    /// Base URL of the mirror, http:// or https://, without a query. The host itself downloads
+    /// from it (with curl or wget), so it must be reachable from the host. Anyone who can read
+    /// this object sees it: do not put credentials in it.
+    #[schemars(length(min = 8, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new(r"self.matches('^https?://[^\\s?#]+$')")
+        .message("artifacts.url must be an http:// or https:// URL without spaces, query or fragment"))]
+    pub url: String,
+
+    /// SHA-256 (64 lower-case hex digits) of the mirror's SHA256SUMS file for this version and
+    /// architecture, as `capssh artifacts build` prints it. When set, a SHA256SUMS file that does not
+    /// match is refused, so the mirror's server is not trusted at all. Pins one architecture:
+    /// leave it unset for templates whose hosts differ in architecture.
+    #[serde(rename = "checksumsSHA256", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
+    pub checksums_sha256: Option<String>,
+}
+
+/// Options of mode Packages.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PackagesSource {
+    /// Base URL of the Kubernetes package repository, laid out as https://pkgs.k8s.io (the
+    /// default): `<url>/core:/stable:/v<major>.<minor>/deb/` and `.../rpm/`. Set it to a mirror
+    /// of that layout.
+    #[serde(rename = "repositoryURL", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 8, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new(r"self.matches('^https?://[^\\s?#]+$')")
+        .message("packages.repositoryURL must be an http:// or https:// URL without spaces, query or fragment"))]
+    pub repository_url: Option<String>,
+
+    /// The container runtime package, from the host's configured repositories. Default:
+    /// `containerd` on Debian, Ubuntu and Fedora, `containerd.io` (Docker's repository, which must
+    /// be configured on the host) on RHEL, CentOS, Rocky, AlmaLinux and Oracle Linux.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9.+_-]*$"))]
+    pub container_runtime_package: Option<String>,
+}
