@@ -26,6 +26,11 @@ pub struct ManagementPlane {
 impl ManagementPlane {
     /// Starts etcd and kube-apiserver and waits until the API server is ready.
     pub async fn start(suite: &str) -> anyhow::Result<Self> {
+        Self::start_with(suite, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra kube-apiserver flags (e.g. an audit log).
+    pub async fn start_with(suite: &str, extra_apiserver_args: &[String]) -> anyhow::Result<Self> {
         let dir = artifacts_dir(suite);
         let pki = dir.join("pki");
         std::fs::create_dir_all(&pki)?;
@@ -80,6 +85,7 @@ impl ManagementPlane {
             format!("--service-account-key-file={}", p("sa.pub")),
             format!("--service-account-signing-key-file={}", p("sa.key")),
         ]);
+        api_cmd.args(extra_apiserver_args);
         let apiserver = Daemon::start("kube-apiserver", api_cmd, &dir.join("kube-apiserver.log"))?;
 
         let kubeconfig = dir.join("admin.kubeconfig");
@@ -95,6 +101,15 @@ impl ManagementPlane {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A kubeconfig for another identity (client certificate CN `user`, organization `group`),
+    /// written to `<dir>/<user>.kubeconfig`: tells one process's requests apart in an audit log.
+    pub fn kubeconfig_for(&self, user: &str, group: Option<&str>) -> anyhow::Result<PathBuf> {
+        let pair = self.ca.client(user, group)?;
+        let path = self.dir.join(format!("{user}.kubeconfig"));
+        std::fs::write(&path, kubeconfig_yaml(&self.server, &self.ca.cert_pem(), &pair.cert_pem, &pair.key_pem))?;
+        Ok(path)
     }
 
     async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {

@@ -1,0 +1,306 @@
+//! capssh on the hosts: a real API server with an audit log, N SSHHosts, N Machines with their
+//! bootstrap Secrets and SSHMachines (as Cluster API's MachineSet and CABPK would create them;
+//! Cluster API's controllers do not run), the manager under its own client identity.
+
+use super::observe::{self, Latency, Requests, Scrape};
+use super::procfs::{self, ProcSample};
+use super::quantile;
+use crate::capi::{install_capssh_crds, install_crds};
+use crate::hosts::HostFarm;
+use crate::manager::http_get;
+use crate::mgmt::ManagementPlane;
+use crate::process::Daemon;
+use crate::scenario;
+use crate::tools::{artifacts_dir, capssh, free_port};
+use base64::Engine as _;
+use capssh::api::v1alpha1::{HostPhase, SSHHost, SSHMachine};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::Serialize;
+use serde_json::json;
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const NS: &str = "bench";
+const CLUSTER: &str = "bench";
+/// How many objects the harness creates or deletes at once.
+const CREATE_CONCURRENCY: usize = 16;
+
+/// One phase of the run: its wall time and what the manager spent in it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Phase {
+    pub wall_seconds: f64,
+    pub cpu_seconds: f64,
+    pub requests: Requests,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CapsshRun {
+    pub max_concurrent_hosts: usize,
+    /// SSHHosts created → all Available (the manager probes each once).
+    pub hosts_ready: Phase,
+    /// Machines created → all SSHMachines provisioned: the number compared with the floor.
+    pub provision: Phase,
+    /// How long creating the N Machines, Secrets and SSHMachines took (inside `provision`).
+    pub create_seconds: f64,
+    /// Per machine, from its SSHMachine created to provisioned seen.
+    pub machine_p50_seconds: f64,
+    pub machine_p90_seconds: f64,
+    pub machine_max_seconds: f64,
+    /// SSHMachines deleted → all gone and every host Available again.
+    pub delete: Phase,
+    /// The manager after the hosts were ready (idle with N hosts), after provisioning, at the end.
+    pub manager_idle: ProcSample,
+    pub manager_after_provision: ProcSample,
+    pub manager_end: ProcSample,
+    /// From the manager's /metrics, during `provision` and `delete`.
+    pub reconcile_provision: HashMap<String, Latency>,
+    pub reconcile_delete: HashMap<String, Latency>,
+    pub logs: String,
+}
+
+struct Watches {
+    hosts: Store<SSHHost>,
+    machines: Store<SSHMachine>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn watch<K>(api: Api<K>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default())).applied_objects();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while stream.next().await.is_some() {}
+    });
+    (reader, task)
+}
+
+/// Polls the harness's own watch cache (no API requests) until `done`, or fails after `timeout`.
+async fn until<K: Clone>(store: &Store<K>, timeout: Duration, what: &str, mut done: impl FnMut(&[std::sync::Arc<K>]) -> bool) -> anyhow::Result<()>
+where
+    K: kube::Resource<DynamicType = ()> + 'static,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done(&store.state()) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn available(h: &SSHHost) -> bool {
+    h.spec.consumer_ref.is_none() && h.status.as_ref().and_then(|s| s.phase) == Some(HostPhase::Available)
+}
+
+fn provisioned(m: &SSHMachine) -> bool {
+    m.status.as_ref().and_then(|s| s.initialization.as_ref()).and_then(|i| i.provisioned) == Some(true)
+}
+
+struct Manager {
+    daemon: Daemon,
+    metrics_port: u16,
+}
+
+impl Manager {
+    fn sample(&self) -> ProcSample {
+        procfs::sample(self.daemon.pid()).unwrap_or_default()
+    }
+    fn scrape(&self) -> Scrape {
+        observe::parse_metrics(&http_get(self.metrics_port, "/metrics").unwrap_or_default())
+    }
+}
+
+/// Runs capssh on the first `n` hosts of `farm` with bootstrap data `data`.
+pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: Duration) -> anyhow::Result<CapsshRun> {
+    let suite = format!("bench-capssh-{n}");
+    let dir = artifacts_dir(&suite);
+    let policy = dir.join("audit-policy.yaml");
+    let audit = dir.join("audit.log");
+    std::fs::write(&policy, observe::audit_policy())?;
+    let plane = ManagementPlane::start_with(&suite, &observe::audit_args(&policy, &audit)).await?;
+    let client = plane.client().await?;
+    install_crds(&client).await?;
+    install_capssh_crds(&client).await?;
+    scenario::namespace(&client, NS).await?;
+    scenario::farm_key_secret(&client, NS, farm).await?;
+    scenario::provisioned_cluster(&client, NS, CLUSTER).await?;
+
+    let kubeconfig = plane.kubeconfig_for(observe::MANAGER_USER, Some("system:masters"))?;
+    let metrics_port = free_port();
+    let mut cmd = Command::new(capssh());
+    cmd.args(["manager", "--webhook-addr", ""])
+        .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--max-concurrent-hosts", &limit.to_string()])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info");
+    let manager = Manager { daemon: Daemon::start("capssh-manager", cmd, &plane.dir.join("capssh-manager.log"))?, metrics_port };
+
+    let hosts: Api<SSHHost> = Api::namespaced(client.clone(), NS);
+    let machines: Api<SSHMachine> = Api::namespaced(client.clone(), NS);
+    let (host_store, host_task) = watch(hosts.clone());
+    let (machine_store, machine_task) = watch(machines.clone());
+    let watches = Watches { hosts: host_store, machines: machine_store, tasks: vec![host_task, machine_task] };
+    let mut run = CapsshRun { max_concurrent_hosts: limit, logs: plane.dir.display().to_string(), ..Default::default() };
+
+    // Phase 1: register the hosts; the manager probes each into Available.
+    let (mut offset, mut cpu) = (observe::audit_offset(&audit), manager.sample().cpu_seconds);
+    let started = Instant::now();
+    futures::stream::iter(farm.hosts.iter().take(n))
+        .map(|host| {
+            let hosts = hosts.clone();
+            async move {
+                let doc: SSHHost = serde_json::from_value(json!({
+                    "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHHost",
+                    "metadata": {"name": host.name, "namespace": NS, "labels": {"role": "worker"}},
+                    "spec": {"address": host.address.to_string(), "auth": {"privateKeySecretRef": {"name": "farm-key"}},
+                             "hostKey": {"publicKeys": [host.host_key_public]}}
+                }))?;
+                hosts.create(&PostParams::default(), &doc).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    until(&watches.hosts, timeout, "every host Available", |hs| hs.len() == n && hs.iter().all(|h| available(h))).await?;
+    run.hosts_ready = phase(started, &manager, cpu, &audit, offset)?;
+    // Let the last status writes' watch events settle before the idle reading.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run.manager_idle = manager.sample();
+
+    // Phase 2: the machines, as Cluster API would create them, with the bootstrap data ready.
+    (offset, cpu) = (observe::audit_offset(&audit), manager.sample().cpu_seconds);
+    let before = manager.scrape();
+    let started = Instant::now();
+    let created: Vec<(String, Instant)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let client = client.clone();
+            async move {
+                let name = format!("m{i:04}");
+                create_machine(&client, &name, data).await?;
+                anyhow::Ok((name, Instant::now()))
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    run.create_seconds = started.elapsed().as_secs_f64();
+    let created: HashMap<String, Instant> = created.into_iter().collect();
+    let mut seen: HashMap<String, Instant> = HashMap::new();
+    until(&watches.machines, timeout, "every machine provisioned", |ms| {
+        for m in ms.iter().filter(|m| provisioned(m)) {
+            seen.entry(m.metadata.name.clone().unwrap_or_default()).or_insert_with(Instant::now);
+        }
+        seen.len() == n
+    })
+    .await
+    .map_err(|err| anyhow::anyhow!("{err}; {}", stuck(&watches.machines.state())))?;
+    run.provision = phase(started, &manager, cpu, &audit, offset)?;
+    let after = manager.scrape();
+    run.reconcile_provision = ["SSHMachine", "SSHHost"].iter().map(|k| (k.to_string(), observe::latency(&before, &after, k))).collect();
+    run.manager_after_provision = manager.sample();
+    let mut per_machine: Vec<f64> = seen.iter().map(|(name, at)| at.duration_since(created[name]).as_secs_f64()).collect();
+    per_machine.sort_by(f64::total_cmp);
+    run.machine_p50_seconds = quantile(&per_machine, 0.5);
+    run.machine_p90_seconds = quantile(&per_machine, 0.9);
+    run.machine_max_seconds = per_machine.last().copied().unwrap_or(0.0);
+
+    // Phase 3: delete them all; every host is reset, verified, released and probed Available.
+    (offset, cpu) = (observe::audit_offset(&audit), manager.sample().cpu_seconds);
+    let before = manager.scrape();
+    let started = Instant::now();
+    let machine_api = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &capssh::controllers::capi::machine_resource());
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (machines, machine_api) = (machines.clone(), machine_api.clone());
+            async move {
+                let name = format!("m{i:04}");
+                machines.delete(&name, &DeleteParams::default()).await?;
+                machine_api.delete(&name, &DeleteParams::default()).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    until(&watches.machines, timeout, "every SSHMachine gone", |ms| ms.is_empty()).await?;
+    until(&watches.hosts, timeout, "every host Available again", |hs| hs.len() == n && hs.iter().all(|h| available(h))).await?;
+    run.delete = phase(started, &manager, cpu, &audit, offset)?;
+    let after = manager.scrape();
+    run.reconcile_delete = ["SSHMachine", "SSHHost"].iter().map(|k| (k.to_string(), observe::latency(&before, &after, k))).collect();
+    run.manager_end = manager.sample();
+    drop(watches);
+    drop(manager);
+    drop(plane);
+    Ok(run)
+}
+
+fn phase(started: Instant, manager: &Manager, cpu_before: f64, audit: &std::path::Path, offset: u64) -> anyhow::Result<Phase> {
+    let wall_seconds = started.elapsed().as_secs_f64();
+    Ok(Phase {
+        wall_seconds,
+        cpu_seconds: manager.sample().cpu_seconds - cpu_before,
+        requests: observe::count_requests(audit, offset, observe::audit_offset(audit))?,
+    })
+}
+
+/// What the machines not provisioned are waiting for, by Ready reason (for a timeout's message).
+fn stuck(machines: &[std::sync::Arc<SSHMachine>]) -> String {
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for m in machines.iter().filter(|m| !provisioned(m)) {
+        let reason = m
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Ready"))
+            .map(|c| format!("{}: {}", c.reason, c.message))
+            .unwrap_or_else(|| "no status".into());
+        *reasons.entry(reason).or_default() += 1;
+    }
+    format!("{} machines not provisioned: {reasons:?}", reasons.values().sum::<usize>())
+}
+
+/// The bootstrap Secret, the Machine pointing at it, and the SSHMachine owned by the Machine.
+async fn create_machine(client: &kube::Client, name: &str, data: &str) -> anyhow::Result<()> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let labels = json!({"cluster.x-k8s.io/cluster-name": CLUSTER});
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-bootstrap"), "labels": labels},
+        "type": "cluster.x-k8s.io/secret",
+        "data": {"value": b64(data), "format": b64("cloud-config")}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
+    let resource = capssh::controllers::capi::machine_resource();
+    let machine: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"clusterName": CLUSTER, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
+                 "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": name}}
+    }))?;
+    let owner = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &resource).create(&PostParams::default(), &machine).await?;
+    let sshmachine: SSHMachine = serde_json::from_value(json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
+        "metadata": {"name": name, "labels": labels,
+                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": name, "uid": owner.metadata.uid}]},
+        "spec": {}
+    }))?;
+    Api::<SSHMachine>::namespaced(client.clone(), NS).create(&PostParams::default(), &sshmachine).await?;
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! The benchmark of issue 7: provisioning throughput and footprint of capssh against the SSH
+//! floor (plain OpenSSH) and a peer (k0smotron's RemoteMachine), side by side on one machine.
+//!
+//! For each size N: a farm of N sshd hosts ([`crate::hosts`]); the floor ([`floor`]) run
+//! `floor_runs` times (median kept); then capssh ([`capssh_run`]) against a real API server:
+//! hosts registered and probed, N Machines provisioned, all deleted and the hosts Available again;
+//! then the peer ([`peer`]), when it can be built. Every host runs the same job: the script
+//! capssh's translator makes of [`bootstrap_data`] (a few write_files, a runcmd that sleeps 1 s).
+//! It is a benchmark: nothing here asserts a time. `make bench` runs it (the `bench` binary).
+
+pub mod capssh_run;
+pub mod floor;
+pub mod observe;
+pub mod peer;
+pub mod procfs;
+pub mod report;
+
+use crate::hosts::HostFarm;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub sizes: Vec<usize>,
+    /// SSH concurrency: capssh's `--max-concurrent-hosts` and the floor's parallel `ssh` count.
+    pub concurrency: usize,
+    /// Floor repetitions per size (the median is reported; the machine is noisy).
+    pub floor_runs: usize,
+    /// Give up on a capssh phase after this long.
+    pub phase_timeout_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // 64 is `capssh manager --max-concurrent-hosts`'s default.
+        Self { sizes: vec![50, 100, 200], concurrency: 64, floor_runs: 3, phase_timeout_seconds: 600 }
+    }
+}
+
+/// The bootstrap data every host gets: constant, known host work (no kubeadm).
+pub fn bootstrap_data() -> String {
+    let key: String = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 256]);
+    format!(
+        "#cloud-config
+write_files:
+  - path: /etc/kubernetes/bench/kubeadm-config.yaml
+    permissions: '0644'
+    content: |
+      apiVersion: kubeadm.k8s.io/v1beta4
+      kind: JoinConfiguration
+      nodeRegistration:
+        kubeletExtraArgs:
+          - name: provider-id
+            value: ssh://bench/host
+  - path: /etc/kubernetes/bench/pki/ca.key
+    permissions: '0600'
+    owner: root:root
+    encoding: b64
+    content: {key}
+  - path: /etc/kubernetes/bench/environment
+    content: |
+      BENCH=1
+runcmd:
+  - sleep 1
+  - mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete
+"
+    )
+}
+
+/// The job script the floor uploads: exactly what capssh runs for [`bootstrap_data`].
+pub fn job_script() -> anyhow::Result<String> {
+    let plan = capssh::bootstrap::plan(bootstrap_data().as_bytes(), capssh::bootstrap::Format::CloudConfig, &Default::default())?;
+    Ok(plan.script)
+}
+
+/// Everything measured at one size.
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeResult {
+    pub n: usize,
+    pub farm_start_seconds: f64,
+    /// The median floor run (by wall time) and every run.
+    pub floor: floor::FloorRun,
+    pub floor_runs: Vec<floor::FloorRun>,
+    pub capssh: Option<capssh_run::CapsshRun>,
+    /// Why capssh has no numbers at this size, if it has none.
+    pub capssh_error: Option<String>,
+    pub peer: peer::PeerStatus,
+}
+
+/// Removes what a run left on the first `n` hosts (floor files, jobs, sentinel, written files).
+fn reset_hosts(farm: &HostFarm, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        farm.exec_ok(i, "rm -rf /run/cluster-api /etc/kubernetes/bench /var/lib/capssh/floor /var/lib/capssh/jobs")?;
+    }
+    Ok(())
+}
+
+/// Runs one size; `peer` is what [`peer::availability`] said (asked once per benchmark).
+pub async fn run_size(config: &Config, n: usize, peer: &peer::PeerStatus) -> anyhow::Result<SizeResult> {
+    let started = Instant::now();
+    let farm = HostFarm::start("bench", n)?;
+    let farm_start_seconds = started.elapsed().as_secs_f64();
+    let script = job_script()?;
+
+    let mut floor_runs = Vec::new();
+    for run in 0..config.floor_runs.max(1) {
+        reset_hosts(&farm, n)?;
+        let result = floor::run(&farm, n, &script, config.concurrency)?;
+        eprintln!(
+            "bench N={n}: floor run {}: {:.2}s, {} failures{}",
+            run + 1,
+            result.wall_seconds,
+            result.failures,
+            result.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        );
+        floor_runs.push(result);
+    }
+    let mut by_wall = floor_runs.clone();
+    by_wall.sort_by(|a, b| a.wall_seconds.total_cmp(&b.wall_seconds));
+    let floor = by_wall[by_wall.len() / 2].clone();
+
+    reset_hosts(&farm, n)?;
+    let timeout = Duration::from_secs(config.phase_timeout_seconds);
+    let (capssh, capssh_error) = match capssh_run::run(&farm, n, &bootstrap_data(), config.concurrency, timeout).await {
+        Ok(run) => {
+            eprintln!(
+                "bench N={n}: capssh provisioned in {:.2}s (hosts ready {:.2}s, delete {:.2}s), manager peak RSS {:.1} MiB",
+                run.provision.wall_seconds, run.hosts_ready.wall_seconds, run.delete.wall_seconds, run.manager_end.peak_rss_mib
+            );
+            (Some(run), None)
+        }
+        Err(err) => {
+            eprintln!("bench N={n}: capssh failed: {err:#}");
+            (None, Some(format!("{err:#}")))
+        }
+    };
+    drop(farm);
+    Ok(SizeResult { n, farm_start_seconds, floor, floor_runs, capssh, capssh_error, peer: peer.clone() })
+}
+
+/// The q-quantile of sorted values (nearest rank; 0 when empty).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bootstrap_data_translates() {
+        let script = super::job_script().unwrap();
+        assert!(script.contains("sleep 1"), "{script}");
+    }
+
+    #[test]
+    fn quantiles() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(super::quantile(&v, 0.5), 2.0);
+        assert_eq!(super::quantile(&v, 1.0), 4.0);
+        assert_eq!(super::quantile(&[], 0.5), 0.0);
+    }
+}

@@ -1,0 +1,172 @@
+//! What the manager did, from two outside sources: its own Prometheus metrics (reconcile counts
+//! and latency histograms) and the API server's audit log (every request made under the
+//! manager's own client identity).
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The client certificate CN the manager runs as in the benchmark; only it is audited.
+pub const MANAGER_USER: &str = "capssh-bench-manager";
+
+/// An audit policy that records one event (at RequestReceived) per request of [`MANAGER_USER`].
+pub fn audit_policy() -> String {
+    format!(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [ResponseStarted, ResponseComplete, Panic]\nrules:\n\
+         - level: Metadata\n  users: [\"{MANAGER_USER}\"]\n- level: None\n"
+    )
+}
+
+/// The kube-apiserver flags that write [`audit_policy`]'s log to `log`.
+pub fn audit_args(policy: &Path, log: &Path) -> Vec<String> {
+    vec![
+        format!("--audit-policy-file={}", policy.display()),
+        format!("--audit-log-path={}", log.display()),
+        "--audit-log-format=json".into(),
+        "--audit-log-mode=blocking".into(),
+        "--audit-log-maxsize=0".into(),
+    ]
+}
+
+/// Requests in the audit log from byte `from` to `to`, by `verb resource[/subresource]`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Requests {
+    pub total: u64,
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+/// The audit log's size now (a phase boundary).
+pub fn audit_offset(log: &Path) -> u64 {
+    std::fs::metadata(log).map(|m| m.len()).unwrap_or(0)
+}
+
+pub fn count_requests(log: &Path, from: u64, to: u64) -> anyhow::Result<Requests> {
+    let bytes = std::fs::read(log)?;
+    let slice = &bytes[(from as usize).min(bytes.len())..(to as usize).min(bytes.len())];
+    let mut requests = Requests::default();
+    for line in slice.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(event) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+        if event.pointer("/user/username").and_then(|u| u.as_str()) != Some(MANAGER_USER) {
+            continue;
+        }
+        let verb = event["verb"].as_str().unwrap_or("?");
+        let resource = match (event.pointer("/objectRef/resource"), event.pointer("/objectRef/subresource")) {
+            (Some(r), Some(s)) => format!("{}/{}", r.as_str().unwrap_or("?"), s.as_str().unwrap_or("?")),
+            (Some(r), None) => r.as_str().unwrap_or("?").to_string(),
+            _ => event["requestURI"].as_str().unwrap_or("?").split('?').next().unwrap_or("?").to_string(),
+        };
+        requests.total += 1;
+        *requests.by_kind.entry(format!("{verb} {resource}")).or_default() += 1;
+    }
+    Ok(requests)
+}
+
+/// One scrape of the manager's histograms and counters we report on.
+#[derive(Clone, Debug, Default)]
+pub struct Scrape {
+    /// kind -> (upper bound -> cumulative count) of capssh_reconcile_duration_seconds.
+    pub buckets: BTreeMap<String, Vec<(f64, f64)>>,
+    /// kind -> capssh_reconciles_total summed over results.
+    pub reconciles: BTreeMap<String, f64>,
+}
+
+pub fn parse_metrics(text: &str) -> Scrape {
+    let mut scrape = Scrape::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, labels_of(rest.trim_end_matches('}'))),
+            None => (series, BTreeMap::new()),
+        };
+        let kind = labels.get("kind").cloned().unwrap_or_default();
+        match name {
+            "capssh_reconcile_duration_seconds_bucket" => {
+                let le = labels.get("le").map(|l| if l == "+Inf" { f64::INFINITY } else { l.parse().unwrap_or(f64::NAN) });
+                if let Some(le) = le {
+                    scrape.buckets.entry(kind).or_default().push((le, value));
+                }
+            }
+            "capssh_reconciles_total" => *scrape.reconciles.entry(kind).or_default() += value,
+            _ => {}
+        }
+    }
+    for buckets in scrape.buckets.values_mut() {
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    scrape
+}
+
+fn labels_of(text: &str) -> BTreeMap<String, String> {
+    text.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+        .collect()
+}
+
+/// Reconcile latency of one kind between two scrapes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    pub reconciles: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The reconciles of `kind` between `before` and `after`, with percentiles interpolated inside
+/// the histogram's buckets as Prometheus' histogram_quantile does.
+pub fn latency(before: &Scrape, after: &Scrape, kind: &str) -> Latency {
+    let empty = Vec::new();
+    let old = before.buckets.get(kind).unwrap_or(&empty);
+    let new = after.buckets.get(kind).unwrap_or(&empty);
+    let delta: Vec<(f64, f64)> = new
+        .iter()
+        .map(|(le, count)| (*le, count - old.iter().find(|(l, _)| l == le).map(|(_, c)| *c).unwrap_or(0.0)))
+        .collect();
+    let q = |q: f64| histogram_quantile(&delta, q) * 1000.0;
+    Latency {
+        reconciles: after.reconciles.get(kind).copied().unwrap_or(0.0) - before.reconciles.get(kind).copied().unwrap_or(0.0),
+        p50_ms: q(0.5),
+        p90_ms: q(0.9),
+        p99_ms: q(0.99),
+    }
+}
+
+fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
+    let Some(&(_, total)) = buckets.last() else { return 0.0 };
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if count >= rank {
+            if le.is_infinite() {
+                return lower.0; // beyond the last finite bound: report that bound
+            }
+            let span = count - lower.1;
+            return if span <= 0.0 { le } else { lower.0 + (le - lower.0) * (rank - lower.1) / span };
+        }
+        lower = (le, count);
+    }
+    lower.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_inside_buckets() {
+        let text = "# HELP x\ncapssh_reconcile_duration_seconds_bucket{kind=\"SSHMachine\",le=\"0.001\"} 0\n\
+                    capssh_reconcile_duration_seconds_bucket{kind=\"SSHMachine\",le=\"0.002\"} 50\n\
+                    capssh_reconcile_duration_seconds_bucket{kind=\"SSHMachine\",le=\"0.004\"} 100\n\
+                    capssh_reconcile_duration_seconds_bucket{kind=\"SSHMachine\",le=\"+Inf\"} 100\n\
+                    capssh_reconciles_total{kind=\"SSHMachine\",result=\"ok\"} 90\n\
+                    capssh_reconciles_total{kind=\"SSHMachine\",result=\"error\"} 10\n";
+        let l = latency(&Scrape::default(), &parse_metrics(text), "SSHMachine");
+        assert_eq!(l.reconciles, 100.0);
+        assert!((l.p50_ms - 2.0).abs() < 1e-9, "{l:?}");
+        assert!((l.p90_ms - 3.6).abs() < 1e-9, "{l:?}");
+    }
+}

@@ -1,0 +1,65 @@
+//! `make bench`: capssh against the SSH floor (and k0smotron's RemoteMachine, when it can be
+//! built) on N local sshd hosts; prints a table and writes JSON under the artifacts folder.
+//!
+//!   bench [--sizes 50,100,200] [--concurrency 64] [--floor-runs 3]
+//!
+//! `BENCH_SIZES`, `BENCH_CONCURRENCY` and `BENCH_FLOOR_RUNS` set the same. Needs root (network
+//! namespaces), the tools of hack/tools and a release build of capssh (`make bench` does both).
+
+use capssh_e2e::bench::{self, Config, peer, report};
+
+fn parse_sizes(text: &str) -> anyhow::Result<Vec<usize>> {
+    text.split(',').filter(|s| !s.trim().is_empty()).map(|s| Ok(s.trim().parse()?)).collect()
+}
+
+fn config() -> anyhow::Result<Config> {
+    let mut config = Config::default();
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
+    if let Some(v) = env("BENCH_SIZES") {
+        config.sizes = parse_sizes(&v)?;
+    }
+    if let Some(v) = env("BENCH_CONCURRENCY") {
+        config.concurrency = v.trim().parse()?;
+    }
+    if let Some(v) = env("BENCH_FLOOR_RUNS") {
+        config.floor_runs = v.trim().parse()?;
+    }
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| anyhow::anyhow!("{arg} needs a value"));
+        match arg.as_str() {
+            "--sizes" => config.sizes = parse_sizes(&value()?)?,
+            "--concurrency" => config.concurrency = value()?.parse()?,
+            "--floor-runs" => config.floor_runs = value()?.parse()?,
+            other => anyhow::bail!("unknown argument {other} (see the doc comment of e2e/src/bin/bench.rs)"),
+        }
+    }
+    anyhow::ensure!(!config.sizes.is_empty() && config.concurrency > 0, "no sizes, or concurrency 0");
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = config()?;
+    let machine = report::Machine::now();
+    eprintln!("bench: sizes {:?}, concurrency {}, load average {}", config.sizes, config.concurrency, machine.load_average_at_start);
+    let peer = peer::availability();
+    eprintln!("bench: peer: {}", peer.reason);
+    let mut results = Vec::new();
+    for &n in &config.sizes {
+        results.push(bench::run_size(&config, n, &peer).await?);
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let json = serde_json::to_string_pretty(&report::Report {
+        command,
+        config: &config,
+        machine,
+        requests_source: report::REQUESTS_SOURCE,
+        results: &results,
+    })?;
+    let path = capssh_e2e::tools::artifacts_dir("bench").join("results.json");
+    std::fs::write(&path, json)?;
+    println!("{}", report::render(&config, &results));
+    println!("JSON: {}", path.display());
+    Ok(())
+}
