@@ -16,7 +16,7 @@ if [ "${1:-}" = "--module-dir" ]; then
   # The source tree of the module a tools module is named after (e.g. Cluster API's manifests).
   case "$2" in
     capi) mod=sigs.k8s.io/cluster-api ;;
-    k8s) mod=k8s.io/kubernetes ;;
+    k8s|k8s-next) mod=k8s.io/kubernetes ;;
     *) echo "unknown module $2" >&2; exit 2 ;;
   esac
   cd "$here/$2" && go mod download "$mod" && exec go list -m -f '{{.Dir}}' "$mod"
@@ -27,7 +27,7 @@ ldflags_for() { # module-kind version
   local kind=$1 v=$2 flags="-s -w" minor
   minor=$(echo "$v" | cut -d. -f2)
   case $kind in
-    k8s)
+    k8s|k8s-next)
       for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
         flags+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
         flags+=" -X $p.buildDate=1970-01-01T00:00:00Z"
@@ -56,6 +56,6 @@ while read -r name module pkg; do
     echo "built $name in $((SECONDS - start))s" >&2
     built=$((built + 1))
   fi
-  ln -sfn "$name-$version" "$bin/$name"
+  case $module in *-next) ;; *) ln -sfn "$name-$version" "$bin/$name" ;; esac
 done < "$here/tools.txt"
 echo "tools ready in $bin ($built built)" >&2
