@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages capssh's build and tests use. Idempotent; needs root.
 set -euo pipefail
+# debootstrap: the base rootfs of the systemd test nodes (e2e/src/nodes/rootfs.rs).
 # libc6-dev: `gcc -static` builds the pause program of the e2e images (e2e/src/images.rs).
-packages=(git make gcc libc6-dev pkg-config openssl openssh-client openssh-server iproute2 procps python3 sudo util-linux)
+packages=(git make gcc libc6-dev debootstrap pkg-config openssl openssh-client openssh-server iproute2 procps python3 sudo util-linux)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -17,6 +17,7 @@ pub mod images;
 pub mod manager;
 pub mod mgmt;
 pub mod mirror;
+pub mod nodes;
 pub mod pki;
 pub mod process;
 pub mod scenario;

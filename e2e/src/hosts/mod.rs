@@ -80,6 +80,7 @@ mod util;
 use keys::*;
 use machine::*;
 use util::*;
+pub(crate) use util::lock_wait;
 
 /// The account with passwordless sudo (`capssh-sudo ALL=(ALL) NOPASSWD:ALL`).
 pub const SUDO_USER: &str = "capssh-sudo";

@@ -63,7 +63,7 @@ pub(super) fn try_lock(path: &Path) -> anyhow::Result<Option<File>> {
 }
 
 /// An exclusive flock on `path`, waiting for it.
-pub(super) fn lock_wait(path: &Path) -> anyhow::Result<File> {
+pub(crate) fn lock_wait(path: &Path) -> anyhow::Result<File> {
     let file = File::options().create(true).truncate(false).write(true).open(path)?;
     // SAFETY: plain syscall on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {

@@ -1,0 +1,411 @@
+//! Real Debian servers that can run kubeadm: systemd as PID 1, sshd, and (after capssh prepares
+//! them) containerd running real containers. One per network namespace, on this machine.
+//!
+//! # What a node is
+//!
+//! - **Root file system**: an overlay of the shared base ([`rootfs::base_rootfs`]: debootstrap
+//!   bookworm minbase + systemd, openssh-server, curl, iptables...; no container runtime, no
+//!   Kubernetes) with the node's own upper layer. `/var/lib/containerd` is a plain directory (bind
+//!   mount), because containerd's overlay snapshotter cannot stack on overlayfs.
+//! - **Namespaces**: its own PID, mount, UTS, IPC and cgroup namespaces, joined to a network
+//!   namespace made for it; systemd runs as PID 1 with `container=other` (see `boot.sh`).
+//! - **cgroups**: this machine runs cgroup v1. Each node gets a subtree `capssh-node-<n>` in every
+//!   hierarchy, mounted read-write inside its cgroup namespace, so containerd and the kubelet
+//!   make their cgroups there (systemd-nspawn mounts them read-only: containers cannot start).
+//! - **Network**: every node's `eth0` is a veth on one bridge in the root namespace,
+//!   [`BRIDGE`] with [`GATEWAY`] (198.18.0.129/25): nodes reach each other at layer 2 (etcd peers,
+//!   kubelets) and the root namespace (the management side, the artifact mirror) through the
+//!   gateway, which is also their default route. This machine does not forward, so nothing leaves.
+//!   Node `i` is 198.18.0.131 + i. [`ENDPOINT`] (198.18.0.130) is kept for the control-plane
+//!   endpoint ([`balancer::Balancer`]). The veth is made after systemd has booted: one made
+//!   before was seen to vanish during boot.
+//! - **Access**: root logs in with the farm's ed25519 client key; each node has its own host key.
+//!
+//! # Things this machine lacks, and what the harness does about them
+//!
+//! - No process here holds CAP_SYS_RESOURCE, so nothing can lower an `oom_score_adj` below 0;
+//!   runc fails to start pod sandboxes (containerd asks for -998) unless containerd's
+//!   `restrict_oom_score_adj` is on. Host preparation detects this and turns it on.
+//! - cgroup v1: the kubelet needs `failCgroupV1: false` and kubeadm's SystemVerification
+//!   preflight check must be skipped (the e2e cluster template does both).
+//! - Kernel modules are built in and there is no `modprobe` module tree.
+//! - The kubelet sets `kernel.panic`, `kernel.panic_on_oops` and `vm.overcommit_memory`, which are
+//!   not namespaced: the farm restores this machine's values when it is dropped.
+//!
+//! Only one node farm runs on the machine at a time (a lock file): the addresses are fixed.
+
+pub mod balancer;
+pub mod rootfs;
+
+use crate::hosts::ClientKey;
+use crate::process::Daemon;
+use crate::tools::artifacts_dir;
+use anyhow::{Context, bail};
+use std::fs::{self, File};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The bridge all nodes hang on, in the root namespace.
+pub const BRIDGE: &str = "capsshnodes";
+/// The root namespace's address on the bridge: the nodes' default route and how they reach the
+/// management side.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 129);
+/// Reserved for the workload cluster's control-plane endpoint (see [`balancer`]).
+pub const ENDPOINT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 130);
+const FIRST_NODE: u8 = 131;
+const MAX_NODES: usize = 60;
+const PREFIX_LEN: u8 = 25;
+const STATE_ROOT: &str = "/var/lib/capssh-e2e/nodes";
+const LOCK: &str = "/run/capssh-e2e/nodes.lock";
+const NETNS_PREFIX: &str = "capssh-node-";
+const VETH_PREFIX: &str = "capsshn";
+const CGROUP_PREFIX: &str = "capssh-node-";
+const BOOT_SCRIPT: &str = include_str!("boot.sh");
+/// Global (not namespaced) sysctls a kubelet changes; restored when the farm is dropped.
+const KERNEL_SYSCTLS: &[&str] = &["kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory"];
+
+/// One booted node.
+pub struct Node {
+    /// `node-<i>`: its hostname, and its Kubernetes node name once it joins.
+    pub name: String,
+    pub address: Ipv4Addr,
+    /// `ssh-ed25519 AAAA...`
+    pub host_key_public: String,
+    /// Its state folder (upper layer, containerd's state, boot log).
+    pub dir: PathBuf,
+    pub netns: String,
+    veth: String,
+    cgroup: String,
+    boot: Option<Daemon>,
+}
+
+impl Node {
+    /// The node's PID 1 (systemd) as this machine sees it.
+    pub fn init_pid(&self) -> anyhow::Result<u32> {
+        init_pid_in(&self.netns)?.with_context(|| format!("{} is not running", self.name))
+    }
+}
+
+/// A set of nodes; dropping it stops and removes them.
+pub struct NodeFarm {
+    pub nodes: Vec<Node>,
+    /// Root may log in to every node with this key.
+    pub client_key: ClientKey,
+    pub gateway: Ipv4Addr,
+    /// Where node logs are collected (kept after the farm).
+    pub logs: PathBuf,
+    kernel_sysctls: Vec<(String, String)>,
+    _lock: File,
+}
+
+impl NodeFarm {
+    /// Boots `count` nodes (the first run also builds the base rootfs).
+    pub fn start(suite: &str, count: usize) -> anyhow::Result<NodeFarm> {
+        if count > MAX_NODES {
+            bail!("at most {MAX_NODES} nodes");
+        }
+        let started = Instant::now();
+        fs::create_dir_all(Path::new(LOCK).parent().expect("lock dir"))?;
+        let lock = crate::hosts::lock_wait(Path::new(LOCK))?;
+        remove_leftovers()?;
+        let base = rootfs::base_rootfs()?;
+        let logs = artifacts_dir(suite).join("nodes");
+        fs::create_dir_all(&logs)?;
+        let state = Path::new(STATE_ROOT);
+        fs::create_dir_all(state)?;
+        let client_key = make_client_key(&state.join("client"))?;
+        let kernel_sysctls = KERNEL_SYSCTLS
+            .iter()
+            .map(|k| Ok((k.to_string(), fs::read_to_string(Path::new("/proc/sys").join(k))?.trim().to_string())))
+            .collect::<anyhow::Result<_>>()?;
+        let mut farm = NodeFarm { nodes: Vec::new(), client_key, gateway: GATEWAY, logs, kernel_sysctls, _lock: lock };
+        farm.create_bridge()?;
+        for i in 0..count {
+            let node = farm.prepare_node(&base, i)?;
+            farm.nodes.push(node);
+        }
+        for i in 0..count {
+            farm.boot(i)?;
+        }
+        for i in 0..count {
+            farm.wait_booted(i)?;
+            farm.plug(i)?;
+        }
+        for node in &farm.nodes {
+            wait_port(SocketAddr::from((node.address, 22)), Duration::from_secs(30)).with_context(|| format!("sshd on {}", node.name))?;
+        }
+        eprintln!("node farm: {count} systemd nodes up in {:.1}s; logs in {}", started.elapsed().as_secs_f64(), farm.logs.display());
+        Ok(farm)
+    }
+
+    /// Runs `shell` as root on node `i` (in all its namespaces; not over SSH).
+    pub fn exec(&self, i: usize, shell: &str) -> anyhow::Result<Output> {
+        let pid = self.nodes[i].init_pid()?;
+        Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-a", "--", "/bin/sh", "-c", shell])
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", "/root")
+            .env("LANG", "C")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running a command on {}", self.nodes[i].name))
+    }
+
+    /// [`exec`](Self::exec), failing unless it exits 0; returns stdout.
+    pub fn exec_ok(&self, i: usize, shell: &str) -> anyhow::Result<String> {
+        let out = self.exec(i, shell)?;
+        if !out.status.success() {
+            bail!("`{shell}` on {}: {}: {}{}", self.nodes[i].name, out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Copies each node's journal and capssh job logs into [`logs`](Self::logs) (for a red run).
+    pub fn collect_logs(&self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let dir = self.logs.join(&node.name);
+            let _ = fs::create_dir_all(&dir);
+            if let Ok(out) = self.exec(i, "journalctl --no-pager -o short-precise 2>&1 | tail -n 20000") {
+                let _ = fs::write(dir.join("journal.log"), &out.stdout);
+            }
+            if let Ok(out) = self.exec(i, "for f in /var/lib/capssh/jobs/*/log; do [ -f \"$f\" ] && echo \"=== $f\" && cat \"$f\"; done 2>/dev/null") {
+                let _ = fs::write(dir.join("capssh-jobs.log"), &out.stdout);
+            }
+        }
+    }
+
+    fn create_bridge(&self) -> anyhow::Result<()> {
+        run(Command::new("ip").args(["link", "add", BRIDGE, "type", "bridge"]))?;
+        run(Command::new("ip").args(["addr", "add", &format!("{GATEWAY}/{PREFIX_LEN}"), "dev", BRIDGE]))?;
+        run(Command::new("ip").args(["addr", "add", &format!("{ENDPOINT}/32"), "dev", BRIDGE]))?;
+        run(Command::new("ip").args(["link", "set", BRIDGE, "up"]))
+    }
+
+    fn prepare_node(&self, base: &Path, i: usize) -> anyhow::Result<Node> {
+        let name = format!("node-{i}");
+        let address = Ipv4Addr::new(198, 18, 0, FIRST_NODE + i as u8);
+        let dir = Path::new(STATE_ROOT).join(&name);
+        for sub in ["upper", "work", "root", "containerd"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        std::os::unix::fs::symlink(base, dir.join("lower"))?;
+        let upper = dir.join("upper");
+        fs::create_dir_all(upper.join("etc/ssh"))?;
+        fs::write(upper.join("etc/hostname"), format!("{name}\n"))?;
+        fs::write(upper.join("etc/hosts"), format!("127.0.0.1 localhost\n{address} {name}\n"))?;
+        let key = upper.join("etc/ssh/ssh_host_ed25519_key");
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &name, "-f"]).arg(&key))?;
+        let public = fs::read_to_string(key.with_extension("pub"))?;
+        let host_key_public = public.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        let ssh_dir = upper.join("root/.ssh");
+        fs::create_dir_all(&ssh_dir)?;
+        fs::set_permissions(upper.join("root"), fs::Permissions::from_mode(0o700))?;
+        fs::set_permissions(&ssh_dir, fs::Permissions::from_mode(0o700))?;
+        fs::write(ssh_dir.join("authorized_keys"), format!("{}\n", self.client_key.public_key))?;
+        fs::set_permissions(ssh_dir.join("authorized_keys"), fs::Permissions::from_mode(0o600))?;
+        fs::write(dir.join("boot.sh"), BOOT_SCRIPT)?;
+        fs::set_permissions(dir.join("boot.sh"), fs::Permissions::from_mode(0o755))?;
+        let netns = format!("{NETNS_PREFIX}{i}");
+        run(Command::new("ip").args(["netns", "add", &netns]))?;
+        Ok(Node {
+            name,
+            address,
+            host_key_public,
+            dir,
+            netns,
+            veth: format!("{VETH_PREFIX}{i}"),
+            cgroup: format!("{CGROUP_PREFIX}{i}"),
+            boot: None,
+        })
+    }
+
+    fn boot(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        let mut command = Command::new(node.dir.join("boot.sh"));
+        command.arg("outer").arg(&node.dir).arg(&node.netns).arg(&node.cgroup);
+        let daemon = Daemon::start(&node.name, command, &self.logs.join(format!("{}-boot.log", node.name)))?;
+        self.nodes[i].boot = Some(daemon);
+        Ok(())
+    }
+
+    fn wait_booted(&self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if init_pid_in(&node.netns)?.is_some() {
+                let out = self.exec(i, "systemctl is-system-running")?;
+                last = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                match last.as_str() {
+                    "running" => return Ok(()),
+                    "degraded" => {
+                        let failed = self.exec_ok(i, "systemctl --failed --no-legend --plain | cut -d' ' -f1")?;
+                        bail!("{} booted degraded; failed units: {}", node.name, failed.trim());
+                    }
+                    _ => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("{} did not boot in 90s (systemd says {last:?}); see {}", node.name, self.logs.display())
+    }
+
+    /// Connects the node to the bridge (after boot: see the module docs).
+    fn plug(&self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        run(Command::new("ip").args(["link", "add", &node.veth, "type", "veth", "peer", "name", "eth0", "netns", &node.netns]))?;
+        run(Command::new("ip").args(["link", "set", &node.veth, "master", BRIDGE, "up"]))?;
+        let n = ["ip", "-n", &node.netns];
+        run(Command::new(n[0]).args(&n[1..]).args(["addr", "add", &format!("{}/{PREFIX_LEN}", node.address), "dev", "eth0"]))?;
+        run(Command::new(n[0]).args(&n[1..]).args(["link", "set", "eth0", "up"]))?;
+        run(Command::new(n[0]).args(&n[1..]).args(["link", "set", "lo", "up"]))?;
+        run(Command::new(n[0]).args(&n[1..]).args(["route", "add", "default", "via", &GATEWAY.to_string()]))
+    }
+}
+
+impl Drop for NodeFarm {
+    fn drop(&mut self) {
+        self.collect_logs();
+        for node in &mut self.nodes {
+            if let Some(mut boot) = node.boot.take() {
+                boot.kill(); // unshare --kill-child takes PID 1, and with it the whole node
+            }
+        }
+        for node in &self.nodes {
+            remove_node(&node.netns, &node.veth, &node.cgroup, &node.dir);
+        }
+        let _ = Command::new("ip").args(["link", "delete", BRIDGE]).stderr(Stdio::null()).status();
+        for (key, value) in &self.kernel_sysctls {
+            let _ = fs::write(Path::new("/proc/sys").join(key), value);
+        }
+    }
+}
+
+/// The PID (as this machine sees it) of PID 1 of the node living in `netns`.
+fn init_pid_in(netns: &str) -> anyhow::Result<Option<u32>> {
+    let out = Command::new("ip").args(["netns", "pids", netns]).stderr(Stdio::null()).output()?;
+    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let is_init = status.lines().find(|l| l.starts_with("NSpid:")).is_some_and(|l| l.split_whitespace().last() == Some("1"));
+        if is_init && status.lines().next().is_some_and(|l| l.contains("systemd")) {
+            return Ok(pid.parse().ok());
+        }
+    }
+    Ok(None)
+}
+
+/// Removes one node's processes, network, cgroups and files (tolerating parts already gone).
+fn remove_node(netns: &str, veth: &str, cgroup: &str, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = Command::new("ip").args(["netns", "pids", netns]).stderr(Stdio::null()).output();
+        let pids: Vec<i32> = out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()).unwrap_or_default();
+        if pids.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        for pid in pids {
+            // SAFETY: plain kill(2) of a process inside the node's network namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("ip").args(["link", "delete", veth]).stderr(Stdio::null()).status();
+    // The namespace file stays busy for a moment after its last process is reaped.
+    for _ in 0..50 {
+        let deleted = Command::new("ip").args(["netns", "delete", netns]).stderr(Stdio::null()).status();
+        if deleted.is_ok_and(|s| s.success()) || !Path::new("/run/netns").join(netns).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
+        for hierarchy in hierarchies.flatten() {
+            remove_cgroup_tree(&hierarchy.path().join(cgroup));
+        }
+    }
+    let _ = fs::remove_dir_all(dir);
+}
+
+/// cgroup directories can only be removed leaves first (and only once empty of processes).
+fn remove_cgroup_tree(path: &Path) {
+    if !path.is_dir() {
+        return;
+    }
+    if let Ok(children) = fs::read_dir(path) {
+        for child in children.flatten() {
+            if child.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&child.path());
+            }
+        }
+    }
+    for _ in 0..50 {
+        if fs::remove_dir(path).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whatever a crashed run left (the lock is held, so nothing else owns these).
+fn remove_leftovers() -> anyhow::Result<()> {
+    let out = Command::new("ip").args(["netns", "list"]).output()?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(netns) = line.split_whitespace().next().filter(|n| n.starts_with(NETNS_PREFIX)) else { continue };
+        let i = &netns[NETNS_PREFIX.len()..];
+        remove_node(netns, &format!("{VETH_PREFIX}{i}"), &format!("{CGROUP_PREFIX}{i}"), &Path::new(STATE_ROOT).join(format!("node-{i}")));
+    }
+    let _ = Command::new("ip").args(["link", "delete", BRIDGE]).stderr(Stdio::null()).status();
+    if let Ok(entries) = fs::read_dir(STATE_ROOT) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("node-") {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn make_client_key(dir: &Path) -> anyhow::Result<ClientKey> {
+    fs::create_dir_all(dir)?;
+    let private = dir.join("id_ed25519");
+    if !private.exists() {
+        run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "capssh-e2e-nodes", "-f"]).arg(&private))?;
+    }
+    let public_line = fs::read_to_string(private.with_extension("pub"))?;
+    let public_key = public_line.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let fingerprint = Command::new("ssh-keygen").arg("-lf").arg(private.with_extension("pub")).output()?;
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout).split_whitespace().nth(1).unwrap_or_default().to_string();
+    Ok(ClientKey {
+        algorithm: "ssh-ed25519".into(),
+        private_key_pem: fs::read_to_string(&private)?,
+        public_key_path: private.with_extension("pub"),
+        private_key_path: private,
+        public_key,
+        fingerprint,
+    })
+}
+
+fn wait_port(address: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{address} does not accept connections after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let out = command.stdin(Stdio::null()).output().with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?}: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
