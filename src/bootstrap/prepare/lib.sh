@@ -149,12 +149,21 @@ host_setup() {
 # image kubeadm expects, so that nothing is pulled for it. Version 2 is read by containerd 1.6,
 # 1.7 and 2.x.
 containerd_config() {
+  # Pod sandboxes ask for oom_score_adj -998. Where capssh's root cannot lower a score (no
+  # CAP_SYS_RESOURCE: some containers and sandboxed VMs), runc then fails every sandbox with
+  # "can't get final child's PID from pipe"; containerd can clamp the score instead.
+  restrict_oom=false
+  score=$(cat /proc/self/oom_score_adj 2>/dev/null || echo 0)
+  if [ "$score" -gt -1000 ]; then
+    (echo $((score - 1)) > /proc/self/oom_score_adj) 2>/dev/null || restrict_oom=true
+  fi
   put_file /etc/containerd/config.toml 0644 <<EOF
 # Written by capssh host preparation.
 version = 2
 
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$1"
+  restrict_oom_score_adj = $restrict_oom
 
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
