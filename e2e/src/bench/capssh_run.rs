@@ -21,7 +21,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,8 @@ pub struct CapsshRun {
     pub machine_max_seconds: f64,
     /// SSHMachines deleted → all gone and every host Available again.
     pub delete: Phase,
+    /// HostReleased reasons seen while the SSHMachines were being deleted, and on how many machines.
+    pub delete_waits: BTreeMap<String, usize>,
     /// The manager after the hosts were ready (idle with N hosts), after provisioning, at the end.
     pub manager_idle: ProcSample,
     pub manager_after_provision: ProcSample,
@@ -150,7 +152,8 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .args(["--max-concurrent-hosts", &limit.to_string()])
         .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "info");
+        // The manager's default; BENCH_MANAGER_LOG=capssh=debug to see every reconcile.
+        .env("RUST_LOG", std::env::var("BENCH_MANAGER_LOG").unwrap_or_else(|_| "info".into()));
     let manager = Manager { daemon: Daemon::start("capssh-manager", cmd, &plane.dir.join("capssh-manager.log"))?, metrics_port };
 
     let hosts: Api<SSHHost> = Api::namespaced(client.clone(), NS);
@@ -241,7 +244,19 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
         .buffer_unordered(CREATE_CONCURRENCY)
         .try_collect::<Vec<_>>()
         .await?;
-    until(&watches.machines, timeout, "every SSHMachine gone", |ms| ms.is_empty()).await?;
+    let mut waits: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    until(&watches.machines, timeout, "every SSHMachine gone", |ms| {
+        for m in ms {
+            let released = m.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.r#type == "HostReleased"));
+            if let Some(c) = released {
+                let message: String = c.message.chars().take(240).collect();
+                waits.entry(format!("{}: {message}", c.reason)).or_default().insert(m.metadata.name.clone().unwrap_or_default());
+            }
+        }
+        ms.is_empty()
+    })
+    .await?;
+    run.delete_waits = waits.into_iter().map(|(k, v)| (k, v.len())).collect();
     until(&watches.hosts, timeout, "every host Available again", |hs| hs.len() == n && hs.iter().all(|h| available(h))).await?;
     run.delete = phase(started, &manager, cpu, &audit, offset)?;
     let after = manager.scrape();
