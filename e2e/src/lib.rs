@@ -22,3 +22,4 @@ pub mod pki;
 pub mod process;
 pub mod scenario;
 pub mod tools;
+pub mod workload;

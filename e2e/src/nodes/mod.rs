@@ -131,7 +131,12 @@ impl NodeFarm {
             farm.boot(i)?;
         }
         for i in 0..count {
-            farm.wait_booted(i)?;
+            if let Err(err) = farm.wait_booted(i) {
+                // Seen rarely: a unit failing to attach to its fresh cgroup during boot. One reboot.
+                eprintln!("{err:#}; booting {} again", farm.nodes[i].name);
+                farm.reboot(i)?;
+                farm.wait_booted(i)?;
+            }
             farm.plug(i)?;
         }
         for node in &farm.nodes {
@@ -218,7 +223,8 @@ impl NodeFarm {
             dir,
             netns,
             veth: format!("{VETH_PREFIX}{i}"),
-            cgroup: format!("{CGROUP_PREFIX}{i}"),
+            // Unique per run: a cgroup left half-removed by an earlier node must not be reused.
+            cgroup: format!("{CGROUP_PREFIX}{}-{i}", std::process::id()),
             boot: None,
         })
     }
@@ -230,6 +236,20 @@ impl NodeFarm {
         let daemon = Daemon::start(&node.name, command, &self.logs.join(format!("{}-boot.log", node.name)))?;
         self.nodes[i].boot = Some(daemon);
         Ok(())
+    }
+
+    fn reboot(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut boot) = self.nodes[i].boot.take() {
+            boot.kill();
+        }
+        let node = &self.nodes[i];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while init_pid_in(&node.netns)?.is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = fs::remove_dir_all(node.dir.join("work"));
+        fs::create_dir_all(node.dir.join("work"))?;
+        self.boot(i)
     }
 
     fn wait_booted(&self, i: usize) -> anyhow::Result<()> {
@@ -322,8 +342,8 @@ fn remove_node(netns: &str, veth: &str, cgroup: &str, dir: &Path) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
-        for hierarchy in hierarchies.flatten() {
+    if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup").map(|h| h.flatten().collect::<Vec<_>>()) {
+        for hierarchy in hierarchies.iter().filter(|_| !cgroup.is_empty()) {
             remove_cgroup_tree(&hierarchy.path().join(cgroup));
         }
     }
@@ -356,7 +376,16 @@ fn remove_leftovers() -> anyhow::Result<()> {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Some(netns) = line.split_whitespace().next().filter(|n| n.starts_with(NETNS_PREFIX)) else { continue };
         let i = &netns[NETNS_PREFIX.len()..];
-        remove_node(netns, &format!("{VETH_PREFIX}{i}"), &format!("{CGROUP_PREFIX}{i}"), &Path::new(STATE_ROOT).join(format!("node-{i}")));
+        remove_node(netns, &format!("{VETH_PREFIX}{i}"), "", &Path::new(STATE_ROOT).join(format!("node-{i}")));
+    }
+    if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
+        for hierarchy in hierarchies.flatten() {
+            for cgroup in fs::read_dir(hierarchy.path()).into_iter().flatten().flatten() {
+                if cgroup.file_name().to_string_lossy().starts_with(CGROUP_PREFIX) {
+                    remove_cgroup_tree(&cgroup.path());
+                }
+            }
+        }
     }
     let _ = Command::new("ip").args(["link", "delete", BRIDGE]).stderr(Stdio::null()).status();
     if let Ok(entries) = fs::read_dir(STATE_ROOT) {

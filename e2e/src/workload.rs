@@ -1,0 +1,132 @@
+//! What a lifecycle scenario reads and waits on: Cluster API objects in the management plane, and
+//! the workload cluster through the kubeconfig Cluster API wrote.
+
+use crate::tools::tool;
+use kube::api::{Api, DynamicObject, ListParams};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Steps and how long each took, printed at the end of a scenario.
+#[derive(Default)]
+pub struct Timeline {
+    steps: Vec<(String, Duration)>,
+    lap: Option<Instant>,
+    started: Option<Instant>,
+}
+
+impl Timeline {
+    pub fn start() -> Self {
+        let now = Instant::now();
+        Timeline { steps: Vec::new(), lap: Some(now), started: Some(now) }
+    }
+
+    /// Ends the current step.
+    pub fn mark(&mut self, step: &str) {
+        let now = Instant::now();
+        let took = now - self.lap.unwrap_or(now);
+        eprintln!("[timeline] {step}: {:.0}s", took.as_secs_f64());
+        self.steps.push((step.to_string(), took));
+        self.lap = Some(now);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::from("step                                              duration\n");
+        for (step, took) in &self.steps {
+            out.push_str(&format!("{step:<50}{:>6.0}s\n", took.as_secs_f64()));
+        }
+        let total = self.started.map(|s| s.elapsed()).unwrap_or_default();
+        out.push_str(&format!("{:<50}{:>6.0}s\n", "total", total.as_secs_f64()));
+        out
+    }
+}
+
+/// Waits (polling every 2 s) until `check` returns Ok(Some); on timeout the error carries the
+/// last thing `check` said was missing.
+pub async fn wait_for<T, F, Fut>(minutes: u64, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Result<T, String>>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(minutes * 60);
+    loop {
+        let last = match check().await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(missing)) => missing,
+            Err(err) => format!("error: {err:#}"),
+        };
+        anyhow::ensure!(Instant::now() < deadline, "timed out after {minutes} min waiting for {what}; last: {last}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Every object of a Cluster API kind in `namespace` (e.g. `("cluster.x-k8s.io", "v1beta2", "Machine")`).
+pub async fn list(client: &kube::Client, namespace: &str, (group, version, kind): (&str, &str, &str)) -> anyhow::Result<Vec<DynamicObject>> {
+    let resource = kube::api::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, version, kind));
+    Ok(Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource).list(&ListParams::default()).await?.items)
+}
+
+pub const MACHINE: (&str, &str, &str) = ("cluster.x-k8s.io", "v1beta2", "Machine");
+pub const CLUSTER: (&str, &str, &str) = ("cluster.x-k8s.io", "v1beta2", "Cluster");
+pub const MACHINE_DEPLOYMENT: (&str, &str, &str) = ("cluster.x-k8s.io", "v1beta2", "MachineDeployment");
+pub const KUBEADM_CONTROL_PLANE: (&str, &str, &str) = ("controlplane.cluster.x-k8s.io", "v1beta2", "KubeadmControlPlane");
+pub const SSH_HOST: (&str, &str, &str) = ("infrastructure.cluster.x-k8s.io", "v1alpha1", "SSHHost");
+pub const SSH_MACHINE: (&str, &str, &str) = ("infrastructure.cluster.x-k8s.io", "v1alpha1", "SSHMachine");
+
+pub fn text<'a>(object: &'a DynamicObject, pointer: &str) -> &'a str {
+    object.data.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Machines that are Running with a nodeRef, and a one-line summary of all of them.
+pub fn running_machines(machines: &[DynamicObject]) -> (Vec<&DynamicObject>, String) {
+    let running = machines.iter().filter(|m| text(m, "/status/phase") == "Running" && !text(m, "/status/nodeRef/name").is_empty()).collect();
+    let summary = machines
+        .iter()
+        .map(|m| format!("{}={}({})", m.metadata.name.as_deref().unwrap_or("?"), text(m, "/status/phase"), text(m, "/spec/version")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    (running, summary)
+}
+
+/// The workload cluster, through the admin kubeconfig Cluster API keeps in `<cluster>-kubeconfig`.
+pub struct Workload {
+    pub kubeconfig: PathBuf,
+}
+
+impl Workload {
+    /// Writes the kubeconfig from the Secret (once it exists) to `dir`.
+    pub async fn from_secret(client: &kube::Client, namespace: &str, cluster: &str, dir: &Path) -> anyhow::Result<Option<Workload>> {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
+        let Some(secret) = secrets.get_opt(&format!("{cluster}-kubeconfig")).await? else { return Ok(None) };
+        let Some(value) = secret.data.as_ref().and_then(|d| d.get("value")) else { return Ok(None) };
+        let kubeconfig = dir.join(format!("{cluster}.kubeconfig"));
+        std::fs::write(&kubeconfig, &value.0)?;
+        Ok(Some(Workload { kubeconfig }))
+    }
+
+    /// `kubectl <args>` against the workload cluster; stdout.
+    pub fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new(tool("kubectl")).arg("--kubeconfig").arg(&self.kubeconfig).args(["--request-timeout", "10s"]).args(args).output()?;
+        anyhow::ensure!(out.status.success(), "kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// (name, Ready, kubelet version) of every node.
+    pub fn nodes(&self) -> anyhow::Result<Vec<(String, bool, String)>> {
+        let list: Value = serde_json::from_str(&self.kubectl(&["get", "nodes", "-o", "json"])?)?;
+        Ok(list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|node| {
+                let ready = node["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
+                (
+                    node["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                    ready,
+                    node["status"]["nodeInfo"]["kubeletVersion"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect())
+    }
+}
