@@ -65,7 +65,11 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
         Some(host) => host,
         None => {
             step.save(ctx).await?;
-            return Ok(Action::requeue(Duration::from_secs(30)));
+            // A lost race means other hosts may still be free: choose again soon. (A second lost
+            // race writes the same status, so no watch event would wake us before the requeue.)
+            // With no host free, a host being released wakes us; the requeue is a fallback.
+            let lost_race = crate::controllers::conditions::get(&step.status.conditions, HOST_CLAIMED).is_some_and(|c| c.reason == "ClaimConflict");
+            return Ok(Action::requeue(Duration::from_secs(if lost_race { 1 } else { 30 })));
         }
     };
     let host_name = host.metadata.name.clone().unwrap_or_default();
