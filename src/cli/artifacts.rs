@@ -92,7 +92,7 @@ pub fn run(args: &BuildArgs) -> Result<(), ArtifactsError> {
     println!("mirror folder:  {} ({} files, {} MiB)", built.folder.display(), built.files, built.bytes / (1024 * 1024));
     println!("SHA256SUMS:     {}", built.sums_sha256);
     println!("\nServe {} over HTTP(S) and prepare hosts with:\n", args.output.display());
-    println!("  preparation:\n    mode: Artifacts\n    artifacts:\n      url: https://<your-server>/<path-to-{}>", args.output.display());
+    println!("  preparation:\n    mode: Artifacts\n    artifacts:\n      url: https://<server>/<where it serves {}>", args.output.display());
     println!("      checksumsSHA256: {}   # pins this version and architecture only", built.sums_sha256);
     Ok(())
 }

@@ -111,7 +111,10 @@ pub async fn run(args: &PrepareArgs) -> Result<(), CliError> {
     };
     session.close().await;
     if result.is_ok() {
-        eprintln!("host prepared: Kubernetes {version} (mode {})", args.mode);
+        match preparation.mode {
+            PreparationMode::None => eprintln!("host verified: kubelet and kubeadm are at {version}"),
+            _ => eprintln!("host prepared: containerd and Kubernetes {version} (mode {})", args.mode),
+        }
     }
     result
 }

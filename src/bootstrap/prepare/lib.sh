@@ -70,13 +70,28 @@ version_matches() {
 
 # already_prepared STAMP_TEXT: the fast path. True when an earlier run recorded exactly this
 # preparation, the installed kubelet and kubeadm report the version, and containerd runs.
+# Says why not, so that a reinstall is never a mystery.
 already_prepared() {
-  [ -f "$STAMP" ] || return 1
-  [ "$(cat "$STAMP")" = "$1" ] || return 1
+  if [ ! -f "$STAMP" ]; then
+    say "no earlier preparation recorded in $STAMP"
+    return 1
+  fi
+  if [ "$(cat "$STAMP")" != "$1" ]; then
+    say "$STAMP records another preparation: $(tr '\n' ' ' < "$STAMP")"
+    return 1
+  fi
   for tool in kubelet kubeadm; do
-    version_matches "$(version_of "$tool" "$(command -v "$tool" || true)")" || return 1
+    path=$(command -v "$tool" || true)
+    seen=$(version_of "$tool" "$path")
+    if ! version_matches "$seen"; then
+      say "$tool (${path:-not found}) reports ${seen:-no version}, not $VERSION"
+      return 1
+    fi
   done
-  systemctl is-active --quiet containerd || return 1
+  if ! systemctl is-active --quiet containerd; then
+    say "containerd is not running"
+    return 1
+  fi
 }
 
 # check_installed: every Kubernetes binary on PATH reports the version, or the job fails.

@@ -32,9 +32,12 @@ case "$OS_FAMILY" in
     put_file /etc/apt/sources.list.d/capssh-kubernetes.list 0644 <<EOF
 deb [signed-by=/etc/apt/keyrings/capssh-kubernetes.asc] $repo/deb/ /
 EOF
-    apt-get update -q >/dev/null || fail PackageManagerFailed "apt-get update failed (is $repo/deb/ reachable from the host?)"
+    # An unrelated source that cannot be reached (an air-gapped host's default mirrors) must not
+    # stop us: whether the version can be had is what counts.
+    updated=yes
+    apt-get update -q >/dev/null 2>&1 || { updated=no; say "warning: apt-get update reported errors"; }
     package_version=$(apt-cache madison kubelet | awk -v v="$number" '$3 ~ "^" v "-" {print $3; exit}')
-    [ -n "$package_version" ] || fail VersionNotFound "$repo/deb/ has no kubelet package of version $number"
+    [ -n "$package_version" ] || fail VersionNotFound "no kubelet package of version $number in $repo/deb/ (apt-get update succeeded: $updated)"
     apt-mark unhold kubelet kubeadm kubectl >/dev/null 2>&1 || true
     apt-get install -y -q --allow-downgrades --allow-change-held-packages \
       "kubelet=$package_version" "kubeadm=$package_version" "kubectl=$package_version" "$RUNTIME_PACKAGE" ||
