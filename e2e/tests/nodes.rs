@@ -12,6 +12,9 @@ fn nodes_boot_with_systemd_and_answer_over_ssh() -> anyhow::Result<()> {
         assert_eq!(farm.exec_ok(i, "hostname")?.trim(), node.name);
         // containerd and runc can make cgroups: each node's hierarchies are its own and writable.
         farm.exec_ok(i, "mkdir /sys/fs/cgroup/memory/probe && rmdir /sys/fs/cgroup/memory/probe")?;
+        // systemd runs the legacy layout and tracks its units in name=systemd (the kubelet's slices go there).
+        let layout = farm.exec_ok(i, "grep cgroup /proc/self/mountinfo; ls /sys/fs/cgroup/systemd/system.slice; cat /proc/cmdline")?;
+        assert!(!layout.contains("/sys/fs/cgroup/unified") && layout.contains("ssh.service"), "cgroup layout of {}:\n{layout}", node.name);
         assert!(farm.exec_ok(i, "command -v containerd kubeadm || true")?.trim().is_empty(), "a bare node has no runtime or kubeadm");
 
         let known_hosts = farm.logs.join(format!("known_hosts-{i}"));

@@ -57,4 +57,9 @@ pivot_root . .old-root
 umount -l /.old-root
 rmdir /.old-root
 export container=other
-exec /lib/systemd/systemd --system
+# systemd would see this kernel's (empty) cgroup2 hierarchy and run "hybrid": units tracked in
+# cgroup2 and only mirrored into name=systemd, which fails here ("Failed to attach ... to compat
+# systemd cgroup"), and the kubelet then misses its slices there. Ask for the legacy layout, the one
+# this machine really has. In a container systemd reads these from its own arguments, not
+# /proc/cmdline (systemd-nspawn passes them the same way).
+exec /lib/systemd/systemd --system systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1
