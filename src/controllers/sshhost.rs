@@ -33,6 +33,12 @@ pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, 
         }
         return Ok(Action::await_change());
     }
+    // Probed recently, spec unchanged since: wait for the next probe. (A probe's own status write
+    // — its lastProbeTime — wakes this controller again; without this every free host was probed
+    // back to back instead of every probe interval.)
+    if let Some(left) = next_probe_in(&host, ctx.probe_interval) {
+        return Ok(Action::requeue(left));
+    }
     status.quarantine_reason = None;
     match probe(&ctx, &host, &mut status).await {
         Ok(()) => {
@@ -57,6 +63,21 @@ pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, 
             Ok(Action::requeue(err.requeue_after()))
         }
     }
+}
+
+/// How long until an Available host, probed at its current generation, is due again.
+fn next_probe_in(host: &SSHHost, interval: std::time::Duration) -> Option<std::time::Duration> {
+    let status = host.status.as_ref()?;
+    if status.phase != Some(HostPhase::Available) {
+        return None;
+    }
+    if conditions::get(&status.conditions, READY)?.observed_generation != host.metadata.generation {
+        return None;
+    }
+    let last: jiff::Timestamp = status.last_probe_time.as_deref()?.parse().ok()?;
+    let age = jiff::Timestamp::now().duration_since(last).as_secs_f64();
+    let left = interval.as_secs_f64() - age;
+    (left > 0.0).then(|| std::time::Duration::from_secs_f64(left))
 }
 
 async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Result<(), ReconcileError> {

@@ -2,6 +2,7 @@
 //! API server is only written to for the claim itself.
 
 use crate::api::v1alpha1::{HostPhase, LabelSelector, LabelSelectorOperator, SSHHost};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, hash_map::DefaultHasher};
 use std::hash::{Hash, Hasher};
 
@@ -66,8 +67,8 @@ pub struct FailureDomainRequirement<'a> {
 /// choice is spread by rendezvous hashing on (machine, host): machines that select at the same
 /// moment rarely race for the same host, and a machine asks for the same host again after a
 /// lost race only if it is still free.
-pub fn select<'a>(
-    hosts: &'a [SSHHost],
+pub fn select<'a, H: Borrow<SSHHost>>(
+    hosts: &'a [H],
     machine: &str,
     selector: &LabelSelector,
     failure_domain: Option<FailureDomainRequirement<'_>>,
@@ -75,6 +76,7 @@ pub fn select<'a>(
     let mut skipped = BTreeMap::new();
     let mut best: Option<(u64, &SSHHost)> = None;
     for host in hosts {
+        let host: &SSHHost = host.borrow();
         let consumer = host.spec.consumer_ref.as_ref();
         if consumer.is_some_and(|c| c.name == machine && c.kind == "SSHMachine") {
             return Selection { chosen: Some(host), total: hosts.len(), skipped: BTreeMap::new() };

@@ -220,16 +220,25 @@ async fn claimed_host(
     let name = machine.metadata.name.clone().unwrap_or_default();
     let hosts: Api<SSHHost> = Api::namespaced(ctx.client.clone(), &namespace);
     // A recorded (or pinned) host is read by name; only an unplaced machine looks at the pool.
-    let candidates: Vec<SSHHost> = match &machine.spec.host_ref {
+    let candidates: Vec<Arc<SSHHost>> = match &machine.spec.host_ref {
         Some(pinned) => {
             let host = hosts.get_opt(&pinned.name).await?;
             if let Some(host) = host.as_ref().filter(|h| h.spec.consumer_ref.as_ref().is_some_and(|c| c.name == name)) {
                 record_host(ctx, machine, host).await?; // no API call when already recorded
                 return Ok(Some(host.clone()));
             }
-            host.into_iter().collect()
+            host.into_iter().map(Arc::new).collect()
         }
-        None => hosts.list(&ListParams::default()).await?.items,
+        None => {
+            // Shared, not copied: N machines choosing at once would otherwise hold N copies of the pool.
+            let cached: Vec<Arc<SSHHost>> = ctx
+                .host_cache
+                .get()
+                .map(|store| store.state().into_iter().filter(|h| h.metadata.namespace.as_deref() == Some(namespace.as_str())).collect())
+                .unwrap_or_default();
+            // An empty cache (not synced yet, or no hosts) is asked of the API server instead.
+            if cached.is_empty() { hosts.list(&ListParams::default()).await?.items.into_iter().map(Arc::new).collect() } else { cached }
+        }
     };
     let label = failure_domain_label(ctx, &namespace, cluster).await?;
     let domain = owner.data.pointer("/spec/failureDomain").and_then(Value::as_str);
