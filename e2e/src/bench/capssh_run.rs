@@ -146,7 +146,16 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
 
     let kubeconfig = plane.kubeconfig_for(observe::MANAGER_USER, Some("system:masters"))?;
     let metrics_port = free_port();
-    let mut cmd = Command::new(capssh());
+    // BENCH_MANAGER_WRAP="heaptrack -o FILE" (or any command prefix) runs the manager under a profiler.
+    let wrap: Vec<String> = std::env::var("BENCH_MANAGER_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
+    let mut cmd = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(capssh());
+            cmd
+        }
+        None => Command::new(capssh()),
+    };
     cmd.args(["manager", "--webhook-addr", ""])
         .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
