@@ -26,4 +26,9 @@ demo: tools build release-manifests ## The main job for now: install-ready provi
 test: tools build ## Unit tests and the suites against real kube-apiserver, clusterctl and sshd (root)
 	cargo test --workspace --locked
 
-.PHONY: help deps tools build crds release-manifests demo test
+BENCH_SIZES ?= 50,100,200
+bench: tools ## Benchmark capssh against plain OpenSSH on N local hosts (root); BENCH_SIZES=50,100,200
+	cargo build --release --locked -p capssh -p capssh-e2e --bin capssh --bin bench
+	BENCH_SIZES=$(BENCH_SIZES) $${CARGO_TARGET_DIR:-target}/release/bench
+
+.PHONY: help deps tools build crds release-manifests demo test bench
