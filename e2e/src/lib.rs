@@ -18,6 +18,7 @@ pub mod manager;
 pub mod mgmt;
 pub mod mirror;
 pub mod nodes;
+pub mod pkgrepo;
 pub mod pki;
 pub mod process;
 pub mod scenario;

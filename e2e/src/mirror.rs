@@ -208,13 +208,35 @@ fn serve(stream: TcpStream, root: &Path, requests: &Mutex<Vec<String>>) -> anyho
     Ok(())
 }
 
-/// The file under `root` a URL path names, or None if the path leaves `root` or is odd.
+/// The file under `root` a URL path names (percent-decoded: apt may send `core%3a`), or None if
+/// the path leaves `root` or is odd.
 fn local_path(root: &Path, url_path: &str) -> Option<PathBuf> {
-    let relative = Path::new(url_path.strip_prefix('/')?);
-    if relative.components().any(|c| !matches!(c, Component::Normal(_))) || url_path.contains(['%', '?', '#']) {
+    if url_path.contains(['?', '#']) {
+        return None;
+    }
+    let decoded = percent_decode(url_path.strip_prefix('/')?)?;
+    let relative = Path::new(&decoded);
+    if decoded.is_empty() || relative.components().any(|c| !matches!(c, Component::Normal(_))) {
         return None;
     }
     Some(root.join(relative))
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().filter(|s| !s.contains('\0'))
 }
 
 /// Checks that a test mirror is usable here before a suite relies on it.
@@ -236,7 +258,8 @@ mod tests {
     fn paths_never_leave_the_folder() {
         let root = Path::new("/srv/m");
         assert_eq!(local_path(root, "/v1.36.3/amd64/SHA256SUMS"), Some(root.join("v1.36.3/amd64/SHA256SUMS")));
-        for bad in ["/../etc/passwd", "/a/../../b", "relative", "/a/%2e%2e/b", "/a?x"] {
+        assert_eq!(local_path(root, "/core%3a/stable:/v1.36/deb/InRelease"), Some(root.join("core:/stable:/v1.36/deb/InRelease")));
+        for bad in ["/../etc/passwd", "/a/../../b", "relative", "/a/%2e%2e/b", "/a?x", "/a/%zz", "/"] {
             assert_eq!(local_path(root, bad), None, "{bad}");
         }
     }

@@ -11,6 +11,8 @@
 //!   the file, and nothing is installed.
 //! - node-2, mode None with kubelet and kubeadm v1.36.3 and a Machine at v1.36.4: refused with both
 //!   versions named; once the right binaries are there, it passes and the bootstrap runs.
+//! - node-3, mode Packages from a repository laid out as pkgs.k8s.io (e2e/src/pkgrepo.rs):
+//!   containerd from the distribution's package, Kubernetes pinned to the version and held.
 
 use capssh::api::v1alpha1::{ConditionStatus, SSHMachine};
 use capssh_e2e::apply::apply_one;
@@ -19,6 +21,7 @@ use capssh_e2e::manager::{eventually, start_manager};
 use capssh_e2e::mgmt::ManagementPlane;
 use capssh_e2e::mirror::{MirrorFolder, MirrorServer, build_mirror};
 use capssh_e2e::nodes::NodeFarm;
+use capssh_e2e::pkgrepo::build_package_repository;
 use capssh_e2e::scenario;
 use capssh_e2e::tools::{artifacts_dir, repo_root};
 use k8s_openapi::api::core::v1::Secret;
@@ -62,9 +65,12 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
     }
     assert_eq!(listed.iter().filter(|n| n.starts_with("images/")).count(), 5, "{sums}");
 
-    let farm = NodeFarm::start("host_preparation", 3).unwrap();
+    let repository = build_package_repository(&work.join("packages"), VERSION).unwrap();
+
+    let farm = NodeFarm::start("host_preparation", 4).unwrap();
     let server = MirrorServer::start(&mirror.root, SocketAddr::from((farm.gateway, 0))).unwrap();
     let bad_server = MirrorServer::start(&tampered.root, SocketAddr::from((farm.gateway, 0))).unwrap();
+    let package_server = MirrorServer::start(&repository.root, SocketAddr::from((farm.gateway, 0))).unwrap();
     let plane = ManagementPlane::start("host-preparation").await.unwrap();
     let client = plane.client().await.unwrap();
     install_crds(&client).await.unwrap();
@@ -153,6 +159,22 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
     .unwrap_or_else(|e| panic!("{}", context(&e.to_string())));
     assert_eq!(condition(&m, "HostPrepared").map(|c| c.reason.as_str()), Some("Verified"));
     assert!(farm.exec(2, "test -e /etc/containerd").unwrap().status.code() == Some(1), "mode None installs nothing");
+
+    // Packages: the distribution's containerd, Kubernetes from the repository, pinned and held.
+    machine(&client, "m-pkg", "node-3", VERSION, json!({"mode": "Packages", "packages": {"repositoryURL": package_server.url()}})).await.unwrap();
+    let m = provisioned(&machines, "m-pkg").await.unwrap_or_else(|e| { farm.collect_logs(); panic!("{}", context(&e.to_string())) });
+    assert_eq!(condition(&m, "HostPrepared").map(|c| c.reason.as_str()), Some("Prepared"));
+    let installed = farm.exec_ok(3, "dpkg-query -W -f '${Package} ${Version}\\n' kubelet kubeadm kubectl containerd").unwrap();
+    let expected = &repository.package_version;
+    for package in ["kubelet", "kubeadm", "kubectl"] {
+        assert!(installed.lines().any(|l| l == format!("{package} {expected}")), "{package} {expected} is not installed:\n{installed}");
+    }
+    assert!(installed.lines().any(|l| l.starts_with("containerd 1.6")), "Debian's containerd is not installed:\n{installed}");
+    assert_eq!(farm.exec_ok(3, "apt-mark showhold").unwrap(), "kubeadm\nkubectl\nkubelet\n");
+    assert_eq!(farm.exec_ok(3, "command -v kubelet; kubelet --version").unwrap(), format!("/usr/bin/kubelet\nKubernetes {VERSION}\n"));
+    assert_eq!(farm.exec_ok(3, "systemctl is-active containerd; systemctl is-enabled kubelet").unwrap(), "active\nenabled\n");
+    assert!(farm.exec_ok(3, "cat /etc/containerd/config.toml").unwrap().contains("SystemdCgroup = true"));
+    assert_eq!(farm.exec_ok(3, "cat /var/lib/capssh/kubeadm-seen-by-bootstrap").unwrap().trim(), VERSION);
 }
 
 /// The Kubernetes API refuses a preparation that cannot work, with a message that says why.

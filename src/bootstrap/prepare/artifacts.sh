@@ -4,10 +4,7 @@
 need_systemd
 pick_downloader
 command -v sha256sum >/dev/null 2>&1 || fail MissingTool "the host has no sha256sum (coreutils) to verify downloads with"
-mkdir -p /var/lib/capssh
-chmod 0700 /var/lib/capssh
-STAGING=$(mktemp -d /var/lib/capssh/prepare.XXXXXX)
-trap 'rm -rf "$STAGING"' EXIT
+make_staging
 base="$MIRROR_URL/$VERSION/$ARCH"
 sums="$STAGING/SHA256SUMS"
 

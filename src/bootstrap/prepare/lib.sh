@@ -10,6 +10,14 @@ CHANGED=" "
 
 say() { echo "[capssh] $*"; }
 
+# make_staging: a private folder for this run's downloads, removed however the job ends.
+make_staging() {
+  mkdir -p /var/lib/capssh
+  chmod 0700 /var/lib/capssh
+  STAGING=$(mktemp -d /var/lib/capssh/prepare.XXXXXX)
+  trap 'rm -rf "$STAGING"' EXIT
+}
+
 # fail REASON MESSAGE: ends the job. The controller reads the last such line into the
 # HostPrepared condition (reason and message), so the message says what to fix.
 fail() {

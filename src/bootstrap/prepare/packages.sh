@@ -2,10 +2,7 @@
 # containerd from the host's own repositories; kubelet, kubeadm and kubectl from the Kubernetes
 # package repository of the version's minor release (pkgs.k8s.io layout), pinned to the version.
 need_systemd
-mkdir -p /var/lib/capssh
-chmod 0700 /var/lib/capssh
-STAGING=$(mktemp -d /var/lib/capssh/prepare.XXXXXX)
-trap 'rm -rf "$STAGING"' EXIT
+make_staging
 minor=$(echo "$VERSION" | sed -E 's/^(v[0-9]+\.[0-9]+).*/\1/')
 repo="$REPOSITORY_URL/core:/stable:/$minor"
 
@@ -35,11 +32,17 @@ EOF
     # An unrelated source that cannot be reached (an air-gapped host's default mirrors) must not
     # stop us: whether the version can be had is what counts.
     updated=yes
-    apt-get update -q >/dev/null 2>&1 || { updated=no; say "warning: apt-get update reported errors"; }
+    if ! apt-get update -q > "$STAGING/apt-update.log" 2>&1; then
+      updated=no
+      say "warning: apt-get update reported errors:"
+      tail -n 5 "$STAGING/apt-update.log"
+    fi
     package_version=$(apt-cache madison kubelet | awk -v v="$number" '$3 ~ "^" v "-" {print $3; exit}')
     [ -n "$package_version" ] || fail VersionNotFound "no kubelet package of version $number in $repo/deb/ (apt-get update succeeded: $updated)"
     apt-mark unhold kubelet kubeadm kubectl >/dev/null 2>&1 || true
+    # Our /etc/containerd/config.toml stays when a containerd package's own is newer.
     apt-get install -y -q --allow-downgrades --allow-change-held-packages \
+      -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
       "kubelet=$package_version" "kubeadm=$package_version" "kubectl=$package_version" "$RUNTIME_PACKAGE" ||
       fail PackageManagerFailed "apt-get install of kubelet, kubeadm and kubectl $package_version and $RUNTIME_PACKAGE failed"
     # Held, so that an unattended upgrade never moves a node off the Machine's version.
