@@ -34,7 +34,7 @@ pub struct Context {
     pub metrics: metrics::Metrics,
     /// How long a deleted machine's host may stay unreachable or dirty before it is quarantined.
     pub cleanup_give_up: Duration,
-    /// A watch cache of the SSHHosts, set by the SSHMachine controller: an unplaced machine
+    /// The SSHHost controller's watch cache of the hosts: an unplaced machine
     /// chooses from it instead of listing the pool (with N machines placed at once, N lists of
     /// N hosts cost O(N²)). A stale entry only loses the claim (resourceVersion), never wins it.
     pub host_cache: std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::v1alpha1::SSHHost>>,

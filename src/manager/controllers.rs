@@ -6,7 +6,7 @@ use futures::StreamExt;
 use kube::Resource;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, watcher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,8 @@ pub async fn run_hosts(client: kube::Client, scope: Scope, ctx: Arc<Context>) ->
     use crate::api::v1alpha1::HostPhase;
     let controller = Controller::new(api::<SSHHost>(client, &scope.namespace), scope.config());
     let store = controller.store();
+    // The same cache is what an unplaced machine chooses from (see Context::host_cache).
+    let _ = ctx.host_cache.set(store.clone());
     let gauges = ctx.clone();
     // Hosts by phase, counted from the controller's own cache.
     tokio::spawn(async move {
@@ -121,11 +123,6 @@ pub async fn run_machines(client: kube::Client, scope: Scope, ctx: Arc<Context>)
     let store = controller.store();
     let machines_of_cluster = store.clone();
     let machines_waiting = store.clone();
-    // The hosts an unplaced machine chooses from (see Context::host_cache).
-    let (host_cache, host_writer) = kube::runtime::reflector::store();
-    let host_reflector = kube::runtime::reflector(host_writer, watcher(api::<SSHHost>(client.clone(), &namespace), scope.config()).default_backoff());
-    tokio::spawn(drain("SSHHost cache", host_reflector));
-    let _ = ctx.host_cache.set(host_cache);
     let machines = dynamic_api(client.clone(), &namespace, &capi::machine_resource());
     let clusters = dynamic_api(client.clone(), &namespace, &capi::cluster_resource());
     let controller = controller
