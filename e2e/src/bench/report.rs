@@ -41,15 +41,17 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "concurrency {} (capssh --max-concurrent-hosts, and parallel ssh for the floor); floor = median of {} runs; times in s",
+        "concurrency {} (capssh --max-concurrent-hosts, and parallel ssh for the floor); floor = median of {} runs; times in s;\n\
+         capssh = from the first Machine created to all provisioned; create = the harness creating N Secrets, Machines and SSHMachines;\n\
+         machine = one SSHMachine's creation to provisioned",
         config.concurrency, config.floor_runs
     );
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| N | floor | capssh | capssh/floor | peer | hosts→Available | delete→Available | mgr RSS MiB idle/peak | mgr CPU s prov/del | floor CPU s | floor RSS MiB | req/machine prov/del | SSHMachine reconcile p50/p90/p99 ms | reconciles/machine |"
+        "| N | floor | capssh | capssh/floor | create | machine p50/max | peer | hosts→Available | delete→Available | mgr RSS MiB idle/peak | mgr CPU s prov/del | floor CPU s | floor RSS MiB | req/machine prov/del | SSHMachine reconcile p50/p90/p99 ms | reconciles/machine |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
         let f = &r.floor;
         match &r.capssh {
@@ -58,11 +60,14 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
                 let lat = c.reconcile_provision.get("SSHMachine").cloned().unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "| {} | {:.2} | {:.2} | {} | {} | {:.2} | {:.2} | {:.1}/{:.1} | {:.2}/{:.2} | {:.2} | {:.1} | {:.1}/{:.1} | {:.0}/{:.0}/{:.0} | {:.1} |",
+                    "| {} | {:.2} | {:.2} | {} | {:.2} | {:.2}/{:.2} | {} | {:.2} | {:.2} | {:.1}/{:.1} | {:.2}/{:.2} | {:.2} | {:.1} | {:.1}/{:.1} | {:.0}/{:.0}/{:.0} | {:.1} |",
                     r.n,
                     f.wall_seconds,
                     c.provision.wall_seconds,
                     ratio(c.provision.wall_seconds, f.wall_seconds),
+                    c.create_seconds,
+                    c.machine_p50_seconds,
+                    c.machine_max_seconds,
                     if r.peer.ran { "ran" } else { "not run" },
                     c.hosts_ready.wall_seconds,
                     c.delete.wall_seconds,
@@ -83,7 +88,7 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
             None => {
                 let _ = writeln!(
                     out,
-                    "| {} | {:.2} | failed | | | | | | | {:.2} | {:.1} | | | |",
+                    "| {} | {:.2} | failed | | | | | | | | | {:.2} | {:.1} | | | |",
                     r.n, f.wall_seconds, f.cpu_seconds, f.peak_rss_mib
                 );
             }
