@@ -20,10 +20,13 @@ crds: ## Regenerate config/crd/bases from the Rust types
 release-manifests: tools ## Publish a local clusterctl repository under _artifacts/repository
 	hack/release-manifests.sh
 
-demo: tools build release-manifests ## The main job for now: install-ready provider + a rendered cluster
+e2e: deps tools build ## The main job: a cluster's whole lifecycle on real kubeadm nodes with real Cluster API (root)
+	cargo test -p capssh-e2e --locked --test lifecycle -- --nocapture
+
+demo: tools build release-manifests ## Publish the provider to a local clusterctl repository and render a cluster
 	hack/demo.sh
 
-test: tools build ## Unit tests and the suites against real kube-apiserver, clusterctl and sshd (root)
+test: deps tools build ## Unit tests and the suites against real kube-apiserver, clusterctl and sshd (root)
 	cargo test --workspace --locked
 
 BENCH_SIZES ?= 50,100,200
@@ -31,4 +34,4 @@ bench: tools ## Benchmark capssh against plain OpenSSH on N local hosts (root); 
 	cargo build --release --locked -p capssh -p capssh-e2e --bin capssh --bin bench
 	BENCH_SIZES=$(BENCH_SIZES) $${CARGO_TARGET_DIR:-target}/release/bench
 
-.PHONY: help deps tools build crds release-manifests demo test bench
+.PHONY: help deps tools build crds release-manifests e2e demo test bench

@@ -32,12 +32,12 @@ impl Timeline {
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::from("step                                              duration\n");
+        let mut out = format!("{:<60}{:>9}\n", "step", "duration");
         for (step, took) in &self.steps {
-            out.push_str(&format!("{step:<50}{:>6.0}s\n", took.as_secs_f64()));
+            out.push_str(&format!("{step:<60}{:>8.0}s\n", took.as_secs_f64()));
         }
         let total = self.started.map(|s| s.elapsed()).unwrap_or_default();
-        out.push_str(&format!("{:<50}{:>6.0}s\n", "total", total.as_secs_f64()));
+        out.push_str(&format!("{:<60}{:>8.0}s\n", "total", total.as_secs_f64()));
         out
     }
 }

@@ -10,8 +10,10 @@ fi
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   systemctl stop kubelet 2>/dev/null
   systemctl disable kubeadm.service 2>/dev/null
+else
+  # Without systemd, only a kubelet of this host's own PID namespace can be ours.
+  pkill -x --ns $$ --nslist pid kubelet 2>/dev/null
 fi
-pkill -x kubelet 2>/dev/null
 if command -v crictl >/dev/null 2>&1; then
   crictl rmp -af >/dev/null 2>&1 || say "crictl could not remove every pod"
 fi

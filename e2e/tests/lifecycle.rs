@@ -1,0 +1,222 @@
+//! The full lifecycle with real Cluster API on real kubeadm nodes (issue 6), the README's main
+//! job (`make e2e`):
+//!
+//! 1. create a cluster (1 control-plane machine by KubeadmControlPlane, 1 worker by a
+//!    MachineDeployment) from `clusterctl generate cluster` on bare Debian nodes that capssh
+//!    prepares from an artifact mirror; the workload cluster's nodes are Ready;
+//! 2. scale the MachineDeployment 1 → 3 → 1: released hosts are reset and Available, and their
+//!    kubeadm state is gone;
+//! 3. roll both to the next Kubernetes patch: every node ends on it;
+//! 4. delete the cluster: every host Available and clean, nothing left behind.
+//!
+//! Everything is real: etcd + kube-apiserver, Cluster API's core/CABPK/KCP managers with their
+//! webhooks, clusterctl, capssh's manager, systemd nodes running containerd, kubelet and kubeadm.
+//! Logs of every controller and every node's journal and capssh job logs stay in
+//! `_artifacts/e2e/lifecycle-<pid>/`.
+
+use capssh_e2e::apply::{apply_all, documents, apply_one};
+use capssh_e2e::capi::install_capssh_crds;
+use capssh_e2e::capi_managers::CapiManagers;
+use capssh_e2e::clusterctl::LocalRepository;
+use capssh_e2e::manager::start_manager;
+use capssh_e2e::mgmt::ManagementPlane;
+use capssh_e2e::mirror::{MirrorServer, build_mirror};
+use capssh_e2e::nodes::balancer::Balancer;
+use capssh_e2e::nodes::{ENDPOINT, GATEWAY, NodeFarm};
+use capssh_e2e::scenario::namespace;
+use capssh_e2e::tools::{artifacts_dir, repo_root};
+use capssh_e2e::workload::*;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+const SUITE: &str = "lifecycle";
+const NS: &str = "lifecycle";
+const NAME: &str = "sandbox";
+const FIRST: &str = "v1.36.3";
+const NEXT: &str = "v1.36.4";
+const NODES: usize = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
+    let mut timeline = Timeline::start();
+    let work = artifacts_dir(SUITE);
+    let plane = ManagementPlane::start(SUITE).await?;
+    let client = plane.client().await?;
+    let capi = CapiManagers::start(&plane, SUITE).await?;
+    install_capssh_crds(&client).await?;
+    let _capssh = start_manager(&plane, "capssh", &[])?;
+    timeline.mark("management plane, Cluster API and capssh up");
+
+    let nodes = NodeFarm::start(SUITE, NODES)?;
+    let _endpoint = Balancer::start((ENDPOINT, 6443).into(), nodes.nodes.iter().map(|n| n.address).collect(), 6443)?;
+    register_nodes(&client, &nodes).await?;
+    timeline.mark(&format!("{NODES} bare Debian nodes booted and registered"));
+
+    let mirror_root = work.join("mirror");
+    let _mirrors = (build_mirror(&mirror_root, FIRST)?, build_mirror(&mirror_root, NEXT)?);
+    // On the node network's gateway (it exists once the nodes do).
+    let mirror = MirrorServer::start(&mirror_root, (GATEWAY, 0).into())?;
+    timeline.mark(&format!("artifact mirror for {FIRST} and {NEXT}"));
+
+    // 1. Create.
+    let repo = LocalRepository::publish(&work)?;
+    std::fs::copy(repo_root().join("e2e/templates/cluster-template-sandbox.yaml"), repo.file("cluster-template-sandbox.yaml"))?;
+    let provider = format!("ssh:{}", repo.version);
+    let rendered = repo
+        .run(
+            &["generate", "cluster", NAME, "--infrastructure", &provider, "--flavor", "sandbox", "--target-namespace", NS,
+              "--kubernetes-version", FIRST, "--control-plane-machine-count", "1", "--worker-machine-count", "1"],
+            &[("SSH_CONTROL_PLANE_ENDPOINT_HOST", &ENDPOINT.to_string()), ("SSH_ARTIFACTS_URL", &mirror.url()),
+              ("SSH_CONTROL_PLANE_HOST_ROLE", "kubeadm"), ("SSH_WORKER_HOST_ROLE", "kubeadm")],
+        )
+        .map_err(anyhow::Error::msg)?;
+    std::fs::write(work.join("cluster.yaml"), &rendered)?;
+    apply_all(&client, &documents(&rendered)?, Some(NS), false).await?;
+    let workload = wait_for(5, "the workload kubeconfig", || async {
+        Ok(Workload::from_secret(&client, NS, NAME, &work).await?.ok_or_else(|| "no kubeconfig Secret yet".to_string()))
+    })
+    .await?;
+    wait_cluster(&client, &workload, 2, FIRST, 20).await.inspect_err(|_| describe(&repo, &plane))?;
+    timeline.mark("create: 1 control plane + 1 worker Running, nodes Ready");
+    describe(&repo, &plane);
+
+    // 2. Scale the workers 1 → 3 → 1.
+    scale_workers(&client, 3).await?;
+    wait_cluster(&client, &workload, 4, FIRST, 15).await?;
+    timeline.mark("scale workers 1 -> 3");
+    let before = claimed_hosts(&client).await?;
+    scale_workers(&client, 1).await?;
+    wait_cluster(&client, &workload, 2, FIRST, 15).await?;
+    let released: Vec<String> = wait_for(10, "two released hosts Available", || async {
+        let hosts = list(&client, NS, SSH_HOST).await?;
+        let released: Vec<String> = before
+            .iter()
+            .filter(|name| hosts.iter().any(|h| h.metadata.name.as_ref() == Some(name) && text(h, "/status/phase") == "Available" && h.data.pointer("/spec/consumerRef").is_none()))
+            .cloned()
+            .collect();
+        Ok(if released.len() == 2 { Ok(released) } else { Err(format!("released so far: {released:?}")) })
+    })
+    .await?;
+    for host in &released {
+        assert_clean(&nodes, host)?;
+    }
+    timeline.mark("scale workers 3 -> 1 (released hosts reset, Available)");
+
+    // 3. Rolling upgrade to the next patch.
+    let patches = PatchParams::default();
+    kind_api(&client, KUBEADM_CONTROL_PLANE).patch(&format!("{NAME}-control-plane"), &patches, &Patch::Merge(json!({"spec": {"version": NEXT}}))).await?;
+    kind_api(&client, MACHINE_DEPLOYMENT).patch(&format!("{NAME}-md-0"), &patches, &Patch::Merge(json!({"spec": {"template": {"spec": {"version": NEXT}}}}))).await?;
+    wait_cluster(&client, &workload, 2, NEXT, 30).await.inspect_err(|_| describe(&repo, &plane))?;
+    timeline.mark(&format!("rolling upgrade {FIRST} -> {NEXT}"));
+    describe(&repo, &plane);
+
+    // 4. Delete.
+    kind_api(&client, CLUSTER).delete(NAME, &DeleteParams::default()).await?;
+    wait_for(15, "the cluster to be gone and every host Available", || async {
+        let (clusters, machines, ssh_machines) = (list(&client, NS, CLUSTER).await?, list(&client, NS, MACHINE).await?, list(&client, NS, SSH_MACHINE).await?);
+        let hosts = list(&client, NS, SSH_HOST).await?;
+        let busy: Vec<String> = hosts
+            .iter()
+            .filter(|h| text(h, "/status/phase") != "Available" || h.data.pointer("/spec/consumerRef").is_some())
+            .map(|h| format!("{}={}", h.metadata.name.as_deref().unwrap_or("?"), text(h, "/status/phase")))
+            .collect();
+        Ok(if clusters.is_empty() && machines.is_empty() && ssh_machines.is_empty() && busy.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} clusters, {} machines, {} sshmachines, busy hosts {busy:?}", clusters.len(), machines.len(), ssh_machines.len()))
+        })
+    })
+    .await?;
+    for node in &nodes.nodes {
+        assert_clean(&nodes, &node.name)?;
+    }
+    let hosts = list(&client, NS, SSH_HOST).await?;
+    for host in &hosts {
+        let finalizers = host.metadata.finalizers.clone().unwrap_or_default();
+        assert!(finalizers.is_empty(), "{:?} keeps finalizers {finalizers:?}", host.metadata.name);
+    }
+    timeline.mark("delete: cluster gone, every host Available and clean");
+
+    let table = timeline.render();
+    std::fs::write(work.join("timeline.txt"), &table)?;
+    eprintln!("\n{table}\nartifacts (controller logs, node journals, capssh job logs): {}", work.display());
+    drop(capi);
+    Ok(())
+}
+
+fn kind_api(client: &kube::Client, kind: (&str, &str, &str)) -> Api<DynamicObject> {
+    let resource = kube::api::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(kind.0, kind.1, kind.2));
+    Api::namespaced_with(client.clone(), NS, &resource)
+}
+
+/// One SSHHost per node, pinned to its host key, logging in as root with the farm's key.
+async fn register_nodes(client: &kube::Client, nodes: &NodeFarm) -> anyhow::Result<()> {
+    namespace(client, NS).await?;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "node-key"}, "type": "kubernetes.io/ssh-auth",
+        "stringData": {"ssh-privatekey": nodes.client_key.private_key_pem}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
+    for node in &nodes.nodes {
+        let host = json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHHost",
+            "metadata": {"name": node.name, "labels": {"role": "kubeadm"}},
+            "spec": {"address": node.address.to_string(), "auth": {"privateKeySecretRef": {"name": "node-key"}},
+                     "hostKey": {"publicKeys": [node.host_key_public]}}
+        });
+        apply_one(client, &host, Some(NS), false).await?;
+    }
+    Ok(())
+}
+
+async fn scale_workers(client: &kube::Client, replicas: i64) -> anyhow::Result<()> {
+    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
+    kind_api(client, MACHINE_DEPLOYMENT).patch(&format!("{NAME}-md-0"), &PatchParams::default(), &patch).await?;
+    Ok(())
+}
+
+/// Waits until exactly `count` Machines exist, all Running at `version` with a nodeRef, and the
+/// workload cluster has exactly those nodes, all Ready at `version`.
+async fn wait_cluster(client: &kube::Client, workload: &Workload, count: usize, version: &str, minutes: u64) -> anyhow::Result<()> {
+    wait_for(minutes, &format!("{count} machines Running at {version} and their nodes Ready"), || async {
+        let machines = list(client, NS, MACHINE).await?;
+        let (running, summary) = running_machines(&machines);
+        if machines.len() != count || running.len() != count || machines.iter().any(|m| text(m, "/spec/version") != version) {
+            return Ok(Err(format!("machines: {summary}")));
+        }
+        let nodes = match workload.nodes() {
+            Ok(nodes) => nodes,
+            Err(err) => return Ok(Err(format!("workload cluster: {err:#}"))),
+        };
+        let good = nodes.iter().filter(|(_, ready, kubelet)| *ready && kubelet == version).count();
+        Ok(if nodes.len() == count && good == count { Ok(()) } else { Err(format!("workload nodes: {nodes:?}")) })
+    })
+    .await
+}
+
+async fn claimed_hosts(client: &kube::Client) -> anyhow::Result<Vec<String>> {
+    let hosts = list(client, NS, SSH_HOST).await?;
+    Ok(hosts.iter().filter(|h| h.data.pointer("/spec/consumerRef").is_some()).filter_map(|h| h.metadata.name.clone()).collect())
+}
+
+/// Nothing of kubeadm is left on the node: no kubelet running, no cluster configuration, no pods.
+fn assert_clean(nodes: &NodeFarm, name: &str) -> anyhow::Result<()> {
+    let i = nodes.nodes.iter().position(|n| n.name == name).ok_or_else(|| anyhow::anyhow!("no node {name}"))?;
+    let state = nodes.exec_ok(
+        i,
+        "systemctl is-active kubelet || true; ls -A /etc/kubernetes/manifests /var/lib/etcd 2>/dev/null; \
+         ls /etc/kubernetes/*.conf 2>/dev/null; ctr -n k8s.io containers ls -q 2>/dev/null | wc -l",
+    )?;
+    let lines: Vec<&str> = state.lines().filter(|l| !l.trim().is_empty() && !l.ends_with(':')).collect();
+    assert_eq!(lines, ["inactive", "0"], "{name} still holds kubeadm state:\n{state}");
+    Ok(())
+}
+
+fn describe(repo: &LocalRepository, plane: &ManagementPlane) {
+    let kubeconfig = plane.kubeconfig.to_string_lossy().to_string();
+    match repo.run(&["describe", "cluster", NAME, "-n", NS, "--kubeconfig", &kubeconfig, "--grouping=false"], &[]) {
+        Ok(out) => eprintln!("clusterctl describe cluster {NAME}:\n{out}"),
+        Err(err) => eprintln!("clusterctl describe failed: {err}"),
+    }
+}
