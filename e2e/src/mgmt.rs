@@ -112,6 +112,11 @@ impl ManagementPlane {
         Ok(path)
     }
 
+    /// The PIDs of kube-apiserver and etcd (to read what they cost).
+    pub fn pids(&self) -> (u32, u32) {
+        (self.apiserver.pid(), self.etcd.pid())
+    }
+
     async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let client = self.client().await?;
         let deadline = Instant::now() + timeout;

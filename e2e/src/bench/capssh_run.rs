@@ -34,7 +34,12 @@ const CREATE_CONCURRENCY: usize = 16;
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Phase {
     pub wall_seconds: f64,
+    /// The manager's CPU seconds.
     pub cpu_seconds: f64,
+    /// What the rest cost in the same time: kube-apiserver, etcd, the hosts' sshd (with sessions).
+    pub apiserver_cpu_seconds: f64,
+    pub etcd_cpu_seconds: f64,
+    pub hosts_sshd_cpu_seconds: f64,
     pub requests: Requests,
 }
 
@@ -173,7 +178,7 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
     let mut run = CapsshRun { max_concurrent_hosts: limit, logs: plane.dir.display().to_string(), ..Default::default() };
 
     // Phase 1: register the hosts; the manager probes each into Available.
-    let (mut offset, mut cpu) = (observe::audit_offset(&audit), manager.sample().cpu_seconds);
+    let (mut offset, mut costs) = (observe::audit_offset(&audit), Costs::now(&manager, &plane, farm, n));
     let started = Instant::now();
     futures::stream::iter(farm.hosts.iter().take(n))
         .map(|host| {
@@ -193,13 +198,13 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
         .try_collect::<Vec<_>>()
         .await?;
     until(&watches.hosts, timeout, "every host Available", |hs| hs.len() == n && hs.iter().all(|h| available(h))).await?;
-    run.hosts_ready = phase(started, &manager, cpu, &audit, offset)?;
+    run.hosts_ready = phase(started, costs, Costs::now(&manager, &plane, farm, n), &audit, offset)?;
     // Let the last status writes' watch events settle before the idle reading.
     tokio::time::sleep(Duration::from_secs(2)).await;
     run.manager_idle = manager.sample();
 
     // Phase 2: the machines, as Cluster API would create them, with the bootstrap data ready.
-    (offset, cpu) = (observe::audit_offset(&audit), manager.sample().cpu_seconds);
+    (offset, costs) = (observe::audit_offset(&audit), Costs::now(&manager, &plane, farm, n));
     let before = manager.scrape();
     let started = Instant::now();
     let created: Vec<(String, Instant)> = futures::stream::iter(0..n)
@@ -225,7 +230,7 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
     })
     .await
     .map_err(|err| anyhow::anyhow!("{err}; {}", stuck(&watches.machines.state())))?;
-    run.provision = phase(started, &manager, cpu, &audit, offset)?;
+    run.provision = phase(started, costs, Costs::now(&manager, &plane, farm, n), &audit, offset)?;
     let after = manager.scrape();
     run.reconcile_provision = ["SSHMachine", "SSHHost"].iter().map(|k| (k.to_string(), observe::latency(&before, &after, k))).collect();
     run.manager_after_provision = manager.sample();
@@ -236,7 +241,7 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
     run.machine_max_seconds = per_machine.last().copied().unwrap_or(0.0);
 
     // Phase 3: delete them all; every host is reset, verified, released and probed Available.
-    (offset, cpu) = (observe::audit_offset(&audit), manager.sample().cpu_seconds);
+    (offset, costs) = (observe::audit_offset(&audit), Costs::now(&manager, &plane, farm, n));
     let before = manager.scrape();
     let started = Instant::now();
     let machine_api = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &capssh::controllers::capi::machine_resource());
@@ -267,7 +272,7 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
     .await?;
     run.delete_waits = waits.into_iter().map(|(k, v)| (k, v.len())).collect();
     until(&watches.hosts, timeout, "every host Available again", |hs| hs.len() == n && hs.iter().all(|h| available(h))).await?;
-    run.delete = phase(started, &manager, cpu, &audit, offset)?;
+    run.delete = phase(started, costs, Costs::now(&manager, &plane, farm, n), &audit, offset)?;
     let after = manager.scrape();
     run.reconcile_delete = ["SSHMachine", "SSHHost"].iter().map(|k| (k.to_string(), observe::latency(&before, &after, k))).collect();
     run.manager_end = manager.sample();
@@ -277,11 +282,26 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
     Ok(run)
 }
 
-fn phase(started: Instant, manager: &Manager, cpu_before: f64, audit: &std::path::Path, offset: u64) -> anyhow::Result<Phase> {
-    let wall_seconds = started.elapsed().as_secs_f64();
+/// CPU counters at a phase boundary: the manager, kube-apiserver, etcd, the hosts' sshd.
+#[derive(Clone, Copy)]
+struct Costs([f64; 4]);
+
+impl Costs {
+    fn now(manager: &Manager, plane: &ManagementPlane, farm: &HostFarm, n: usize) -> Self {
+        let (apiserver, etcd) = plane.pids();
+        let cpu = |pid| procfs::sample(pid).map(|s| s.cpu_seconds).unwrap_or(0.0);
+        Costs([manager.sample().cpu_seconds, cpu(apiserver), cpu(etcd), procfs::hosts_sshd_cpu(farm, n)])
+    }
+}
+
+fn phase(started: Instant, before: Costs, after: Costs, audit: &std::path::Path, offset: u64) -> anyhow::Result<Phase> {
+    let d = |i: usize| after.0[i] - before.0[i];
     Ok(Phase {
-        wall_seconds,
-        cpu_seconds: manager.sample().cpu_seconds - cpu_before,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: d(0),
+        apiserver_cpu_seconds: d(1),
+        etcd_cpu_seconds: d(2),
+        hosts_sshd_cpu_seconds: d(3),
         requests: observe::count_requests(audit, offset, observe::audit_offset(audit))?,
     })
 }

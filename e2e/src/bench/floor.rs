@@ -21,6 +21,8 @@ pub struct FloorRun {
     pub wall_seconds: f64,
     /// User + system CPU of every `ssh` client (from wait4's rusage).
     pub cpu_seconds: f64,
+    /// CPU of the hosts' sshd (listeners and the sessions they reaped) during the run.
+    pub hosts_sshd_cpu_seconds: f64,
     /// The largest sum of the running clients' VmRSS, sampled every 20 ms.
     pub peak_rss_mib: f64,
     /// Per-host time from its `ssh` start to its end.
@@ -53,6 +55,7 @@ pub fn run(farm: &HostFarm, n: usize, script: &str, limit: usize) -> anyhow::Res
         })
     };
     let results: Mutex<Vec<(f64, f64, Option<String>)>> = Mutex::new(Vec::with_capacity(n));
+    let sshd_before = procfs::hosts_sshd_cpu(farm, n);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..limit.min(n).max(1) {
@@ -69,6 +72,7 @@ pub fn run(farm: &HostFarm, n: usize, script: &str, limit: usize) -> anyhow::Res
         }
     });
     let wall_seconds = started.elapsed().as_secs_f64();
+    let hosts_sshd_cpu_seconds = procfs::hosts_sshd_cpu(farm, n) - sshd_before;
     done.store(true, Ordering::Relaxed);
     let peak_rss_mib = sampler.join().unwrap_or(0.0);
     let results = results.into_inner().expect("results");
@@ -78,6 +82,7 @@ pub fn run(farm: &HostFarm, n: usize, script: &str, limit: usize) -> anyhow::Res
     Ok(FloorRun {
         wall_seconds,
         cpu_seconds: results.iter().map(|r| r.1).sum(),
+        hosts_sshd_cpu_seconds,
         peak_rss_mib,
         host_p50_seconds: super::quantile(&times, 0.5),
         host_max_seconds: times.last().copied().unwrap_or(0.0),

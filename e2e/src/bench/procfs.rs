@@ -36,6 +36,40 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     Some(ProcSample { cpu_seconds: ticks / hz, rss_mib: kib("VmRSS:") / 1024.0, peak_rss_mib: kib("VmHWM:") / 1024.0 })
 }
 
+/// CPU seconds of `pid` and of its children it has reaped (utime + stime + cutime + cstime):
+/// for an sshd listener, what its sessions cost on the host. 0 when it is gone.
+pub fn cpu_with_children(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<f64> = rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    fields.iter().sum::<f64>() / hz
+}
+
+/// Host-side CPU of the first `n` hosts of `farm`: every process in their network namespaces
+/// (sshd, its live sessions, and what they reaped: the commands SSH ran).
+pub fn hosts_sshd_cpu(farm: &crate::hosts::HostFarm, n: usize) -> f64 {
+    use std::os::unix::fs::MetadataExt;
+    let inodes: std::collections::HashSet<u64> = farm
+        .hosts
+        .iter()
+        .take(n)
+        .filter_map(|h| std::fs::metadata(std::path::Path::new("/run/netns").join(&h.netns)).ok().map(|m| m.ino()))
+        .collect();
+    let Ok(procs) = std::fs::read_dir("/proc") else { return 0.0 };
+    procs
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().and_then(|l| {
+                l.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse::<u64>().ok()
+            }).is_some_and(|ino| inodes.contains(&ino))
+        })
+        .map(cpu_with_children)
+        .sum()
+}
+
 /// Resident memory of `pid` now, MiB (0 when it is gone).
 pub fn rss_mib(pid: u32) -> f64 {
     sample(pid).map(|s| s.rss_mib).unwrap_or(0.0)

@@ -95,6 +95,21 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
         }
     }
     let _ = writeln!(out);
+    let _ = writeln!(out, "CPU seconds while provisioning, by who spends them (hosts = every process in the hosts' network namespaces: sshd, sessions, the job):");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| N | floor: ssh clients | floor: hosts | capssh: manager | kube-apiserver | etcd | hosts |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for r in results {
+        if let Some(c) = &r.capssh {
+            let p = &c.provision;
+            let _ = writeln!(
+                out,
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                r.n, r.floor.cpu_seconds, r.floor.hosts_sshd_cpu_seconds, p.cpu_seconds, p.apiserver_cpu_seconds, p.etcd_cpu_seconds, p.hosts_sshd_cpu_seconds
+            );
+        }
+    }
+    let _ = writeln!(out);
     let _ = writeln!(out, "ratios (capssh / floor: provisioning wall time, CPU seconds, peak memory):");
     for r in results {
         if let Some(c) = &r.capssh {
