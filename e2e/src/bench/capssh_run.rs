@@ -98,9 +98,9 @@ where
 }
 
 /// Polls the harness's own watch cache (no API requests) until `done`, or fails after `timeout`.
-async fn until<K: Clone>(store: &Store<K>, timeout: Duration, what: &str, mut done: impl FnMut(&[std::sync::Arc<K>]) -> bool) -> anyhow::Result<()>
+async fn until<K>(store: &Store<K>, timeout: Duration, what: &str, mut done: impl FnMut(&[std::sync::Arc<K>]) -> bool) -> anyhow::Result<()>
 where
-    K: kube::Resource<DynamicType = ()> + 'static,
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
     let deadline = Instant::now() + timeout;
     loop {

@@ -130,16 +130,16 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
         let _ = writeln!(out, "capssh / peer: n/a: {}", r.peer.reason);
     }
     let done: Vec<&SizeResult> = results.iter().filter(|r| r.capssh.is_some()).collect();
-    if let (Some(a), Some(b)) = (done.first(), done.last()) {
-        if a.n != b.n {
-            let (ca, cb) = (a.capssh.as_ref().expect("done"), b.capssh.as_ref().expect("done"));
-            let _ = writeln!(out, "growth N={} → N={} ({}):", a.n, b.n, ratio(b.n as f64, a.n as f64));
-            let _ = writeln!(out, "  floor wall {}, capssh wall {}", ratio(b.floor.wall_seconds, a.floor.wall_seconds), ratio(cb.provision.wall_seconds, ca.provision.wall_seconds));
-            let _ = writeln!(out, "  floor CPU {}, capssh CPU {}", ratio(b.floor.cpu_seconds, a.floor.cpu_seconds), ratio(cb.provision.cpu_seconds, ca.provision.cpu_seconds));
-            let _ = writeln!(out, "  floor memory {}, capssh peak RSS {}", ratio(b.floor.peak_rss_mib, a.floor.peak_rss_mib), ratio(cb.manager_end.peak_rss_mib, ca.manager_end.peak_rss_mib));
-            let per = |c: &super::capssh_run::CapsshRun, n: usize| c.provision.requests.total as f64 / n as f64;
-            let _ = writeln!(out, "  requests per machine (provision) {:.1} → {:.1}", per(ca, a.n), per(cb, b.n));
-        }
+    if let (Some(a), Some(b)) = (done.first(), done.last())
+        && a.n != b.n
+    {
+        let (ca, cb) = (a.capssh.as_ref().expect("done"), b.capssh.as_ref().expect("done"));
+        let _ = writeln!(out, "growth N={} → N={} ({}):", a.n, b.n, ratio(b.n as f64, a.n as f64));
+        let _ = writeln!(out, "  floor wall {}, capssh wall {}", ratio(b.floor.wall_seconds, a.floor.wall_seconds), ratio(cb.provision.wall_seconds, ca.provision.wall_seconds));
+        let _ = writeln!(out, "  floor CPU {}, capssh CPU {}", ratio(b.floor.cpu_seconds, a.floor.cpu_seconds), ratio(cb.provision.cpu_seconds, ca.provision.cpu_seconds));
+        let _ = writeln!(out, "  floor memory {}, capssh peak RSS {}", ratio(b.floor.peak_rss_mib, a.floor.peak_rss_mib), ratio(cb.manager_end.peak_rss_mib, ca.manager_end.peak_rss_mib));
+        let per = |c: &super::capssh_run::CapsshRun, n: usize| c.provision.requests.total as f64 / n as f64;
+        let _ = writeln!(out, "  requests per machine (provision) {:.1} → {:.1}", per(ca, a.n), per(cb, b.n));
     }
     if let Some(r) = done.last() {
         let c = r.capssh.as_ref().expect("done");
