@@ -223,20 +223,8 @@ fn local_path(root: &Path, url_path: &str) -> Option<PathBuf> {
 }
 
 fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok().filter(|s| !s.contains('\0'))
+    let bytes = capssh::bootstrap::percent_decode(text)?;
+    String::from_utf8(bytes).ok().filter(|s| !s.contains('\0'))
 }
 
 /// Checks that a test mirror is usable here before a suite relies on it.

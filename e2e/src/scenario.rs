@@ -3,6 +3,7 @@
 
 use crate::apply::apply_one;
 use crate::hosts::HostFarm;
+use crate::nodes::NodeFarm;
 use base64::Engine;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
@@ -19,24 +20,42 @@ pub async fn namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> 
 
 /// The farm's client key as the ssh-auth Secret `farm-key`.
 pub async fn farm_key_secret(client: &kube::Client, ns: &str, farm: &HostFarm) -> anyhow::Result<()> {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "farm-key"}, "type": "kubernetes.io/ssh-auth",
-        "stringData": {"ssh-privatekey": farm.client_key.ed25519.private_key_pem}
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await?;
-    Ok(())
+    key_secret(client, ns, "farm-key", &farm.client_key.ed25519.private_key_pem).await
 }
 
 /// The farm's key Secret, and one pinned SSHHost per farm host (named after it: h0, h1, ...),
 /// with `labels` on every host.
 pub async fn register_farm(client: &kube::Client, ns: &str, farm: &HostFarm, labels: serde_json::Value) -> anyhow::Result<()> {
     farm_key_secret(client, ns, farm).await?;
-    for host in &farm.hosts {
+    let hosts: Vec<_> = farm.hosts.iter().map(|h| (h.name.as_str(), h.address.to_string(), h.host_key_public.as_str())).collect();
+    register_hosts(client, ns, "farm-key", &hosts, labels).await
+}
+
+/// The node farm's key as the ssh-auth Secret `node-key`, and one pinned SSHHost per node (named
+/// after it: node-0, node-1, ...; root logs in), with `labels` on every host.
+pub async fn register_nodes(client: &kube::Client, ns: &str, farm: &NodeFarm, labels: serde_json::Value) -> anyhow::Result<()> {
+    key_secret(client, ns, "node-key", &farm.client_key.private_key_pem).await?;
+    let hosts: Vec<_> = farm.nodes.iter().map(|n| (n.name.as_str(), n.address.to_string(), n.host_key_public.as_str())).collect();
+    register_hosts(client, ns, "node-key", &hosts, labels).await
+}
+
+async fn key_secret(client: &kube::Client, ns: &str, name: &str, private_key_pem: &str) -> anyhow::Result<()> {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name}, "type": "kubernetes.io/ssh-auth",
+        "stringData": {"ssh-privatekey": private_key_pem}
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await?;
+    Ok(())
+}
+
+/// One SSHHost per (name, address, host key), logging in with the key Secret `key_secret`.
+async fn register_hosts(client: &kube::Client, ns: &str, key_secret: &str, hosts: &[(&str, String, &str)], labels: serde_json::Value) -> anyhow::Result<()> {
+    for (name, address, host_key) in hosts {
         let doc = json!({
             "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHHost",
-            "metadata": {"name": host.name, "labels": labels},
-            "spec": {"address": host.address.to_string(), "auth": {"privateKeySecretRef": {"name": "farm-key"}},
-                     "hostKey": {"publicKeys": [host.host_key_public]}}
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"address": address, "auth": {"privateKeySecretRef": {"name": key_secret}},
+                     "hostKey": {"publicKeys": [host_key]}}
         });
         apply_one(client, &doc, Some(ns), false).await?;
     }

@@ -62,9 +62,14 @@ where
 }
 
 /// Every object of a Cluster API kind in `namespace` (e.g. `("cluster.x-k8s.io", "v1beta2", "Machine")`).
-pub async fn list(client: &kube::Client, namespace: &str, (group, version, kind): (&str, &str, &str)) -> anyhow::Result<Vec<DynamicObject>> {
+pub async fn list(client: &kube::Client, namespace: &str, kind: (&str, &str, &str)) -> anyhow::Result<Vec<DynamicObject>> {
+    Ok(api(client, namespace, kind).list(&ListParams::default()).await?.items)
+}
+
+/// The namespaced API of a kind given as (group, version, kind).
+pub fn api(client: &kube::Client, namespace: &str, (group, version, kind): (&str, &str, &str)) -> Api<DynamicObject> {
     let resource = kube::api::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, version, kind));
-    Ok(Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource).list(&ListParams::default()).await?.items)
+    Api::namespaced_with(client.clone(), namespace, &resource)
 }
 
 pub const MACHINE: (&str, &str, &str) = ("cluster.x-k8s.io", "v1beta2", "Machine");

@@ -76,7 +76,7 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
     install_crds(&client).await.unwrap();
     install_capssh_crds(&client).await.unwrap();
     scenario::namespace(&client, NS).await.unwrap();
-    register_nodes(&client, &farm).await.unwrap();
+    scenario::register_nodes(&client, NS, &farm, json!({})).await.unwrap();
     cel_refuses_incomplete_preparations(&client).await;
     let _manager = start_manager(&plane, "capssh", &["--probe-interval-seconds", "2"]).unwrap();
     scenario::provisioned_cluster(&client, NS, "c1").await.unwrap();
@@ -193,24 +193,6 @@ async fn cel_refuses_incomplete_preparations(client: &kube::Client) {
         let err = apply_one(client, &doc, Some(NS), false).await.expect_err("refused");
         assert!(err.to_string().contains(expected), "{preparation}: {err}");
     }
-}
-
-/// The farm's key Secret and one pinned SSHHost per node (named after it).
-async fn register_nodes(client: &kube::Client, farm: &NodeFarm) -> anyhow::Result<()> {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "node-key"}, "type": "kubernetes.io/ssh-auth",
-        "stringData": {"ssh-privatekey": farm.client_key.private_key_pem}
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
-    for node in &farm.nodes {
-        apply_one(client, &json!({
-            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHHost",
-            "metadata": {"name": node.name},
-            "spec": {"address": node.address.to_string(), "auth": {"privateKeySecretRef": {"name": "node-key"}},
-                     "hostKey": {"publicKeys": [node.host_key_public]}}
-        }), Some(NS), false).await?;
-    }
-    Ok(())
 }
 
 /// A Machine at `version` with its bootstrap Secret, and its SSHMachine pinned to `host` with

@@ -14,7 +14,7 @@
 //! Logs of every controller and every node's journal and capssh job logs stay in
 //! `_artifacts/e2e/lifecycle-<pid>/`.
 
-use capssh_e2e::apply::{apply_all, documents, apply_one};
+use capssh_e2e::apply::{apply_all, documents};
 use capssh_e2e::capi::install_capssh_crds;
 use capssh_e2e::capi_managers::CapiManagers;
 use capssh_e2e::clusterctl::LocalRepository;
@@ -23,11 +23,10 @@ use capssh_e2e::mgmt::ManagementPlane;
 use capssh_e2e::mirror::{MirrorServer, build_mirror};
 use capssh_e2e::nodes::balancer::Balancer;
 use capssh_e2e::nodes::{ENDPOINT, GATEWAY, NodeFarm};
-use capssh_e2e::scenario::namespace;
+use capssh_e2e::scenario::{namespace, register_nodes};
 use capssh_e2e::tools::{artifacts_dir, repo_root};
 use capssh_e2e::workload::*;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
 const SUITE: &str = "lifecycle";
@@ -50,7 +49,8 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
 
     let nodes = NodeFarm::start(SUITE, NODES)?;
     let _endpoint = Balancer::start((ENDPOINT, 6443).into(), nodes.nodes.iter().map(|n| n.address).collect(), 6443)?;
-    register_nodes(&client, &nodes).await?;
+    namespace(&client, NS).await?;
+    register_nodes(&client, NS, &nodes, json!({"role": "kubeadm"})).await?;
     timeline.mark(&format!("{NODES} bare Debian nodes booted and registered"));
 
     let mirror_root = work.join("mirror");
@@ -146,28 +146,7 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
 }
 
 fn kind_api(client: &kube::Client, kind: (&str, &str, &str)) -> Api<DynamicObject> {
-    let resource = kube::api::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(kind.0, kind.1, kind.2));
-    Api::namespaced_with(client.clone(), NS, &resource)
-}
-
-/// One SSHHost per node, pinned to its host key, logging in as root with the farm's key.
-async fn register_nodes(client: &kube::Client, nodes: &NodeFarm) -> anyhow::Result<()> {
-    namespace(client, NS).await?;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "node-key"}, "type": "kubernetes.io/ssh-auth",
-        "stringData": {"ssh-privatekey": nodes.client_key.private_key_pem}
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
-    for node in &nodes.nodes {
-        let host = json!({
-            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHHost",
-            "metadata": {"name": node.name, "labels": {"role": "kubeadm"}},
-            "spec": {"address": node.address.to_string(), "auth": {"privateKeySecretRef": {"name": "node-key"}},
-                     "hostKey": {"publicKeys": [node.host_key_public]}}
-        });
-        apply_one(client, &host, Some(NS), false).await?;
-    }
-    Ok(())
+    api(client, NS, kind)
 }
 
 async fn scale_workers(client: &kube::Client, replicas: i64) -> anyhow::Result<()> {

@@ -259,7 +259,8 @@ pub(super) fn data_url(url: &str) -> Option<Vec<u8>> {
     if header.rsplit(';').next().is_some_and(|p| p.eq_ignore_ascii_case("base64")) { decode_base64(&bytes) } else { Some(bytes) }
 }
 
-fn percent_decode(text: &str) -> Option<Vec<u8>> {
+/// `%XX` escapes decoded (RFC 3986); None for a malformed escape.
+pub fn percent_decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -12,6 +12,7 @@
 
 mod cloudinit;
 mod ignition;
+pub use ignition::percent_decode;
 mod jinja;
 pub mod prepare;
 mod script;

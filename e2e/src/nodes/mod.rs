@@ -342,8 +342,8 @@ fn remove_node(netns: &str, veth: &str, cgroup: &str, dir: &Path) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup").map(|h| h.flatten().collect::<Vec<_>>()) {
-        for hierarchy in hierarchies.iter().filter(|_| !cgroup.is_empty()) {
+    if !cgroup.is_empty() {
+        for hierarchy in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
             remove_cgroup_tree(&hierarchy.path().join(cgroup));
         }
     }
@@ -376,6 +376,7 @@ fn remove_leftovers() -> anyhow::Result<()> {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Some(netns) = line.split_whitespace().next().filter(|n| n.starts_with(NETNS_PREFIX)) else { continue };
         let i = &netns[NETNS_PREFIX.len()..];
+        // No cgroup name: every stale node cgroup is removed below, whichever run named it.
         remove_node(netns, &format!("{VETH_PREFIX}{i}"), "", &Path::new(STATE_ROOT).join(format!("node-{i}")));
     }
     if let Ok(hierarchies) = fs::read_dir("/sys/fs/cgroup") {
