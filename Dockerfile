@@ -3,7 +3,7 @@
 # The binary links glibc dynamically (rustls with ring; no OpenSSL), so it is built on Debian 12
 # and runs on distroless cc-debian12, which ships the matching glibc and libgcc and nothing else.
 #
-#   docker build -t ghcr.io/capssh/capssh:v0.1.0 .
+#   docker build -t ghcr.io/capssh/capssh:v0.2.0 .
 #
 # The whole workspace is copied because cargo loads every workspace member's manifest; keep
 # target/, _artifacts/, hack/tools/bin/ and .git/ out of the build context (.dockerignore).

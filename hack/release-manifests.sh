@@ -8,12 +8,12 @@
 #
 #   hack/release-manifests.sh [VERSION]
 #
-# VERSION defaults to Cargo.toml's package version with a leading "v" (v0.1.0). The manager
+# VERSION defaults to Cargo.toml's package version with a leading "v" (v0.2.0). The manager
 # image is $IMAGE, default ghcr.io/capssh/capssh:<version>. The checked-in config/ is not modified:
 # the image is set in a throw-away overlay on top of config/default.
 #
 # stdout carries exactly one line, the absolute path of the repository root (for other scripts):
-#   clusterctl generate provider --infrastructure ssh:v0.1.0 --config "$(hack/release-manifests.sh)/clusterctl.yaml"
+#   clusterctl generate provider --infrastructure ssh:v0.2.0 --config "$(hack/release-manifests.sh)/clusterctl.yaml"
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -13,3 +13,6 @@ pub mod manager;
 pub mod redact;
 pub mod ssh;
 pub mod webhook;
+
+/// This release's version (Cargo.toml), as clusterctl names it without the leading "v".
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -19,7 +19,7 @@ impl LocalRepository {
         let out = Command::new(repo_root().join("hack/release-manifests.sh")).current_dir(repo_root()).output()?;
         anyhow::ensure!(out.status.success(), "release-manifests.sh failed: {}", String::from_utf8_lossy(&out.stderr));
         let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+        let version = format!("v{}", capssh::VERSION);
         let xdg = work.join("xdg");
         std::fs::create_dir_all(&xdg)?;
         Ok(Self { root, version, xdg })

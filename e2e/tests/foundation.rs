@@ -53,7 +53,7 @@ const TEMPLATE_ENV: &[(&str, &str)] = &[("SSH_CONTROL_PLANE_ENDPOINT_HOST", "198
 
 fn generate_cluster(repo: &LocalRepository, flavor: Option<&str>, env: &[(&str, &str)]) -> Result<String, String> {
     let mut args = vec![
-        "generate", "cluster", "demo", "--infrastructure", "ssh:v0.1.0", "--target-namespace", "demo",
+        "generate", "cluster", "demo", "--infrastructure", "ssh:<version>", "--target-namespace", "demo",
         "--kubernetes-version", "v1.36.3", "--control-plane-machine-count", "3", "--worker-machine-count", "2",
     ];
     if let Some(flavor) = flavor {

@@ -2,7 +2,7 @@
 //! config/crd/bases holds them; a test fails when the two differ.
 
 use super::v1alpha1::{SSHCluster, SSHClusterTemplate, SSHHost, SSHMachine, SSHMachineTemplate, VERSION};
-use super::CONTRACT_LABEL;
+use super::{CONTRACT_LABEL, MOVE_LABEL};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
@@ -22,6 +22,9 @@ pub fn all() -> Vec<CustomResourceDefinition> {
             .labels
             .get_or_insert_with(Default::default)
             .insert(CONTRACT_LABEL.to_string(), VERSION.to_string());
+        if crd.spec.names.kind == "SSHHost" {
+            crd.metadata.labels.get_or_insert_with(Default::default).insert(MOVE_LABEL.to_string(), String::new());
+        }
     }
     crds
 }
@@ -50,6 +53,8 @@ mod tests {
             assert_eq!(crd.metadata.name.as_deref(), Some(expected.as_str()));
             assert_eq!(crd.spec.scope, "Namespaced");
             assert!(crd.spec.versions[0].subresources.is_some() || crd.spec.names.kind.ends_with("Template"));
+            // Only the pool moves by label; everything else moves through its owner chain.
+            assert_eq!(labels.contains_key(MOVE_LABEL), crd.spec.names.kind == "SSHHost");
         }
     }
 }

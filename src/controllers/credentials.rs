@@ -1,6 +1,7 @@
 //! From an SSHHost (and its Secrets) to an SSH target, the same way for every controller.
 
 use super::error::ReconcileError;
+use crate::api::MOVE_LABEL;
 use crate::api::v1alpha1::{Bastion, HostKeyPolicy as HostKeySpec, SSHAuth, SSHHost};
 use crate::ssh::hostkey::HostKeyPolicy;
 use crate::ssh::{Credentials, Endpoint, Target};
@@ -67,6 +68,16 @@ async fn read(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<(Sec
         name: name.to_string(),
         problem: "not found".into(),
     })?;
+    let secret = if secret.metadata.labels.as_ref().is_some_and(|l| l.contains_key(MOVE_LABEL)) {
+        secret
+    } else {
+        // `clusterctl move` carries a namespace's Secrets only when something ties them to a
+        // Cluster; a host's credentials are tied to no Cluster, so they are labelled to travel
+        // with the SSHHosts (whose CRD carries the same label). Otherwise the moved hosts could
+        // not be reached from the new management cluster.
+        let patch = serde_json::json!({"metadata": {"labels": {MOVE_LABEL: ""}}});
+        secrets.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?
+    };
     let version = secret.metadata.resource_version.clone().unwrap_or_default();
     Ok((secret, version))
 }

@@ -6,6 +6,9 @@
 //! that makes it start at most once, whoever asks and however often. A later reconcile — on
 //! this replica, another one, or another management cluster after a move — finds the job by
 //! its id and re-attaches instead of running it again.
+//!
+//! Every start is also appended to /var/lib/capssh/jobs/journal (`<UTC time> <id> started`),
+//! which outlives the job folders: a person can see what capssh ran on a host, and when.
 
 use super::{Session, SshError};
 use super::session::shell_quote;
@@ -13,6 +16,9 @@ use std::time::Duration;
 
 /// Where jobs live on a host.
 pub const JOBS_DIR: &str = "/var/lib/capssh/jobs";
+
+/// One line per job start, never rewritten by capssh.
+pub const JOURNAL: &str = "/var/lib/capssh/jobs/journal";
 
 /// A job to run on a host. The id must be stable for the work it names (the same bootstrap of
 /// the same machine always gets the same id) and use only [A-Za-z0-9._-].
@@ -70,6 +76,7 @@ impl Session {
     /// Uploads the script (over stdin) and starts the job, unless it was started before.
     pub async fn start_job(&self, job: &JobSpec<'_>) -> Result<Start, SshError> {
         let dir = shell_quote(&job_dir(job.id)?);
+        let id = job.id;
         // One command: the script arrives on stdin; `mkdir run` decides who starts it.
         let script = format!(
             r#"set -eu
@@ -87,6 +94,7 @@ mv -f "$tmp" "$d/script"
 if ! mkdir "$d/run" 2>/dev/null; then echo already-started; exit 0; fi
 setsid sh -c 'sh "$1/script" > "$1/log" 2>&1; echo $? > "$1/exit.tmp"; mv -f "$1/exit.tmp" "$1/exit"' capssh-job "$d" < /dev/null > /dev/null 2>&1 &
 echo $! > "$d/pid"
+echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) {id} started" >> {JOURNAL}
 echo started"#
         );
         let output = self.run_checked(&script, Some(job.script), Duration::from_secs(60)).await?;
@@ -130,6 +138,14 @@ fi
         };
         let present = lines.map(|line| line == "yes").collect();
         Ok(JobStatus { state, present })
+    }
+
+    /// Forgets a finished job: its folder goes (the journal keeps its start), so the same id
+    /// could start again.
+    pub async fn remove_job(&self, id: &str) -> Result<(), SshError> {
+        let dir = shell_quote(&job_dir(id)?);
+        self.run_checked(&format!("rm -rf {dir}"), None, Duration::from_secs(30)).await?;
+        Ok(())
     }
 
     /// The last `lines` lines of the job's log, as written (redact before showing anyone).

@@ -46,6 +46,7 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context) -> Result<Action
             Err(ReconcileError::StillWorking { what, retry_after: Duration::from_secs(3) })
         }
         Ok(Cleaning::Clean) => {
+            forget_cleanup(ctx, &machine, &host).await.map_err(|Problem(problem)| ReconcileError::StillWorking { what: problem, retry_after: Duration::from_secs(15) })?;
             release(&hosts, &host_ref.name, &name).await?;
             ctx.event(&*machine, false, "HostReleased", &format!("host {} reset and returned to the pool", host_ref.name)).await;
             Ok(Action::await_change())
@@ -93,9 +94,8 @@ async fn clean(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<Cl
             return Err(Problem(format!("cannot reach the host to reset it: {err}")));
         }
     };
-    let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
     let host_name = host.metadata.name.as_deref().unwrap_or_default();
-    let id = stable_id("cleanup", &[namespace, machine.metadata.name.as_deref().unwrap_or_default(), host_name]);
+    let id = cleanup_job_id(machine, host);
     let job = JobSpec { id: &id, script: CLEANUP_SCRIPT.as_bytes() };
     let progress = match session.advance_job(&job, &[], 20).await {
         Ok(progress) => progress,
@@ -121,6 +121,22 @@ async fn clean(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<Cl
     } else {
         Ok(Cleaning::Dirty(format!("host {host_name} is not clean after the reset job {id}: {problems}")))
     }
+}
+
+/// The id of the reset of `host` for `machine`: stable across restarts and moves.
+pub(super) fn cleanup_job_id(machine: &SSHMachine, host: &SSHHost) -> String {
+    let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
+    stable_id("cleanup", &[namespace, machine.metadata.name.as_deref().unwrap_or_default(), host.metadata.name.as_deref().unwrap_or_default()])
+}
+
+/// A verified-clean host forgets the reset before it is released: while the claim stands, the
+/// reset's record tells a moved copy of this machine (see normal.rs, `HostAlreadyReset`) that
+/// the host must not be bootstrapped again; once released, a new machine of the same name
+/// must not be mistaken for it. A crash in between only repeats the (idempotent) reset.
+async fn forget_cleanup(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<(), Problem> {
+    let (target, key) = target_for(&ctx.client, host).await?;
+    let session = ctx.pool.lease(&key, &target).await.map_err(|err| Problem(format!("cannot reach the host to release it: {err}")))?;
+    session.remove_job(&cleanup_job_id(machine, host)).await.map_err(|err| Problem(err.to_string()))
 }
 
 /// Keeps the claim and marks the host: it stays out of the pool until a person clears it.

@@ -25,10 +25,14 @@ pub const HOST_CLAIMED: &str = "HostClaimed";
 pub const HOST_CONNECTED: &str = "HostConnected";
 pub const BOOTSTRAP_SUCCEEDED: &str = "BootstrapSucceeded";
 pub const HOST_RELEASED: &str = "HostReleased";
+/// clusterctl move marks each source object with it before deleting it (and stripping its
+/// finalizers): that delete is a hand-over, never a reason to reset a host.
+pub const DELETE_FOR_MOVE_ANNOTATION: &str = "clusterctl.cluster.x-k8s.io/delete-for-move";
 
 pub async fn reconcile(machine: Arc<SSHMachine>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     tracing::debug!(kind = "SSHMachine", name = machine.metadata.name.as_deref().unwrap_or_default(), "reconcile");
-    if is_externally_managed(&machine.metadata) {
+    let moving = machine.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(DELETE_FOR_MOVE_ANNOTATION));
+    if is_externally_managed(&machine.metadata) || moving {
         return Ok(Action::await_change());
     }
     let namespace = machine.metadata.namespace.clone().unwrap_or_default();

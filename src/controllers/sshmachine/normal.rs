@@ -12,7 +12,7 @@ use crate::controllers::{Context, ReconcileError, target_for};
 use crate::hosts::claim::{ClaimOutcome, claim};
 use crate::hosts::selection::{FailureDomainRequirement, select};
 use crate::redact::Redactor;
-use crate::ssh::job::{JobSpec, Progress, stable_id};
+use crate::ssh::job::{JobSpec, JobState, Progress, stable_id};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -94,6 +94,31 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
             return connection_failed(ctx, step, &machine, reason, err.into()).await;
         }
     };
+    // First contact in this status's life (a new claim, or a copy made by clusterctl move, which
+    // never restores status): a reset recorded on the host means a deletion of this machine had
+    // begun before the move, and the host's earlier bootstrap records are gone. Running the
+    // bootstrap again would re-provision a host that was wiped, so stop and say so.
+    let connected_before = machine.status.as_ref().and_then(|s| crate::controllers::conditions::get(&s.conditions, HOST_CONNECTED)).is_some_and(|c| c.status == ConditionStatus::True);
+    if !connected_before {
+        let cleanup_id = super::delete::cleanup_job_id(&machine, &host);
+        match session.job_status(&cleanup_id, &[]).await {
+            Ok(status) if status.state == JobState::Absent => {}
+            Ok(_) => {
+                let message = format!(
+                    "host {host_name} was reset by job {cleanup_id}: a deletion of this machine began before it was moved (clusterctl move); it is not bootstrapped again. Delete the Machine: its host is then verified and released"
+                );
+                step.wait(BOOTSTRAP_SUCCEEDED, "HostAlreadyReset", &message, MachinePhase::Failed);
+                step.save(ctx).await?;
+                ctx.event(&*machine, true, "HostAlreadyReset", &message).await;
+                return Ok(Action::await_change());
+            }
+            Err(err) => {
+                ctx.pool.forget(&key).await;
+                let reason = err.reason();
+                return connection_failed(ctx, step, &machine, reason, err.into()).await;
+            }
+        }
+    }
     step.set(HOST_CONNECTED, ConditionStatus::True, "Connected", &format!("host key {}", session.host_key_fingerprint()));
     set_host_phase(ctx, &host, HostPhase::Provisioning).await?;
 
