@@ -66,7 +66,8 @@ pub struct CapiManager {
 /// Cluster API's three managers and a kube-controller-manager (garbage collector and namespace
 /// controller), against one management plane.
 pub struct CapiManagers {
-    /// Core, kubeadm bootstrap, kubeadm control plane, in that order.
+    /// Core, kubeadm bootstrap, kubeadm control plane, in that order (the order of webhook ports
+    /// in [`CapiManagers::start_installed`]).
     pub managers: Vec<CapiManager>,
     pub kube_controller_manager: Daemon,
     pub kube_controller_manager_log: PathBuf,
@@ -77,6 +78,17 @@ impl CapiManagers {
     /// the three managers and the kube-controller-manager with logs in the suite's artifacts
     /// folder, and waits until every one of them is ready.
     pub async fn start(plane: &ManagementPlane, suite: &str) -> anyhow::Result<Self> {
+        Self::start_with(plane, suite, None).await
+    }
+
+    /// Starts the managers for providers that `clusterctl init` already installed from
+    /// components wired to these webhook ports (core, kubeadm bootstrap, kubeadm control plane;
+    /// see [`crate::release`]): nothing is installed here.
+    pub async fn start_installed(plane: &ManagementPlane, suite: &str, webhook_ports: [u16; 3]) -> anyhow::Result<Self> {
+        Self::start_with(plane, suite, Some(webhook_ports)).await
+    }
+
+    async fn start_with(plane: &ManagementPlane, suite: &str, installed: Option<[u16; 3]>) -> anyhow::Result<Self> {
         let dir = artifacts_dir(suite);
         let cert_dir = dir.join("capi-webhook-certs");
         std::fs::create_dir_all(&cert_dir)?;
@@ -85,16 +97,23 @@ impl CapiManagers {
         let client = plane.client().await?;
         let ca_pem = plane.ca.cert_pem();
 
-        let kube_controller_manager_log = dir.join("kube-controller-manager.log");
+        let kube_controller_manager_log = unique_log(&dir, "kube-controller-manager");
         let (kube_controller_manager, kcm_port) = start_kube_controller_manager(plane, &dir, &kube_controller_manager_log)?;
 
         let mut managers = Vec::new();
-        for kind in &MANAGER_KINDS {
-            let webhook_port = free_port();
-            // The CRDs and webhooks come first: a manager exits if the kinds it watches are not served.
-            capi::install_provider(&client, kind.provider, &format!("https://127.0.0.1:{webhook_port}"), &ca_pem).await?;
+        for (i, kind) in MANAGER_KINDS.iter().enumerate() {
+            let webhook_port = match installed {
+                Some(ports) => ports[i],
+                None => {
+                    let port = free_port();
+                    // The CRDs and webhooks come first: a manager exits if the kinds it watches are not served.
+                    capi::install_provider(&client, kind.provider, &format!("https://127.0.0.1:{port}"), &ca_pem).await?;
+                    port
+                }
+            };
             let health_port = free_port();
-            let log = dir.join(format!("{}.log", kind.binary));
+            // Two planes of one suite each run their own managers: their logs must not mix.
+            let log = unique_log(&dir, kind.binary);
             let mut cmd = Command::new(tool(kind.binary));
             cmd.arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
                 .args(["--leader-elect=false", "--diagnostics-address=0"])
@@ -212,6 +231,11 @@ where
         };
         anyhow::bail!("{} {problem}; the end of {}:\n{}", daemon.name, log.display(), log_tail(log, 20));
     }
+}
+
+/// `<dir>/<name>.log`, or `<name>-2.log`, `-3`... when a process of that name logged there before.
+fn unique_log(dir: &Path, name: &str) -> PathBuf {
+    (1..).map(|n| if n == 1 { dir.join(format!("{name}.log")) } else { dir.join(format!("{name}-{n}.log")) }).find(|p| !p.exists()).expect("a free name")
 }
 
 fn log_tail(log: &Path, lines: usize) -> String {

@@ -25,6 +25,14 @@ impl LocalRepository {
         Ok(Self { root, version, xdg })
     }
 
+    /// A repository written by someone else (see [`crate::release::publish`]): `root` holds its
+    /// clusterctl.yaml; clusterctl keeps its own state under `root/xdg`.
+    pub fn at(root: &Path, version: &str) -> anyhow::Result<Self> {
+        let xdg = root.join("xdg");
+        std::fs::create_dir_all(&xdg)?;
+        Ok(Self { root: root.to_path_buf(), version: version.to_string(), xdg })
+    }
+
     pub fn components(&self) -> PathBuf {
         self.root.join("infrastructure-ssh").join(&self.version).join("infrastructure-components.yaml")
     }

@@ -5,6 +5,7 @@
 //! - [`apply`]: server-side apply of YAML files, as `kubectl apply --server-side` would;
 //! - [`tools`]: where the upstream tools and the capssh binary are;
 //! - [`process`]: child processes that cannot outlive the test process;
+//! - [`release`]: Cluster API and capssh installed by `clusterctl init` from a local repository;
 //! - [`bench`]: the provisioning benchmark (`make bench`).
 
 pub mod apply;
@@ -21,6 +22,7 @@ pub mod nodes;
 pub mod pkgrepo;
 pub mod pki;
 pub mod process;
+pub mod release;
 pub mod scenario;
 pub mod tools;
 pub mod workload;

@@ -20,6 +20,8 @@ pub struct ManagementPlane {
     /// The CA that signed the serving and client certificates; tests sign webhook certs with it.
     pub ca: Authority,
     apiserver: Daemon,
+    /// kube-apiserver's command line, to start it again.
+    apiserver_args: Vec<String>,
     etcd: Daemon,
 }
 
@@ -86,12 +88,13 @@ impl ManagementPlane {
             format!("--service-account-signing-key-file={}", p("sa.key")),
         ]);
         api_cmd.args(extra_apiserver_args);
+        let apiserver_args: Vec<String> = api_cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let apiserver = Daemon::start("kube-apiserver", api_cmd, &dir.join("kube-apiserver.log"))?;
 
         let kubeconfig = dir.join("admin.kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_yaml(&server, &ca.cert_pem(), &admin.cert_pem, &admin.key_pem))?;
 
-        let plane = Self { dir, kubeconfig, server, ca, apiserver, etcd };
+        let plane = Self { dir, kubeconfig, server, ca, apiserver, apiserver_args, etcd };
         plane.wait_ready(Duration::from_secs(90)).await?;
         Ok(plane)
     }
@@ -115,6 +118,18 @@ impl ManagementPlane {
     /// The PIDs of kube-apiserver and etcd (to read what they cost).
     pub fn pids(&self) -> (u32, u32) {
         (self.apiserver.pid(), self.etcd.pid())
+    }
+
+    /// Stops kube-apiserver (as an upgrade of the management cluster's control plane would),
+    /// keeps it down for `down`, starts it again on the same port and storage, and waits until
+    /// it is ready. Clients see refused connections, then the same server again.
+    pub async fn restart_apiserver(&mut self, down: Duration) -> anyhow::Result<()> {
+        self.apiserver.stop(Duration::from_secs(10));
+        tokio::time::sleep(down).await;
+        let mut cmd = Command::new(tool("kube-apiserver"));
+        cmd.args(&self.apiserver_args);
+        self.apiserver = Daemon::start("kube-apiserver", cmd, &self.dir.join("kube-apiserver.log"))?;
+        self.wait_ready(Duration::from_secs(90)).await
     }
 
     async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
