@@ -222,6 +222,22 @@ impl CapsshReplicas {
         Ok(())
     }
 
+    /// One more replica, started on the current binary.
+    pub fn add_replica(&mut self) -> anyhow::Result<()> {
+        self.replicas.push(None);
+        self.start_replica(self.replicas.len() - 1)
+    }
+
+    /// Starts again every replica whose process has exited (what its Deployment would do);
+    /// returns which.
+    pub fn restart_exited(&mut self) -> anyhow::Result<Vec<usize>> {
+        let exited: Vec<usize> = (0..self.replicas.len()).filter(|&i| self.replicas[i].as_mut().is_some_and(|d| !d.is_running())).collect();
+        for &i in &exited {
+            self.start_replica(i)?;
+        }
+        Ok(exited)
+    }
+
     /// SIGKILL to replica `i`, as a node failure or OOM kill would.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut daemon) = self.replicas[i].take() {

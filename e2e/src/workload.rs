@@ -1,6 +1,7 @@
 //! What a lifecycle scenario reads and waits on: Cluster API objects in the management plane, and
 //! the workload cluster through the kubeconfig Cluster API wrote.
 
+use crate::nodes::NodeFarm;
 use crate::tools::tool;
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::Value;
@@ -134,4 +135,36 @@ impl Workload {
             })
             .collect())
     }
+}
+
+/// Waits until exactly `count` Machines exist, all Running at `version` with a nodeRef, and the
+/// workload cluster has exactly those nodes, all Ready at `version`.
+pub async fn wait_cluster(client: &kube::Client, namespace: &str, workload: &Workload, count: usize, version: &str, minutes: u64) -> anyhow::Result<()> {
+    wait_for(minutes, &format!("{count} machines Running at {version} and their nodes Ready"), || async {
+        let machines = list(client, namespace, MACHINE).await?;
+        let (running, summary) = running_machines(&machines);
+        if machines.len() != count || running.len() != count || machines.iter().any(|m| text(m, "/spec/version") != version) {
+            return Ok(Err(format!("machines: {summary}")));
+        }
+        let nodes = match workload.nodes() {
+            Ok(nodes) => nodes,
+            Err(err) => return Ok(Err(format!("workload cluster: {err:#}"))),
+        };
+        let good = nodes.iter().filter(|(_, ready, kubelet)| *ready && kubelet == version).count();
+        Ok(if nodes.len() == count && good == count { Ok(()) } else { Err(format!("workload nodes: {nodes:?}")) })
+    })
+    .await
+}
+
+/// Nothing of kubeadm is left on the node: no kubelet running, no cluster configuration, no pods.
+pub fn assert_clean(nodes: &NodeFarm, name: &str) -> anyhow::Result<()> {
+    let i = nodes.nodes.iter().position(|n| n.name == name).ok_or_else(|| anyhow::anyhow!("no node {name}"))?;
+    let state = nodes.exec_ok(
+        i,
+        "systemctl is-active kubelet || true; ls -A /etc/kubernetes/manifests /var/lib/etcd 2>/dev/null; \
+         ls /etc/kubernetes/*.conf 2>/dev/null; ctr -n k8s.io containers ls -q 2>/dev/null | wc -l",
+    )?;
+    let lines: Vec<&str> = state.lines().filter(|l| !l.trim().is_empty() && !l.ends_with(':')).collect();
+    assert_eq!(lines, ["inactive", "0"], "{name} still holds kubeadm state:\n{state}");
+    Ok(())
 }

@@ -77,17 +77,17 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
         Ok(Workload::from_secret(&client, NS, NAME, &work).await?.ok_or_else(|| "no kubeconfig Secret yet".to_string()))
     })
     .await?;
-    wait_cluster(&client, &workload, 2, FIRST, 20).await.inspect_err(|_| describe(&repo, &plane))?;
+    wait_cluster(&client, NS, &workload, 2, FIRST, 20).await.inspect_err(|_| describe(&repo, &plane))?;
     timeline.mark("create: 1 control plane + 1 worker Running, nodes Ready");
     describe(&repo, &plane);
 
     // 2. Scale the workers 1 → 3 → 1.
     scale_workers(&client, 3).await?;
-    wait_cluster(&client, &workload, 4, FIRST, 15).await?;
+    wait_cluster(&client, NS, &workload, 4, FIRST, 15).await?;
     timeline.mark("scale workers 1 -> 3");
     let before = claimed_hosts(&client).await?;
     scale_workers(&client, 1).await?;
-    wait_cluster(&client, &workload, 2, FIRST, 15).await?;
+    wait_cluster(&client, NS, &workload, 2, FIRST, 15).await?;
     let released: Vec<String> = wait_for(10, "two released hosts Available", || async {
         let hosts = list(&client, NS, SSH_HOST).await?;
         let released: Vec<String> = before
@@ -107,7 +107,7 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     let patches = PatchParams::default();
     kind_api(&client, KUBEADM_CONTROL_PLANE).patch(&format!("{NAME}-control-plane"), &patches, &Patch::Merge(json!({"spec": {"version": NEXT}}))).await?;
     kind_api(&client, MACHINE_DEPLOYMENT).patch(&format!("{NAME}-md-0"), &patches, &Patch::Merge(json!({"spec": {"template": {"spec": {"version": NEXT}}}}))).await?;
-    wait_cluster(&client, &workload, 2, NEXT, 30).await.inspect_err(|_| describe(&repo, &plane))?;
+    wait_cluster(&client, NS, &workload, 2, NEXT, 30).await.inspect_err(|_| describe(&repo, &plane))?;
     timeline.mark(&format!("rolling upgrade {FIRST} -> {NEXT}"));
     describe(&repo, &plane);
 
@@ -155,41 +155,9 @@ async fn scale_workers(client: &kube::Client, replicas: i64) -> anyhow::Result<(
     Ok(())
 }
 
-/// Waits until exactly `count` Machines exist, all Running at `version` with a nodeRef, and the
-/// workload cluster has exactly those nodes, all Ready at `version`.
-async fn wait_cluster(client: &kube::Client, workload: &Workload, count: usize, version: &str, minutes: u64) -> anyhow::Result<()> {
-    wait_for(minutes, &format!("{count} machines Running at {version} and their nodes Ready"), || async {
-        let machines = list(client, NS, MACHINE).await?;
-        let (running, summary) = running_machines(&machines);
-        if machines.len() != count || running.len() != count || machines.iter().any(|m| text(m, "/spec/version") != version) {
-            return Ok(Err(format!("machines: {summary}")));
-        }
-        let nodes = match workload.nodes() {
-            Ok(nodes) => nodes,
-            Err(err) => return Ok(Err(format!("workload cluster: {err:#}"))),
-        };
-        let good = nodes.iter().filter(|(_, ready, kubelet)| *ready && kubelet == version).count();
-        Ok(if nodes.len() == count && good == count { Ok(()) } else { Err(format!("workload nodes: {nodes:?}")) })
-    })
-    .await
-}
-
 async fn claimed_hosts(client: &kube::Client) -> anyhow::Result<Vec<String>> {
     let hosts = list(client, NS, SSH_HOST).await?;
     Ok(hosts.iter().filter(|h| h.data.pointer("/spec/consumerRef").is_some()).filter_map(|h| h.metadata.name.clone()).collect())
-}
-
-/// Nothing of kubeadm is left on the node: no kubelet running, no cluster configuration, no pods.
-fn assert_clean(nodes: &NodeFarm, name: &str) -> anyhow::Result<()> {
-    let i = nodes.nodes.iter().position(|n| n.name == name).ok_or_else(|| anyhow::anyhow!("no node {name}"))?;
-    let state = nodes.exec_ok(
-        i,
-        "systemctl is-active kubelet || true; ls -A /etc/kubernetes/manifests /var/lib/etcd 2>/dev/null; \
-         ls /etc/kubernetes/*.conf 2>/dev/null; ctr -n k8s.io containers ls -q 2>/dev/null | wc -l",
-    )?;
-    let lines: Vec<&str> = state.lines().filter(|l| !l.trim().is_empty() && !l.ends_with(':')).collect();
-    assert_eq!(lines, ["inactive", "0"], "{name} still holds kubeadm state:\n{state}");
-    Ok(())
 }
 
 fn describe(repo: &LocalRepository, plane: &ManagementPlane) {

@@ -62,22 +62,39 @@ async fn endpoint(
     })
 }
 
+/// Puts clusterctl's move label on every Secret the host logs in with. `clusterctl move` carries
+/// a namespace's Secrets only when something ties them to a Cluster; a host's credentials are
+/// tied to no Cluster, so they are labelled to travel with the SSHHosts (whose CRD carries the
+/// same label). Otherwise the moved hosts could not be reached from the new management cluster.
+pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(), ReconcileError> {
+    let namespace = host.metadata.namespace.clone().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let auths = std::iter::once(&host.spec.auth).chain(host.spec.bastion.as_ref().map(|b| &b.auth));
+    let names = auths.filter_map(|a| a.private_key_secret_ref.as_ref().map(|r| &r.name).or(a.password_secret_ref.as_ref().map(|r| &r.name)));
+    for name in names {
+        let key = format!("{namespace}/{name}");
+        if ctx.move_labelled.lock().map(|seen| seen.contains(&key)).unwrap_or(false) {
+            continue;
+        }
+        // A missing Secret is reported by whoever needs it to connect.
+        let Some(secret) = secrets.get_opt(name).await? else { continue };
+        if !secret.metadata.labels.as_ref().is_some_and(|l| l.contains_key(MOVE_LABEL)) {
+            let patch = serde_json::json!({"metadata": {"labels": {MOVE_LABEL: ""}}});
+            secrets.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
+        }
+        if let Ok(mut seen) = ctx.move_labelled.lock() {
+            seen.insert(key);
+        }
+    }
+    Ok(())
+}
+
 async fn read(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<(Secret, String), ReconcileError> {
     let secret = secrets.get_opt(name).await?.ok_or_else(|| ReconcileError::Secret {
         namespace: namespace.to_string(),
         name: name.to_string(),
         problem: "not found".into(),
     })?;
-    let secret = if secret.metadata.labels.as_ref().is_some_and(|l| l.contains_key(MOVE_LABEL)) {
-        secret
-    } else {
-        // `clusterctl move` carries a namespace's Secrets only when something ties them to a
-        // Cluster; a host's credentials are tied to no Cluster, so they are labelled to travel
-        // with the SSHHosts (whose CRD carries the same label). Otherwise the moved hosts could
-        // not be reached from the new management cluster.
-        let patch = serde_json::json!({"metadata": {"labels": {MOVE_LABEL: ""}}});
-        secrets.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?
-    };
     let version = secret.metadata.resource_version.clone().unwrap_or_default();
     Ok((secret, version))
 }

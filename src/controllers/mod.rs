@@ -38,6 +38,9 @@ pub struct Context {
     /// chooses from it instead of listing the pool (with N machines placed at once, N lists of
     /// N hosts cost O(N²)). A stale entry only loses the claim (resourceVersion), never wins it.
     pub host_cache: std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::v1alpha1::SSHHost>>,
+    /// Credential Secrets (`<namespace>/<name>`) this process has seen carry clusterctl's move
+    /// label: each is read (and labelled) once per process, not on every reconcile.
+    pub move_labelled: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Writes `status` of `obj` with server-side apply under [`FIELD_MANAGER`] — the one way every
@@ -72,6 +75,7 @@ impl Context {
             metrics,
             cleanup_give_up: Duration::from_secs(300),
             host_cache: std::sync::OnceLock::new(),
+            move_labelled: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 

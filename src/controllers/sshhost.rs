@@ -14,6 +14,7 @@ pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, 
     if host.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    super::credentials::ensure_move_label(&ctx, &host).await?;
     let mut status = host.status.clone().unwrap_or_default();
     let generation = host.metadata.generation;
 

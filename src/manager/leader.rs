@@ -44,13 +44,20 @@ impl LeaderElection {
     /// Renews the Lease until it cannot; then returns an error (the manager exits).
     pub async fn hold(&self) -> anyhow::Result<()> {
         let mut last_renewal = tokio::time::Instant::now();
+        let mut wait = self.renew_every;
         loop {
-            tokio::time::sleep(self.renew_every).await;
+            tokio::time::sleep(wait).await;
             match self.try_acquire_or_renew().await {
-                Ok(true) => last_renewal = tokio::time::Instant::now(),
+                Ok(true) => {
+                    last_renewal = tokio::time::Instant::now();
+                    wait = self.renew_every;
+                }
                 Ok(false) => anyhow::bail!("lost the lease {} to another replica", self.name),
                 Err(err) if last_renewal.elapsed() < self.lease_duration - self.renew_every => {
+                    // The API server may be back any moment (a restart): ask again soon, so a
+                    // short outage does not cost the lease.
                     tracing::warn!(error = %err, "could not renew the lease; retrying");
+                    wait = std::time::Duration::from_secs(1);
                 }
                 Err(err) => anyhow::bail!("could not renew the lease {} in time: {err}", self.name),
             }
