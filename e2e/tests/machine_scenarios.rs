@@ -295,3 +295,70 @@ async fn a_host_that_cannot_be_reset_is_quarantined_and_the_delete_completes() {
     // went down can still be delivered when it comes back (TCP retransmits it). That is harmless:
     // the promise is that the host stays out of the pool, which is what is checked above.
 }
+
+/// `clusterctl move` while a machine's host was being reset: the source's reset finishes on the
+/// host, and the copy the target gets (same spec, no status) must not bootstrap the wiped host
+/// again. It says so; deleting it releases the host.
+#[tokio::test]
+async fn a_moved_copy_of_a_machine_whose_host_was_reset_is_not_bootstrapped_again() {
+    use capssh::controllers::sshmachine::{CLEANUP_SCRIPT, cleanup_job_id};
+    use capssh::ssh::job::{JobSpec, JobState};
+    let bed = bed("moved-mid-reset", 1).await;
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    let hosts: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
+    scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
+    eventually(120, "provisioned", || async { provisioned(&machines.get("m1").await.ok()?).then_some(()) }).await.unwrap();
+
+    // The source: move pauses the Cluster; the reset its deletion had begun runs to its end.
+    let clusters = Api::<DynamicObject>::namespaced_with(bed.client.clone(), NS, &capssh::controllers::capi::cluster_resource());
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"paused": true}}))).await.unwrap();
+    eventually(120, "Paused=True", || async { (condition_reason(&machines.get("m1").await.ok()?, "Paused")? == "Paused").then_some(()) })
+        .await
+        .unwrap();
+    let original = machines.get("m1").await.unwrap();
+    let host = hosts.get("h0").await.unwrap();
+    let (target, _) = capssh::controllers::target_for(&bed.client, &host).await.unwrap();
+    let session = capssh::ssh::Session::connect(&target, &capssh::ssh::Timeouts::default()).await.unwrap();
+    let reset_id = cleanup_job_id(&original, &host);
+    session.start_job(&JobSpec { id: &reset_id, script: CLEANUP_SCRIPT.as_bytes() }).await.unwrap();
+    eventually(60, "the reset to finish", || async {
+        matches!(session.job_status(&reset_id, &[]).await.ok()?.state, JobState::Finished { .. }).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // The hand-over, as clusterctl does it: the source object is marked, deleted and its
+    // finalizers stripped; the target gets the same metadata and spec, without status.
+    let moving = json!({"metadata": {"annotations": {"clusterctl.cluster.x-k8s.io/delete-for-move": ""}}});
+    machines.patch("m1", &PatchParams::default(), &Patch::Merge(moving)).await.unwrap();
+    machines.delete("m1", &DeleteParams::default()).await.unwrap();
+    machines.patch("m1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}}))).await.unwrap();
+    eventually(60, "the source object gone", || async { machines.get_opt("m1").await.ok()?.is_none().then_some(()) }).await.unwrap();
+    let copy: SSHMachine = serde_json::from_value(json!({
+        "metadata": {"name": "m1", "labels": original.metadata.labels, "ownerReferences": original.metadata.owner_references},
+        "spec": original.spec,
+    }))
+    .unwrap();
+    machines.create(&PostParams::default(), &copy).await.unwrap();
+    clusters.patch("c1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"paused": false}}))).await.unwrap();
+
+    let m = eventually(120, "HostAlreadyReset", || async {
+        let m = machines.get("m1").await.ok()?;
+        (condition_reason(&m, "BootstrapSucceeded")? == "HostAlreadyReset").then_some(m)
+    })
+    .await
+    .unwrap();
+    assert_eq!(m.status.as_ref().and_then(|s| s.phase), Some(MachinePhase::Failed));
+    assert!(condition_message(&m, "BootstrapSucceeded").contains("Delete the Machine"), "{}", condition_message(&m, "BootstrapSucceeded"));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count").unwrap(), "ran\n", "the wiped host was not bootstrapped again");
+    assert!(bed.farm.exec(0, "ls /run/cluster-api/bootstrap-success.complete").unwrap().stdout.is_empty(), "the host stays reset");
+
+    // Deleting it verifies the (finished) reset, forgets it and releases the host.
+    machines.delete("m1", &DeleteParams::default()).await.unwrap();
+    eventually(120, "the host released", || async { hosts.get("h0").await.ok()?.spec.consumer_ref.is_none().then_some(()) }).await.unwrap();
+    let journal = bed.farm.exec_ok(0, "cat /var/lib/capssh/jobs/journal").unwrap();
+    assert_eq!(journal.matches(&reset_id).count(), 1, "the reset ran once:\n{journal}");
+    assert_eq!(journal.matches(" bootstrap-").count(), 1, "one bootstrap:\n{journal}");
+    assert!(bed.farm.exec(0, &format!("ls -d /var/lib/capssh/jobs/{reset_id}")).unwrap().stdout.is_empty(), "the reset's record is forgotten at release");
+}

@@ -13,7 +13,8 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-const CLEANUP_SCRIPT: &str = include_str!("cleanup.sh");
+/// The reset run on a host when its machine is deleted.
+pub const CLEANUP_SCRIPT: &str = include_str!("cleanup.sh");
 
 /// What must be true of a released host; prints what is not.
 const VERIFY: &str = r#"problems=""
@@ -124,7 +125,7 @@ async fn clean(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<Cl
 }
 
 /// The id of the reset of `host` for `machine`: stable across restarts and moves.
-pub(super) fn cleanup_job_id(machine: &SSHMachine, host: &SSHHost) -> String {
+pub fn cleanup_job_id(machine: &SSHMachine, host: &SSHHost) -> String {
     let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
     stable_id("cleanup", &[namespace, machine.metadata.name.as_deref().unwrap_or_default(), host.metadata.name.as_deref().unwrap_or_default()])
 }

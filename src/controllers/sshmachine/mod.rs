@@ -7,6 +7,7 @@ mod delete;
 mod normal;
 mod prepare;
 
+pub use delete::{CLEANUP_SCRIPT, cleanup_job_id};
 pub use prepare::HOST_PREPARED;
 
 use super::capi::{get_cluster, is_externally_managed, is_paused, CLUSTER_NAME_LABEL};
