@@ -361,4 +361,13 @@ async fn a_moved_copy_of_a_machine_whose_host_was_reset_is_not_bootstrapped_agai
     assert_eq!(journal.matches(&reset_id).count(), 1, "the reset ran once:\n{journal}");
     assert_eq!(journal.matches(" bootstrap-").count(), 1, "one bootstrap:\n{journal}");
     assert!(bed.farm.exec(0, &format!("ls -d /var/lib/capssh/jobs/{reset_id}")).unwrap().stdout.is_empty(), "the reset's record is forgotten at release");
+
+    // Which is what lets a new machine of the same name use the host like any other.
+    let owners = Api::<DynamicObject>::namespaced_with(bed.client.clone(), NS, &capssh::controllers::capi::machine_resource());
+    owners.delete("m1", &DeleteParams::default()).await.unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(bed.client.clone(), NS).delete("m1-bootstrap", &DeleteParams::default()).await.unwrap();
+    eventually(60, "the old Machine gone", || async { owners.get_opt("m1").await.ok()?.is_none().then_some(()) }).await.unwrap();
+    scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
+    eventually(120, "the new m1 provisioned", || async { provisioned(&machines.get("m1").await.ok()?).then_some(()) }).await.unwrap();
+    assert_eq!(bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count").unwrap(), "ran\nran\n", "the new machine bootstrapped the host");
 }
