@@ -14,7 +14,10 @@ pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, 
     if host.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    super::credentials::ensure_move_label(&ctx, &host).await?;
+    // Labelling is for a later move; it must not hold up the host's own work.
+    if let Err(err) = super::credentials::ensure_move_label(&ctx, &host).await {
+        tracing::warn!(error = %err, host = host.metadata.name.as_deref().unwrap_or_default(), "could not label the host's Secrets for clusterctl move");
+    }
     let mut status = host.status.clone().unwrap_or_default();
     let generation = host.metadata.generation;
 
