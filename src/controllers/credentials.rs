@@ -90,11 +90,10 @@ pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(
 }
 
 async fn read(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<(Secret, String), ReconcileError> {
-    let secret = secrets.get_opt(name).await?.ok_or_else(|| ReconcileError::Secret {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        problem: "not found".into(),
-    })?;
+    let secret = secrets
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| ReconcileError::MissingSecret { namespace: namespace.to_string(), name: name.to_string() })?;
     let version = secret.metadata.resource_version.clone().unwrap_or_default();
     Ok((secret, version))
 }

@@ -9,6 +9,9 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
     #[error("Secret {namespace}/{name}: {problem}")]
     Secret { namespace: String, name: String, problem: String },
+    /// Often only not yet: objects applied together, or moved by clusterctl, arrive in any order.
+    #[error("Secret {namespace}/{name}: not found")]
+    MissingSecret { namespace: String, name: String },
     #[error(transparent)]
     Ssh(#[from] SshError),
     #[error("{0}")]
@@ -27,6 +30,8 @@ impl ReconcileError {
             ReconcileError::Kube(_) => Duration::from_secs(2),
             ReconcileError::StillWorking { retry_after, .. } => *retry_after,
             ReconcileError::Ssh(err) if err.is_transient() => Duration::from_secs(15),
+            // Secrets are not watched: look again soon.
+            ReconcileError::MissingSecret { .. } => Duration::from_secs(10),
             // A person has to change something (a Secret, a pin, sudoers): check back slowly;
             // the watch on the object brings us back at once when they edit it.
             ReconcileError::Ssh(_) | ReconcileError::Secret { .. } | ReconcileError::Invalid(_) => Duration::from_secs(120),

@@ -54,7 +54,7 @@ pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, 
             status.phase = Some(HostPhase::Unreachable);
             let reason = match &err {
                 ReconcileError::Ssh(ssh) => ssh.reason(),
-                ReconcileError::Secret { .. } => "CredentialsUnavailable",
+                ReconcileError::Secret { .. } | ReconcileError::MissingSecret { .. } => "CredentialsUnavailable",
                 _ => "ProbeFailed",
             };
             let message = err.to_string();
