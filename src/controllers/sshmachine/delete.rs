@@ -47,7 +47,6 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context) -> Result<Action
             Err(ReconcileError::StillWorking { what, retry_after: Duration::from_secs(3) })
         }
         Ok(Cleaning::Clean) => {
-            forget_cleanup(ctx, &machine, &host).await.map_err(|Problem(problem)| ReconcileError::StillWorking { what: problem, retry_after: Duration::from_secs(15) })?;
             release(&hosts, &host_ref.name, &name).await?;
             ctx.event(&*machine, false, "HostReleased", &format!("host {} reset and returned to the pool", host_ref.name)).await;
             Ok(Action::await_change())
@@ -118,6 +117,14 @@ async fn clean(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<Cl
     };
     let problems = output.stdout_text().trim().to_string();
     if problems.is_empty() {
+        // A verified-clean host forgets the reset before it is released. While the claim
+        // stands, the record tells a moved copy of this machine (normal.rs, `HostAlreadyReset`)
+        // not to bootstrap the host again; once released, a new machine of the same name must
+        // not be mistaken for it. A crash in between only repeats the (idempotent) reset.
+        if let Err(err) = session.remove_job(&id).await {
+            ctx.pool.forget(&key).await;
+            return Err(Problem(err.to_string()));
+        }
         Ok(Cleaning::Clean)
     } else {
         Ok(Cleaning::Dirty(format!("host {host_name} is not clean after the reset job {id}: {problems}")))
@@ -128,16 +135,6 @@ async fn clean(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<Cl
 pub fn cleanup_job_id(machine: &SSHMachine, host: &SSHHost) -> String {
     let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
     stable_id("cleanup", &[namespace, machine.metadata.name.as_deref().unwrap_or_default(), host.metadata.name.as_deref().unwrap_or_default()])
-}
-
-/// A verified-clean host forgets the reset before it is released: while the claim stands, the
-/// reset's record tells a moved copy of this machine (see normal.rs, `HostAlreadyReset`) that
-/// the host must not be bootstrapped again; once released, a new machine of the same name
-/// must not be mistaken for it. A crash in between only repeats the (idempotent) reset.
-async fn forget_cleanup(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<(), Problem> {
-    let (target, key) = target_for(&ctx.client, host).await?;
-    let session = ctx.pool.lease(&key, &target).await.map_err(|err| Problem(format!("cannot reach the host to release it: {err}")))?;
-    session.remove_job(&cleanup_job_id(machine, host)).await.map_err(|err| Problem(err.to_string()))
 }
 
 /// Keeps the claim and marks the host: it stays out of the pool until a person clears it.
