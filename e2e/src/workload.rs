@@ -168,3 +168,26 @@ pub fn assert_clean(nodes: &NodeFarm, name: &str) -> anyhow::Result<()> {
     assert_eq!(lines, ["inactive", "0"], "{name} still holds kubeadm state:\n{state}");
     Ok(())
 }
+
+/// Sets a MachineDeployment's replicas.
+pub async fn scale_machine_deployment(client: &kube::Client, namespace: &str, name: &str, replicas: i64) -> anyhow::Result<()> {
+    let patch = kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}}));
+    api(client, namespace, MACHINE_DEPLOYMENT).patch(name, &kube::api::PatchParams::default(), &patch).await?;
+    Ok(())
+}
+
+/// The SSHHosts that a machine has claimed.
+pub async fn claimed_hosts(client: &kube::Client, namespace: &str) -> anyhow::Result<Vec<String>> {
+    let hosts = list(client, namespace, SSH_HOST).await?;
+    Ok(hosts.iter().filter(|h| h.data.pointer("/spec/consumerRef").is_some()).filter_map(|h| h.metadata.name.clone()).collect())
+}
+
+/// `<name>=<phase>` of every SSHHost that is claimed or not Available.
+pub async fn busy_hosts(client: &kube::Client, namespace: &str) -> anyhow::Result<Vec<String>> {
+    let hosts = list(client, namespace, SSH_HOST).await?;
+    Ok(hosts
+        .iter()
+        .filter(|h| text(h, "/status/phase") != "Available" || h.data.pointer("/spec/consumerRef").is_some())
+        .map(|h| format!("{}={}", h.metadata.name.as_deref().unwrap_or("?"), text(h, "/status/phase")))
+        .collect())
+}

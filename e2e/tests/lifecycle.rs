@@ -82,11 +82,11 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     describe(&repo, &plane);
 
     // 2. Scale the workers 1 → 3 → 1.
-    scale_workers(&client, 3).await?;
+    scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 3).await?;
     wait_cluster(&client, NS, &workload, 4, FIRST, 15).await?;
     timeline.mark("scale workers 1 -> 3");
-    let before = claimed_hosts(&client).await?;
-    scale_workers(&client, 1).await?;
+    let before = claimed_hosts(&client, NS).await?;
+    scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 1).await?;
     wait_cluster(&client, NS, &workload, 2, FIRST, 15).await?;
     let released: Vec<String> = wait_for(10, "two released hosts Available", || async {
         let hosts = list(&client, NS, SSH_HOST).await?;
@@ -115,12 +115,7 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     kind_api(&client, CLUSTER).delete(NAME, &DeleteParams::default()).await?;
     wait_for(15, "the cluster to be gone and every host Available", || async {
         let (clusters, machines, ssh_machines) = (list(&client, NS, CLUSTER).await?, list(&client, NS, MACHINE).await?, list(&client, NS, SSH_MACHINE).await?);
-        let hosts = list(&client, NS, SSH_HOST).await?;
-        let busy: Vec<String> = hosts
-            .iter()
-            .filter(|h| text(h, "/status/phase") != "Available" || h.data.pointer("/spec/consumerRef").is_some())
-            .map(|h| format!("{}={}", h.metadata.name.as_deref().unwrap_or("?"), text(h, "/status/phase")))
-            .collect();
+        let busy = busy_hosts(&client, NS).await?;
         Ok(if clusters.is_empty() && machines.is_empty() && ssh_machines.is_empty() && busy.is_empty() {
             Ok(())
         } else {
@@ -149,16 +144,7 @@ fn kind_api(client: &kube::Client, kind: (&str, &str, &str)) -> Api<DynamicObjec
     api(client, NS, kind)
 }
 
-async fn scale_workers(client: &kube::Client, replicas: i64) -> anyhow::Result<()> {
-    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
-    kind_api(client, MACHINE_DEPLOYMENT).patch(&format!("{NAME}-md-0"), &PatchParams::default(), &patch).await?;
-    Ok(())
-}
 
-async fn claimed_hosts(client: &kube::Client) -> anyhow::Result<Vec<String>> {
-    let hosts = list(client, NS, SSH_HOST).await?;
-    Ok(hosts.iter().filter(|h| h.data.pointer("/spec/consumerRef").is_some()).filter_map(|h| h.metadata.name.clone()).collect())
-}
 
 fn describe(repo: &LocalRepository, plane: &ManagementPlane) {
     let kubeconfig = plane.kubeconfig.to_string_lossy().to_string();

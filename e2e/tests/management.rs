@@ -26,7 +26,7 @@ use capssh_e2e::scenario::{namespace, register_nodes};
 use capssh_e2e::tools::{artifacts_dir, repo_root};
 use capssh_e2e::workload::*;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -84,7 +84,7 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     .await?;
     wait_cluster(&client, NS, &workload, 2, VERSION, 20).await?;
     // The previous release keeps no job journal: its bootstraps are known from the claims.
-    let bootstrapped_by_previous = claimed_hosts(&client).await?;
+    let bootstrapped_by_previous = claimed_hosts(&client, NS).await?;
     timeline.mark(&format!("create with capssh {}: 1 control plane + 1 worker Running", previous.version));
 
     // 2. Upgrade capssh with clusterctl; the Deployment's pods would roll: so do the replicas.
@@ -111,14 +111,14 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     timeline.mark(&format!("clusterctl upgrade apply {} -> {}: nothing changed, no job started", previous.version, current.version));
 
     // 3. Scale up; kill the leader while the new machine's bootstrap runs.
-    scale_workers(&client, 2).await?;
+    scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 2).await?;
     wait_for(5, "a machine whose bootstrap job is running", || async { Ok(in_condition(&client, "BootstrapSucceeded", "Bootstrapping").await) }).await?;
     kill_leader(&mut a, &client).await?;
     wait_cluster(&client, NS, &workload, 3, VERSION, 10).await?;
     timeline.mark("scale 1 -> 2 workers, leader killed mid-bootstrap: the other replica finished it");
 
     // 4. Scale up; restart the management apiserver while the new machine provisions.
-    scale_workers(&client, 3).await?;
+    scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 3).await?;
     wait_for(5, "a machine provisioning on its host", || async { Ok(provisioning(&client).await) }).await?;
     let away = std::time::Instant::now();
     a.plane.restart_apiserver(Duration::from_secs(5)).await?;
@@ -131,9 +131,9 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     timeline.mark(&format!("scale 2 -> 3 workers, kube-apiserver away {away}s mid-provisioning: {outcome}; the machine finished"));
 
     // 5. Scale down; kill the leader while the released hosts are being reset.
-    let claimed_before = claimed_hosts(&client).await?;
+    let claimed_before = claimed_hosts(&client, NS).await?;
     let resets_before = count_in_journals(&nodes, " cleanup-")?;
-    scale_workers(&client, 1).await?;
+    scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 1).await?;
     // The reset takes seconds: watch the hosts' journals, not the API, to catch it running.
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     while count_in_journals(&nodes, " cleanup-")? == resets_before {
@@ -144,7 +144,7 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     eprintln!("resets running on the hosts as the leader is killed: {:?}", running.lines().collect::<Vec<_>>());
     kill_leader(&mut a, &client).await?;
     wait_cluster(&client, NS, &workload, 2, VERSION, 10).await?;
-    let still_claimed = claimed_hosts(&client).await?;
+    let still_claimed = claimed_hosts(&client, NS).await?;
     let released: Vec<&String> = claimed_before.iter().filter(|h| !still_claimed.contains(h)).collect();
     assert_eq!(released.len(), 2, "released {released:?}");
     wait_for(5, "the released hosts Available", || async {
@@ -159,7 +159,7 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     timeline.mark("scale 3 -> 1 workers, leader killed mid-reset: hosts reset once, Available, clean");
 
     // 6. Move: refused while a machine provisions, then done.
-    scale_workers(&client, 2).await?;
+    scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 2).await?;
     wait_for(3, "a new Machine without a node", || async {
         let machines = list(&client, NS, MACHINE).await?;
         Ok(if machines.len() == 3 { Ok(()) } else { Err(format!("{} machines", machines.len())) })
@@ -192,16 +192,12 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     timeline.mark("clusterctl move to B: everything arrived, provisioned again from spec, no job started");
 
     // 7. From B: scale down and delete.
-    scale_workers(&target, 1).await?;
+    scale_machine_deployment(&target, NS, &format!("{NAME}-md-0"), 1).await?;
     wait_cluster(&target, NS, &workload, 2, VERSION, 10).await?;
     api(&target, NS, CLUSTER).delete(NAME, &DeleteParams::default()).await?;
     wait_for(15, "the cluster gone and every host Available", || async {
-        let (machines, hosts) = (list(&target, NS, MACHINE).await?, list(&target, NS, SSH_HOST).await?);
-        let busy: Vec<String> = hosts
-            .iter()
-            .filter(|h| text(h, "/status/phase") != "Available" || h.data.pointer("/spec/consumerRef").is_some())
-            .map(|h| format!("{}={}", h.metadata.name.as_deref().unwrap_or("?"), text(h, "/status/phase")))
-            .collect();
+        let machines = list(&target, NS, MACHINE).await?;
+        let busy = busy_hosts(&target, NS).await?;
         Ok(if machines.is_empty() && busy.is_empty() { Ok(()) } else { Err(format!("{} machines, busy hosts {busy:?}", machines.len())) })
     })
     .await?;
@@ -253,11 +249,6 @@ fn with_bootstrap_marker(mut docs: Vec<Value>) -> Vec<Value> {
     docs
 }
 
-async fn scale_workers(client: &kube::Client, replicas: i64) -> anyhow::Result<()> {
-    let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
-    api(client, NS, MACHINE_DEPLOYMENT).patch(&format!("{NAME}-md-0"), &PatchParams::default(), &patch).await?;
-    Ok(())
-}
 
 /// Ok once some SSHMachine has condition `kind` with `reason`.
 async fn in_condition(client: &kube::Client, kind: &str, reason: &str) -> Result<(), String> {
@@ -291,10 +282,6 @@ async fn kill_leader(cluster: &mut ManagementCluster, client: &kube::Client) -> 
     cluster.capssh.start_replica(leader)
 }
 
-async fn claimed_hosts(client: &kube::Client) -> anyhow::Result<Vec<String>> {
-    let hosts = list(client, NS, SSH_HOST).await?;
-    Ok(hosts.iter().filter(|h| h.data.pointer("/spec/consumerRef").is_some()).filter_map(|h| h.metadata.name.clone()).collect())
-}
 
 /// What must survive an upgrade or a move: every SSHHost's spec (claim, pinned key, address,
 /// credentials) and every SSHMachine's and Machine's spec (host, providerID).
