@@ -15,7 +15,8 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// Key names whose values are secret (matched as a suffix, case-insensitively:
 /// `tlsBootstrapToken`, `client-secret`, `certificateKey`).
-const SECRET_KEYS: &str = r"[\w.-]*(?:password|passwd|token|secret|certificatekey|certificate-key|certificate_key|client-key-data|private-key|privatekey)";
+const SECRET_KEYS: &str =
+    r"[\w.-]*(?:password|passwd|token|secret|certificatekey|certificate-key|certificate_key|client-key-data|private-key|privatekey)";
 
 struct Patterns {
     pem: Regex,
@@ -33,9 +34,7 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| {
     Patterns {
         pem: build(r"(?s)-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\z)"),
         token: build(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b"),
-        flag: build(
-            r#"(?i)(--(?:token|discovery-token|tls-bootstrap-token|certificate-key|password)(?:=|[ \t]+))("[^"\n]*"|'[^'\n]*'|[^\s"']+)"#,
-        ),
+        flag: build(r#"(?i)(--(?:token|discovery-token|tls-bootstrap-token|certificate-key|password)(?:=|[ \t]+))("[^"\n]*"|'[^'\n]*'|[^\s"']+)"#),
         yaml: build(&format!(r#"(?mi)^([ \t]*(?:-[ \t]+)?["']?{SECRET_KEYS}["']?[ \t]*:[ \t]+)([^ \t\r\n].*?)[ \t]*\r?$"#)),
         json: build(&format!(r#"(?i)("{SECRET_KEYS}"[ \t]*:[ \t]*)"((?:[^"\\\n]|\\.)*)""#)),
         assignment: build(&format!(r#"(?i)\b({SECRET_KEYS})=([^\s&"',;]+)"#)),
@@ -201,8 +200,7 @@ mod tests {
     fn redactor_removes_known_secrets_and_their_lines() {
         let redactor = Redactor::new(vec![KEY.to_string(), "hunter2-hunter2".to_string(), "ab".to_string()]);
         // A log showing the key's body lines without its BEGIN line.
-        let log =
-            "line: VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\nthe password is hunter2-hunter2\nab stays";
+        let log = "line: VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\nthe password is hunter2-hunter2\nab stays";
         assert_eq!(redactor.redact(log), "line: [REDACTED]\nthe password is [REDACTED]\nab stays");
         assert_eq!(redactor.redact(&format!("cat:\n{KEY}")), "cat:\n[REDACTED]\n");
         assert_eq!(Redactor::default().redact("abcdef.0123456789abcdef"), "[REDACTED]");

@@ -30,12 +30,7 @@ pub async fn apply_all(
     Ok(applied)
 }
 
-pub async fn apply_one(
-    client: &kube::Client,
-    doc: &serde_json::Value,
-    namespace: Option<&str>,
-    dry_run: bool,
-) -> anyhow::Result<DynamicObject> {
+pub async fn apply_one(client: &kube::Client, doc: &serde_json::Value, namespace: Option<&str>, dry_run: bool) -> anyhow::Result<DynamicObject> {
     let obj: DynamicObject = serde_json::from_value(doc.clone())?;
     let types = obj.types.clone().ok_or_else(|| anyhow::anyhow!("document without apiVersion/kind"))?;
     let gvk = GroupVersionKind::try_from(&types)?;
@@ -50,9 +45,7 @@ pub async fn apply_one(
     };
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
     params.dry_run = dry_run;
-    api.patch(&name, &params, &Patch::Apply(doc))
-        .await
-        .map_err(|err| anyhow::anyhow!("applying {} {name}: {err}", types.kind))
+    api.patch(&name, &params, &Patch::Apply(doc)).await.map_err(|err| anyhow::anyhow!("applying {} {name}: {err}", types.kind))
 }
 
 /// Waits until every named CRD is Established (its kinds can be served).
@@ -62,12 +55,8 @@ pub async fn wait_established(client: &kube::Client, names: &[String]) -> anyhow
     for name in names {
         loop {
             let crd = api.get(name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
+            let established =
+                crd.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Established" && c.status == "True");
             if established {
                 break;
             }

@@ -23,8 +23,7 @@ pub struct Provider {
 }
 
 pub const CORE: Provider = Provider { label: "cluster-api", dir: "core", tag: "config", contract_labels: false };
-pub const KUBEADM_BOOTSTRAP: Provider =
-    Provider { label: "bootstrap-kubeadm", dir: "bootstrap/kubeadm", tag: "bootstrap", contract_labels: true };
+pub const KUBEADM_BOOTSTRAP: Provider = Provider { label: "bootstrap-kubeadm", dir: "bootstrap/kubeadm", tag: "bootstrap", contract_labels: true };
 pub const KUBEADM_CONTROL_PLANE: Provider =
     Provider { label: "control-plane-kubeadm", dir: "controlplane/kubeadm", tag: "cp", contract_labels: true };
 pub const PROVIDERS: [Provider; 3] = [CORE, KUBEADM_BOOTSTRAP, KUBEADM_CONTROL_PLANE];

@@ -44,11 +44,7 @@ struct ManagerKind {
 const MANAGER_KINDS: [ManagerKind; 3] = [
     ManagerKind { provider: CORE, binary: "capi-manager", feature_gates: "ClusterTopology=true" },
     ManagerKind { provider: KUBEADM_BOOTSTRAP, binary: "capi-kubeadm-bootstrap-manager", feature_gates: "" },
-    ManagerKind {
-        provider: KUBEADM_CONTROL_PLANE,
-        binary: "capi-kubeadm-control-plane-manager",
-        feature_gates: "ClusterTopology=true",
-    },
+    ManagerKind { provider: KUBEADM_CONTROL_PLANE, binary: "capi-kubeadm-control-plane-manager", feature_gates: "ClusterTopology=true" },
 ];
 
 /// One running Cluster API manager.
@@ -130,10 +126,8 @@ impl CapiManagers {
         let mut started = Self { managers, kube_controller_manager, kube_controller_manager_log };
         for manager in &mut started.managers {
             let port = manager.health_port;
-            wait_ready(&mut manager.daemon, &manager.log, || async move {
-                http_get(port, "/readyz").ok().is_some_and(|body| body.trim() == "ok")
-            })
-            .await?;
+            wait_ready(&mut manager.daemon, &manager.log, || async move { http_get(port, "/readyz").ok().is_some_and(|body| body.trim() == "ok") })
+                .await?;
         }
         let kcm_client = kube_controller_manager_client(plane, kcm_port).await?;
         wait_ready(&mut started.kube_controller_manager, &started.kube_controller_manager_log, || async {
@@ -235,7 +229,10 @@ where
 
 /// `<dir>/<name>.log`, or `<name>-2.log`, `-3`... when a process of that name logged there before.
 fn unique_log(dir: &Path, name: &str) -> PathBuf {
-    (1..).map(|n| if n == 1 { dir.join(format!("{name}.log")) } else { dir.join(format!("{name}-{n}.log")) }).find(|p| !p.exists()).expect("a free name")
+    (1..)
+        .map(|n| if n == 1 { dir.join(format!("{name}.log")) } else { dir.join(format!("{name}-{n}.log")) })
+        .find(|p| !p.exists())
+        .expect("a free name")
 }
 
 fn log_tail(log: &Path, lines: usize) -> String {

@@ -39,8 +39,7 @@ impl ManagementPlane {
 
         let ca = Authority::new("capssh-e2e-ca")?;
         std::fs::write(pki.join("ca.crt"), ca.cert_pem())?;
-        ca.server("kube-apiserver", &["kubernetes", "kubernetes.default", "kubernetes.default.svc"])?
-            .write(&pki, "apiserver")?;
+        ca.server("kube-apiserver", &["kubernetes", "kubernetes.default", "kubernetes.default.svc"])?.write(&pki, "apiserver")?;
         let admin = ca.client("capssh-e2e-admin", Some("system:masters"))?;
         admin.write(&pki, "admin")?;
         let (sa_public, sa_private) = key_pair()?;

@@ -72,11 +72,15 @@ pub fn build_package_repository(root: &Path, version: &str) -> anyhow::Result<Pa
     }
     // (name, Depends, files)
     let packages: Vec<(&str, &str, Files)> = vec![
-        ("kubelet", "kubernetes-cni", vec![
-            ("usr/bin/kubelet".into(), Content::File(bin.join(format!("kubelet-{version}")))),
-            ("usr/lib/systemd/system/kubelet.service".into(), Content::Text(KUBELET_SERVICE)),
-            ("usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf".into(), Content::Text(KUBEADM_DROP_IN)),
-        ]),
+        (
+            "kubelet",
+            "kubernetes-cni",
+            vec![
+                ("usr/bin/kubelet".into(), Content::File(bin.join(format!("kubelet-{version}")))),
+                ("usr/lib/systemd/system/kubelet.service".into(), Content::Text(KUBELET_SERVICE)),
+                ("usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf".into(), Content::Text(KUBEADM_DROP_IN)),
+            ],
+        ),
         ("kubeadm", "kubelet, kubectl", vec![("usr/bin/kubeadm".into(), Content::File(bin.join(format!("kubeadm-{version}"))))]),
         ("kubectl", "", vec![("usr/bin/kubectl".into(), Content::File(bin.join(format!("kubectl-{version}"))))]),
         ("kubernetes-cni", "", plugins),
@@ -111,7 +115,9 @@ fn build_deb(dir: &Path, out: &Path, name: &str, version: &str, depends: &str, f
     let depends = if depends.is_empty() { String::new() } else { format!("Depends: {depends}\n") };
     std::fs::write(
         dir.join("DEBIAN/control"),
-        format!("Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: capssh e2e <e2e@capssh.invalid>\n{depends}Description: {name} for capssh's e2e package repository\n"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: capssh e2e <e2e@capssh.invalid>\n{depends}Description: {name} for capssh's e2e package repository\n"
+        ),
     )?;
     for (path, content) in files {
         let dest = dir.join(path);
@@ -125,7 +131,8 @@ fn build_deb(dir: &Path, out: &Path, name: &str, version: &str, depends: &str, f
         }
     }
     // Uncompressed: building is quick, and every dpkg reads it.
-    let status = Command::new("dpkg-deb").args(["--root-owner-group", "-Znone", "--build"]).arg(dir).arg(out).stdout(std::process::Stdio::null()).status()?;
+    let status =
+        Command::new("dpkg-deb").args(["--root-owner-group", "-Znone", "--build"]).arg(dir).arg(out).stdout(std::process::Stdio::null()).status()?;
     anyhow::ensure!(status.success(), "dpkg-deb --build {name} failed");
     Ok(())
 }
@@ -133,7 +140,11 @@ fn build_deb(dir: &Path, out: &Path, name: &str, version: &str, depends: &str, f
 /// Packages, Release and InRelease (clear-signed with a key made for this repository), and
 /// Release.key (the armoured public key, which apt reads as `signed-by=….asc`).
 fn index_and_sign(repo: &Path, root: &Path) -> anyhow::Result<()> {
-    let scan = Command::new("dpkg-scanpackages").args(["--multiversion", ".", "/dev/null"]).current_dir(repo).output().context("running dpkg-scanpackages")?;
+    let scan = Command::new("dpkg-scanpackages")
+        .args(["--multiversion", ".", "/dev/null"])
+        .current_dir(repo)
+        .output()
+        .context("running dpkg-scanpackages")?;
     anyhow::ensure!(scan.status.success(), "dpkg-scanpackages: {}", String::from_utf8_lossy(&scan.stderr));
     std::fs::write(repo.join("Packages"), &scan.stdout)?;
     let sha256 = Command::new("sha256sum").arg("Packages").current_dir(repo).output()?;
@@ -150,7 +161,13 @@ fn index_and_sign(repo: &Path, root: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(&home)?;
     std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let gpg = |args: &[&str]| -> anyhow::Result<Vec<u8>> {
-        let out = Command::new("gpg").env("GNUPGHOME", &home).args(["--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""]).args(args).current_dir(repo).output().context("running gpg")?;
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .current_dir(repo)
+            .output()
+            .context("running gpg")?;
         anyhow::ensure!(out.status.success(), "gpg {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
         Ok(out.stdout)
     };

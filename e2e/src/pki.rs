@@ -1,8 +1,7 @@
 //! Throw-away certificates for the management plane and the webhook servers.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::path::Path;
 
@@ -43,10 +42,7 @@ impl Authority {
     pub fn server(&self, common_name: &str, extra_names: &[&str]) -> anyhow::Result<Pair> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = name(common_name, None);
-        params.subject_alt_names = vec![
-            SanType::IpAddress("127.0.0.1".parse()?),
-            SanType::DnsName("localhost".try_into()?),
-        ];
+        params.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse()?), SanType::DnsName("localhost".try_into()?)];
         for extra in extra_names {
             params.subject_alt_names.push(match extra.parse() {
                 Ok(ip) => SanType::IpAddress(ip),

@@ -49,7 +49,13 @@ async fn key_secret(client: &kube::Client, ns: &str, name: &str, private_key_pem
 }
 
 /// One SSHHost per (name, address, host key), logging in with the key Secret `key_secret`.
-async fn register_hosts(client: &kube::Client, ns: &str, key_secret: &str, hosts: &[(&str, String, &str)], labels: serde_json::Value) -> anyhow::Result<()> {
+async fn register_hosts(
+    client: &kube::Client,
+    ns: &str,
+    key_secret: &str,
+    hosts: &[(&str, String, &str)],
+    labels: serde_json::Value,
+) -> anyhow::Result<()> {
     for (name, address, host_key) in hosts {
         let doc = json!({
             "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHHost",
@@ -64,11 +70,17 @@ async fn register_hosts(client: &kube::Client, ns: &str, key_secret: &str, hosts
 
 /// A Cluster whose infrastructure Cluster API already reports as provisioned, and its SSHCluster.
 pub async fn provisioned_cluster(client: &kube::Client, ns: &str, name: &str) -> anyhow::Result<()> {
-    let cluster = apply_one(client, &json!({
-        "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "metadata": {"name": name},
-        "spec": {"infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHCluster", "name": name},
-                 "controlPlaneEndpoint": {"host": "198.18.0.100", "port": 6443}}
-    }), Some(ns), false).await?;
+    let cluster = apply_one(
+        client,
+        &json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "metadata": {"name": name},
+            "spec": {"infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHCluster", "name": name},
+                     "controlPlaneEndpoint": {"host": "198.18.0.100", "port": 6443}}
+        }),
+        Some(ns),
+        false,
+    )
+    .await?;
     apply_one(client, &json!({
         "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHCluster",
         "metadata": {"name": name, "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": name, "uid": cluster.metadata.uid}]},
@@ -89,17 +101,29 @@ pub async fn machine(client: &kube::Client, ns: &str, cluster: &str, name: &str,
         "data": {"value": base64::engine::general_purpose::STANDARD.encode(data), "format": base64::engine::general_purpose::STANDARD.encode("cloud-config")}
     }))?;
     Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await?;
-    let owner = apply_one(client, &json!({
-        "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
-        "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": cluster}},
-        "spec": {"clusterName": cluster, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
-                 "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": name}}
-    }), Some(ns), false).await?;
-    apply_one(client, &json!({
-        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
-        "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": cluster},
-                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": name, "uid": owner.metadata.uid}]},
-        "spec": {}
-    }), Some(ns), false).await?;
+    let owner = apply_one(
+        client,
+        &json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": cluster}},
+            "spec": {"clusterName": cluster, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
+                     "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": name}}
+        }),
+        Some(ns),
+        false,
+    )
+    .await?;
+    apply_one(
+        client,
+        &json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
+            "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": cluster},
+                         "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": name, "uid": owner.metadata.uid}]},
+            "spec": {}
+        }),
+        Some(ns),
+        false,
+    )
+    .await?;
     Ok(())
 }

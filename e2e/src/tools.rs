@@ -11,11 +11,7 @@ pub fn repo_root() -> PathBuf {
 /// An upstream tool built by hack/tools/build.sh.
 pub fn tool(name: &str) -> PathBuf {
     let path = repo_root().join("hack/tools/bin").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run hack/tools/build.sh (the README's test command does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run hack/tools/build.sh (the README's test command does)", path.display());
     path
 }
 

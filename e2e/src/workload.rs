@@ -139,7 +139,14 @@ impl Workload {
 
 /// Waits until exactly `count` Machines exist, all Running at `version` with a nodeRef, and the
 /// workload cluster has exactly those nodes, all Ready at `version`.
-pub async fn wait_cluster(client: &kube::Client, namespace: &str, workload: &Workload, count: usize, version: &str, minutes: u64) -> anyhow::Result<()> {
+pub async fn wait_cluster(
+    client: &kube::Client,
+    namespace: &str,
+    workload: &Workload,
+    count: usize,
+    version: &str,
+    minutes: u64,
+) -> anyhow::Result<()> {
     wait_for(minutes, &format!("{count} machines Running at {version} and their nodes Ready"), || async {
         let machines = list(client, namespace, MACHINE).await?;
         let (running, summary) = running_machines(&machines);

@@ -33,9 +33,21 @@ fn rendered_cluster(repo: &LocalRepository) -> Vec<Value> {
     let rendered = repo
         .run(
             &[
-                "generate", "cluster", CLUSTER, "--infrastructure", &provider, "--flavor", "external-lb",
-                "--target-namespace", NS, "--kubernetes-version", "v1.36.3",
-                "--control-plane-machine-count", "1", "--worker-machine-count", "1",
+                "generate",
+                "cluster",
+                CLUSTER,
+                "--infrastructure",
+                &provider,
+                "--flavor",
+                "external-lb",
+                "--target-namespace",
+                NS,
+                "--kubernetes-version",
+                "v1.36.3",
+                "--control-plane-machine-count",
+                "1",
+                "--worker-machine-count",
+                "1",
             ],
             &[("SSH_CONTROL_PLANE_ENDPOINT_HOST", "127.0.0.1"), ("SSH_CONTROL_PLANE_ENDPOINT_PORT", "1")],
         )
@@ -119,10 +131,16 @@ async fn cluster_api_managers_reconcile_a_rendered_cluster() {
     // label; v1beta1 KubeadmConfig status has `ready`).
     let infrastructure_version = json!("infrastructure.cluster.x-k8s.io/v1alpha1");
     for (path, field, expected) in [
-        (format!("/apis/cluster.x-k8s.io/v1beta1/namespaces/{NS}/clusters/{CLUSTER}"),
-            "/spec/infrastructureRef/apiVersion", infrastructure_version.clone()),
-        (format!("/apis/controlplane.cluster.x-k8s.io/v1beta1/namespaces/{NS}/kubeadmcontrolplanes/{CLUSTER}-control-plane"),
-            "/spec/machineTemplate/infrastructureRef/apiVersion", infrastructure_version),
+        (
+            format!("/apis/cluster.x-k8s.io/v1beta1/namespaces/{NS}/clusters/{CLUSTER}"),
+            "/spec/infrastructureRef/apiVersion",
+            infrastructure_version.clone(),
+        ),
+        (
+            format!("/apis/controlplane.cluster.x-k8s.io/v1beta1/namespaces/{NS}/kubeadmcontrolplanes/{CLUSTER}-control-plane"),
+            "/spec/machineTemplate/infrastructureRef/apiVersion",
+            infrastructure_version,
+        ),
         (format!("/apis/bootstrap.cluster.x-k8s.io/v1beta1/namespaces/{NS}/kubeadmconfigs/{config_name}"), "/status/ready", json!(true)),
     ] {
         let request = http::Request::get(&path).body(Vec::new()).unwrap();
@@ -156,7 +174,5 @@ async fn cluster_api_managers_reconcile_a_rendered_cluster() {
     // And a namespace finishes deleting (the namespace controller empties it).
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.delete(NS, &DeleteParams::default()).await.unwrap();
-    eventually(60, "the namespace to be gone", || async { namespaces.get_opt(NS).await.ok()?.is_none().then_some(()) })
-        .await
-        .unwrap();
+    eventually(60, "the namespace to be gone", || async { namespaces.get_opt(NS).await.ok()?.is_none().then_some(()) }).await.unwrap();
 }

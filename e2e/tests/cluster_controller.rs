@@ -38,22 +38,36 @@ async fn endpoint_failure_domains_and_pause() {
     }
 
     for (name, endpoint) in [("with-endpoint", Some(json!({"host": "198.18.0.100", "port": 6443}))), ("without", None)] {
-        let cluster = apply_one(&client, &json!({
-            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-            "metadata": {"name": name},
-            "spec": {"infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHCluster", "name": name}}
-        }), Some(NS), false).await.unwrap();
+        let cluster = apply_one(
+            &client,
+            &json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+                "metadata": {"name": name},
+                "spec": {"infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHCluster", "name": name}}
+            }),
+            Some(NS),
+            false,
+        )
+        .await
+        .unwrap();
         let mut spec = json!({"failureDomains": {"hostLabel": "topology.kubernetes.io/zone", "controlPlane": ["rack-a"]}});
         if let Some(endpoint) = endpoint {
             spec["controlPlaneEndpoint"] = endpoint;
         }
-        apply_one(&client, &json!({
-            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHCluster",
-            "metadata": {"name": name, "ownerReferences": [{
-                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": name, "uid": cluster.metadata.uid
-            }]},
-            "spec": spec
-        }), Some(NS), false).await.unwrap();
+        apply_one(
+            &client,
+            &json!({
+                "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHCluster",
+                "metadata": {"name": name, "ownerReferences": [{
+                    "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": name, "uid": cluster.metadata.uid
+                }]},
+                "spec": spec
+            }),
+            Some(NS),
+            false,
+        )
+        .await
+        .unwrap();
     }
 
     let api: Api<SSHCluster> = Api::namespaced(client.clone(), NS);
@@ -63,8 +77,7 @@ async fn endpoint_failure_domains_and_pause() {
     })
     .await
     .unwrap();
-    let domains: Vec<(String, Option<bool>)> =
-        ready.status.unwrap().failure_domains.into_iter().map(|d| (d.name, d.control_plane)).collect();
+    let domains: Vec<(String, Option<bool>)> = ready.status.unwrap().failure_domains.into_iter().map(|d| (d.name, d.control_plane)).collect();
     assert_eq!(domains, vec![("rack-a".to_string(), Some(true)), ("rack-b".to_string(), Some(false))]);
 
     // No endpoint anywhere: waits, and says what to set. Setting the Cluster's completes it.

@@ -53,8 +53,19 @@ const TEMPLATE_ENV: &[(&str, &str)] = &[("SSH_CONTROL_PLANE_ENDPOINT_HOST", "198
 
 fn generate_cluster(repo: &LocalRepository, flavor: Option<&str>, env: &[(&str, &str)]) -> Result<String, String> {
     let mut args = vec![
-        "generate", "cluster", "demo", "--infrastructure", "ssh:<version>", "--target-namespace", "demo",
-        "--kubernetes-version", "v1.36.3", "--control-plane-machine-count", "3", "--worker-machine-count", "2",
+        "generate",
+        "cluster",
+        "demo",
+        "--infrastructure",
+        "ssh:<version>",
+        "--target-namespace",
+        "demo",
+        "--kubernetes-version",
+        "v1.36.3",
+        "--control-plane-machine-count",
+        "3",
+        "--worker-machine-count",
+        "2",
     ];
     if let Some(flavor) = flavor {
         args.extend(["--flavor", flavor]);
@@ -81,7 +92,8 @@ fn components_hold_one_namespace_and_a_manager_container() {
     for doc in &docs {
         assert_eq!(
             doc["metadata"]["labels"]["cluster.x-k8s.io/provider"], "infrastructure-ssh",
-            "every component carries the provider label: {}", doc["metadata"]["name"]
+            "every component carries the provider label: {}",
+            doc["metadata"]["name"]
         );
     }
     let security = &containers[0]["securityContext"];
@@ -107,8 +119,7 @@ async fn every_template_flavor_renders_and_is_accepted() {
     let client = shared.plane.client().await.unwrap();
     namespace(&client, "demo").await;
     for flavor in [None, Some("external-lb")] {
-        let rendered = generate_cluster(&shared.repo, flavor, TEMPLATE_ENV)
-            .unwrap_or_else(|err| panic!("flavor {flavor:?} does not render: {err}"));
+        let rendered = generate_cluster(&shared.repo, flavor, TEMPLATE_ENV).unwrap_or_else(|err| panic!("flavor {flavor:?} does not render: {err}"));
         let docs = documents(&rendered).unwrap();
         let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
         for kind in ["Cluster", "SSHCluster", "KubeadmControlPlane", "SSHMachineTemplate", "MachineDeployment", "KubeadmConfigTemplate"] {
@@ -117,9 +128,7 @@ async fn every_template_flavor_renders_and_is_accepted() {
         assert!(rendered.contains("198.18.0.100"), "the endpoint variable is used");
         assert!(rendered.contains("{{ ds.meta_data.provider_id }}"), "the kubelet gets our providerID");
         assert_eq!(rendered.contains("kube-vip"), flavor.is_none(), "kube-vip only in the default flavor");
-        apply_all(&client, &docs, Some("demo"), true)
-            .await
-            .unwrap_or_else(|err| panic!("flavor {flavor:?} is refused by the API server: {err}"));
+        apply_all(&client, &docs, Some("demo"), true).await.unwrap_or_else(|err| panic!("flavor {flavor:?} is refused by the API server: {err}"));
     }
 }
 
@@ -132,9 +141,7 @@ async fn the_clusterclass_and_its_topology_cluster_are_accepted() {
         .repo
         .run(&["generate", "yaml", "--from", shared.repo.file("clusterclass-ssh.yaml").to_str().unwrap()], &[])
         .expect("the ClusterClass renders");
-    apply_all(&client, &documents(&class).unwrap(), Some("demo-topology"), false)
-        .await
-        .expect("the ClusterClass and its templates are accepted");
+    apply_all(&client, &documents(&class).unwrap(), Some("demo-topology"), false).await.expect("the ClusterClass and its templates are accepted");
     let cluster = generate_cluster(&shared.repo, Some("topology"), TEMPLATE_ENV).expect("the topology flavor renders");
     let docs: Vec<Value> = documents(&cluster).unwrap().into_iter().filter(|d| d["kind"] == "Cluster").collect();
     assert_eq!(docs[0]["spec"]["topology"]["classRef"]["name"], "ssh");
@@ -184,7 +191,8 @@ async fn cel_rules_refuse_invalid_objects_with_readable_messages() {
     bad_key["spec"]["hostKey"] = json!({"publicKeys": ["not-a-key"]});
     expect_refusal(&client, bad_key, "cel", "each host key must be an OpenSSH public key").await;
     let mut known_hosts_line = sshhost("known-hosts-line", json!({"privateKeySecretRef": {"name": "k"}}));
-    known_hosts_line["spec"]["hostKey"] = json!({"publicKeys": ["[198.18.1.2]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"]});
+    known_hosts_line["spec"]["hostKey"] =
+        json!({"publicKeys": ["[198.18.1.2]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"]});
     apply_one(&client, &known_hosts_line, Some("cel"), false).await.expect("a known_hosts line is a valid pin");
 
     let mut bad_port = sshhost("bad-port", json!({"privateKeySecretRef": {"name": "k"}}));
@@ -200,10 +208,12 @@ async fn cel_rules_refuse_invalid_objects_with_readable_messages() {
     assert_eq!(ok.data["spec"]["auth"]["privateKeySecretRef"]["key"], "ssh-privatekey");
 
     // providerID and hostRef never change once set.
-    let machine = |provider_id: &str| json!({
-        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
-        "metadata": {"name": "m"}, "spec": {"providerID": provider_id, "hostRef": {"name": "ok"}}
-    });
+    let machine = |provider_id: &str| {
+        json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
+            "metadata": {"name": "m"}, "spec": {"providerID": provider_id, "hostRef": {"name": "ok"}}
+        })
+    };
     apply_one(&client, &machine("ssh://cel/ok"), Some("cel"), false).await.expect("an SSHMachine is accepted");
     expect_refusal(&client, machine("ssh://cel/other"), "cel", "providerID cannot change once set").await;
 
@@ -232,10 +242,8 @@ async fn start_webhook(plane: &ManagementPlane, repo: &LocalRepository, client: 
     let daemon = Daemon::start("capssh-manager", cmd, &plane.dir.join("capssh-webhook.log")).unwrap();
 
     let components = documents(&std::fs::read_to_string(repo.components()).unwrap()).unwrap();
-    let mut config = components
-        .into_iter()
-        .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
-        .expect("our components hold the template webhook");
+    let mut config =
+        components.into_iter().find(|d| d["kind"] == "ValidatingWebhookConfiguration").expect("our components hold the template webhook");
     let ca = base64_encode(&plane.ca.cert_pem());
     for webhook in config["webhooks"].as_array_mut().unwrap() {
         let path = webhook["clientConfig"]["service"]["path"].as_str().unwrap().to_string();
@@ -269,22 +277,23 @@ async fn the_template_webhook_refuses_edits_but_lets_topology_dry_runs_through()
         client.clone(),
         "webhook",
         &kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "infrastructure.cluster.x-k8s.io", "v1alpha1", "SSHMachineTemplate",
+            "infrastructure.cluster.x-k8s.io",
+            "v1alpha1",
+            "SSHMachineTemplate",
         )),
     );
-    let template = |role: &str, annotations: Value| json!({
-        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachineTemplate",
-        "metadata": {"name": "workers", "annotations": annotations},
-        "spec": {"template": {"spec": {"hostSelector": {"matchLabels": {"role": role}}}}}
-    });
+    let template = |role: &str, annotations: Value| {
+        json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachineTemplate",
+            "metadata": {"name": "workers", "annotations": annotations},
+            "spec": {"template": {"spec": {"hostSelector": {"matchLabels": {"role": role}}}}}
+        })
+    };
     // Creating passes through the webhook too, so a created object proves it answers.
     apply_one(&client, &template("worker", json!({})), Some("webhook"), false).await.expect("create passes");
 
     let params = PatchParams::apply(capssh_e2e::apply::FIELD_MANAGER).force();
-    let err = api
-        .patch("workers", &params, &Patch::Apply(template("gpu", json!({}))))
-        .await
-        .expect_err("an edit of spec.template.spec is refused");
+    let err = api.patch("workers", &params, &Patch::Apply(template("gpu", json!({})))).await.expect_err("an edit of spec.template.spec is refused");
     let message = err.to_string();
     assert!(message.contains("spec.template.spec is immutable"), "{message}");
 

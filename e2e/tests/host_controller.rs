@@ -107,9 +107,7 @@ async fn hosts_are_probed_pinned_refused_and_quarantined() {
     // A quarantined host is never probed into Available.
     let annotation = json!({"metadata": {"annotations": {QUARANTINE_ANNOTATION: "cleanup could not verify the host"}}});
     api.patch("tofu", &PatchParams::default(), &Patch::Merge(annotation)).await.unwrap();
-    eventually(30, "the quarantined phase", || async { (phase_of(&api, "tofu").await == Some(HostPhase::Quarantined)).then_some(()) })
-        .await
-        .unwrap();
+    eventually(30, "the quarantined phase", || async { (phase_of(&api, "tofu").await == Some(HostPhase::Quarantined)).then_some(()) }).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(phase_of(&api, "tofu").await, Some(HostPhase::Quarantined), "a probe must not release a quarantined host");
 }
@@ -139,20 +137,14 @@ async fn with_leader_election_only_one_replica_reconciles_and_the_other_takes_ov
     let args = ["--leader-elect", "--leader-election-namespace", "default", "--probe-interval-seconds", "2"];
     let mut first = start_manager(&plane, "replica-1", &args).unwrap();
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "default");
-    let holder = eventually(60, "a leader", || async {
-        leases.get_opt("capssh-leader").await.ok()??.spec?.holder_identity
-    })
-    .await
-    .unwrap();
+    let holder = eventually(60, "a leader", || async { leases.get_opt("capssh-leader").await.ok()??.spec?.holder_identity }).await.unwrap();
     assert_eq!(holder, format!("capssh-{}", first.pid()));
     let second = start_manager(&plane, "replica-2", &args).unwrap();
 
     let api: Api<SSHHost> = Api::namespaced(client.clone(), NS);
     let pin = json!({"publicKeys": [farm.hosts[0].host_key_public]});
     api.create(&PostParams::default(), &host_object("a", &farm.hosts[0].address.to_string(), pin.clone())).await.unwrap();
-    eventually(60, "host a probed", || async { (phase_of(&api, "a").await == Some(HostPhase::Available)).then_some(()) })
-        .await
-        .unwrap();
+    eventually(60, "host a probed", || async { (phase_of(&api, "a").await == Some(HostPhase::Available)).then_some(()) }).await.unwrap();
     let follower_log = std::fs::read_to_string(plane.dir.join("replica-2.log")).unwrap();
     assert!(!follower_log.contains("became the leader"), "the second replica must wait");
     let leader_log = std::fs::read_to_string(plane.dir.join("replica-1.log")).unwrap();

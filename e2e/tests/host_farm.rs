@@ -24,14 +24,7 @@ fn text(bytes: &[u8]) -> String {
 /// stdout of a command that must succeed.
 fn ssh_ok(farm: &HostFarm, host: usize, user: &str, key: &ClientKey, remote: &str) -> String {
     let out = ssh(farm, host, user, key, remote);
-    assert!(
-        out.status.success(),
-        "`{remote}` as {user} on {} with {}: {}\n{}",
-        farm.hosts[host].name,
-        key.algorithm,
-        out.status,
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "`{remote}` as {user} on {} with {}: {}\n{}", farm.hosts[host].name, key.algorithm, out.status, text(&out.stderr));
     text(&out.stdout)
 }
 
@@ -87,10 +80,7 @@ fn hosts_accept_the_farm_keys_for_each_user_and_nothing_else() {
         );
     }
     let keys = &farm.client_key;
-    assert_eq!(
-        [&keys.ed25519, &keys.rsa, &keys.ecdsa].map(|k| k.algorithm.as_str()),
-        ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"]
-    );
+    assert_eq!([&keys.ed25519, &keys.rsa, &keys.ecdsa].map(|k| k.algorithm.as_str()), ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256"]);
     for key in [&keys.ed25519, &keys.rsa, &keys.ecdsa, &keys.unauthorized] {
         assert!(key.private_key_pem.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
         assert!(key.fingerprint.starts_with("SHA256:"));
@@ -120,16 +110,7 @@ fn hosts_accept_the_farm_keys_for_each_user_and_nothing_else() {
         }
         // The SFTP subsystem answers.
         let sftp = Command::new("sftp")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
+            .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", farm.known_hosts.display()))
             .arg("-i")
@@ -150,8 +131,7 @@ fn hosts_accept_the_farm_keys_for_each_user_and_nothing_else() {
 
     // A host key that does not match the pin is refused (StrictHostKeyChecking=yes).
     let wrong = farm.dir.join("wrong_known_hosts");
-    let lines: String =
-        farm.hosts.iter().map(|h| format!("{} {}\n", h.address, farm.hosts[0].host_key_public)).collect();
+    let lines: String = farm.hosts.iter().map(|h| format!("{} {}\n", h.address, farm.hosts[0].host_key_public)).collect();
     fs::write(&wrong, lines).unwrap();
     let option = format!("UserKnownHostsFile={}", wrong.display());
     let out = farm.ssh_command_with(1, "root", &keys.ed25519, &["-o", &option]).arg("true").output().unwrap();
@@ -177,13 +157,7 @@ fn each_host_has_private_state_directories_and_its_own_network() {
     let out = ssh(&farm, 2, "root", key, &format!("cat /run/{probe}"));
     assert!(!out.status.success(), "h2 must not see h0's /run");
     // A file that a sudo session writes stays on that host.
-    ssh_ok(
-        &farm,
-        2,
-        SUDO_USER,
-        key,
-        "sudo -n mkdir -p /run/cluster-api && sudo -n touch /run/cluster-api/bootstrap-success.complete",
-    );
+    ssh_ok(&farm, 2, SUDO_USER, key, "sudo -n mkdir -p /run/cluster-api && sudo -n touch /run/cluster-api/bootstrap-success.complete");
     assert!(farm.exec(2, "test -e /run/cluster-api/bootstrap-success.complete").unwrap().status.success());
     assert!(!farm.exec(1, "test -e /run/cluster-api").unwrap().status.success());
     assert!(!Path::new("/run/cluster-api").exists());
@@ -212,9 +186,7 @@ fn each_host_has_private_state_directories_and_its_own_network() {
 fn links_sshd_crashes_and_host_keys_are_under_the_tests_control() {
     let mut farm = HostFarm::start(SUITE, 2).expect("starting 2 hosts");
     let key = farm.client_key.ed25519.clone();
-    let quick = |farm: &HostFarm, host: usize| {
-        farm.ssh_command_with(host, "root", &key, &["-o", "ConnectTimeout=2"]).arg("true").output().unwrap()
-    };
+    let quick = |farm: &HostFarm, host: usize| farm.ssh_command_with(host, "root", &key, &["-o", "ConnectTimeout=2"]).arg("true").output().unwrap();
 
     // Unplugged: connections time out; the other host is unaffected; plugged back: it answers.
     farm.set_link(0, false).unwrap();
@@ -254,14 +226,10 @@ fn links_sshd_crashes_and_host_keys_are_under_the_tests_control() {
     let old = farm.dir.join("old_known_hosts");
     fs::write(&old, old_known_hosts).unwrap();
     let option = format!("UserKnownHostsFile={}", old.display());
-    let out =
-        farm.ssh_command_with(0, "root", &key, &["-o", &option, "-o", "LogLevel=INFO"]).arg("true").output().unwrap();
+    let out = farm.ssh_command_with(0, "root", &key, &["-o", &option, "-o", "LogLevel=INFO"]).arg("true").output().unwrap();
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") && stderr.contains("Host key verification failed"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED") && stderr.contains("Host key verification failed"), "{stderr}");
     assert_eq!(ssh_ok(&farm, 0, "root", &key, "cat /var/lib/capssh/state"), "kept\n");
 }
 
@@ -326,10 +294,8 @@ fn dropping_the_farm_leaves_nothing_behind() {
     }
     assert!(pids.len() >= 2 * 2 + 1 + 3, "anchors, sshds and the sleeps: {pids:?}");
     let dir = farm.dir.clone();
-    let inodes: Vec<String> = names
-        .iter()
-        .map(|(ns, _)| format!("net:[{}]", fs::metadata(Path::new("/run/netns").join(ns)).unwrap().ino()))
-        .collect();
+    let inodes: Vec<String> =
+        names.iter().map(|(ns, _)| format!("net:[{}]", fs::metadata(Path::new("/run/netns").join(ns)).unwrap().ino())).collect();
 
     drop(farm);
 
@@ -342,9 +308,7 @@ fn dropping_the_farm_leaves_nothing_behind() {
     }
     for (pid, ns) in &pids {
         let proc_dir = format!("/proc/{pid}");
-        let still_there = fs::read_link(format!("{proc_dir}/ns/net"))
-            .map(|l| inodes.contains(&l.to_string_lossy().into_owned()))
-            .unwrap_or(false);
+        let still_there = fs::read_link(format!("{proc_dir}/ns/net")).map(|l| inodes.contains(&l.to_string_lossy().into_owned())).unwrap_or(false);
         assert!(!still_there, "process {pid} of {ns} is gone");
     }
     assert!(!dir.exists(), "the farm's state folder is removed");
@@ -365,9 +329,7 @@ fn leftovers_of_a_crashed_run_are_removed_at_start() {
     let mut dead = Command::new("true").spawn().unwrap();
     let dead_pid = dead.id();
     dead.wait().unwrap();
-    let block = (20000..32000)
-        .find(|b| !Path::new(&format!("/run/capssh-e2e/blocks/{b:05}")).exists())
-        .expect("a block never used");
+    let block = (20000..32000).find(|b| !Path::new(&format!("/run/capssh-e2e/blocks/{b:05}")).exists()).expect("a block never used");
     let netns = format!("capssh-{dead_pid}-{block:05}");
     let veth = format!("capssh{block:05}");
     ip(&["netns", "add", &netns]);
@@ -399,9 +361,5 @@ fn fifty_hosts_start_and_stop() {
     }
     let stopping = Instant::now();
     drop(farm);
-    eprintln!(
-        "TIMING: 50 hosts started in {:.2}s, removed in {:.2}s",
-        start_time.as_secs_f64(),
-        stopping.elapsed().as_secs_f64()
-    );
+    eprintln!("TIMING: 50 hosts started in {:.2}s, removed in {:.2}s", start_time.as_secs_f64(), stopping.elapsed().as_secs_f64());
 }

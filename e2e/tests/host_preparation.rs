@@ -60,7 +60,8 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
     let tampered = tampered_copy(&mirror, &work.join("mirror-tampered")).unwrap();
     let sums = std::fs::read_to_string(mirror.folder().join("SHA256SUMS")).unwrap();
     let listed: Vec<&str> = sums.lines().filter_map(|l| l.split_once("  ").map(|(_, name)| name)).collect();
-    for needed in ["bin/kubeadm", "bin/kubelet", "bin/kubectl", "bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr", "bin/runc", "cni/bridge"] {
+    for needed in ["bin/kubeadm", "bin/kubelet", "bin/kubectl", "bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr", "bin/runc", "cni/bridge"]
+    {
         assert!(listed.contains(&needed), "SHA256SUMS lists no {needed}:\n{sums}");
     }
     assert_eq!(listed.iter().filter(|n| n.starts_with("images/")).count(), 5, "{sums}");
@@ -89,7 +90,10 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
 
     // (a) Artifacts on a bare node: installed, running, at the version; then the bootstrap ran.
     machine(&client, "m-art", "node-0", VERSION, artifacts(&server.url(), Some(&mirror.sums_sha256))).await.unwrap();
-    let m = provisioned(&machines, "m-art").await.unwrap_or_else(|e| { farm.collect_logs(); panic!("{}", context(&e.to_string())) });
+    let m = provisioned(&machines, "m-art").await.unwrap_or_else(|e| {
+        farm.collect_logs();
+        panic!("{}", context(&e.to_string()))
+    });
     let prepared = condition(&m, "HostPrepared").unwrap();
     assert_eq!((prepared.status, prepared.reason.as_str()), (ConditionStatus::True, "Prepared"), "{}", prepared.message);
     assert_eq!(farm.exec_ok(0, "kubelet --version").unwrap().trim(), format!("Kubernetes {VERSION}"));
@@ -132,7 +136,11 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
     let m = failed_preparation(&machines, "m-bad").await.unwrap_or_else(|e| panic!("{}", context(&e.to_string())));
     let refused = condition(&m, "HostPrepared").unwrap();
     assert_eq!(refused.reason, "ChecksumMismatch", "{}", refused.message);
-    assert!(refused.message.contains("v1.36.3/amd64/bin/kubelet has SHA-256") && refused.message.contains("nothing was installed"), "{}", refused.message);
+    assert!(
+        refused.message.contains("v1.36.3/amd64/bin/kubelet has SHA-256") && refused.message.contains("nothing was installed"),
+        "{}",
+        refused.message
+    );
     assert_eq!(farm.exec_ok(1, ANY_INSTALLED).unwrap().trim(), "inactive", "a refused host has nothing installed");
     assert!(condition(&m, "BootstrapSucceeded").is_none(), "the bootstrap never started");
     assert!(farm.exec(1, "test -e /run/cluster-api").unwrap().status.code() == Some(1));
@@ -144,7 +152,8 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
     let mismatch = condition(&m, "HostPrepared").unwrap();
     assert_eq!(mismatch.reason, "VersionMismatch");
     assert!(
-        mismatch.message.contains("kubelet on host node-2 is v1.36.3 (at /usr/local/bin/kubelet)") && mismatch.message.contains("spec.version is v1.36.4"),
+        mismatch.message.contains("kubelet on host node-2 is v1.36.3 (at /usr/local/bin/kubelet)")
+            && mismatch.message.contains("spec.version is v1.36.4"),
         "{}",
         mismatch.message
     );
@@ -162,7 +171,10 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
 
     // Packages: the distribution's containerd, Kubernetes from the repository, pinned and held.
     machine(&client, "m-pkg", "node-3", VERSION, json!({"mode": "Packages", "packages": {"repositoryURL": package_server.url()}})).await.unwrap();
-    let m = provisioned(&machines, "m-pkg").await.unwrap_or_else(|e| { farm.collect_logs(); panic!("{}", context(&e.to_string())) });
+    let m = provisioned(&machines, "m-pkg").await.unwrap_or_else(|e| {
+        farm.collect_logs();
+        panic!("{}", context(&e.to_string()))
+    });
     assert_eq!(condition(&m, "HostPrepared").map(|c| c.reason.as_str()), Some("Prepared"));
     let installed = farm.exec_ok(3, "dpkg-query -W -f '${Package} ${Version}\\n' kubelet kubeadm kubectl containerd").unwrap();
     let expected = &repository.package_version;
@@ -205,18 +217,30 @@ async fn machine(client: &kube::Client, name: &str, host: &str, version: &str, p
         "type": "cluster.x-k8s.io/secret", "data": {"value": b64(BOOTSTRAP), "format": b64("cloud-config")}
     }))?;
     Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
-    let owner = apply_one(client, &json!({
-        "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
-        "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
-        "spec": {"clusterName": "c1", "version": version, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
-                 "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": name}}
-    }), Some(NS), false).await?;
-    apply_one(client, &json!({
-        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
-        "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": "c1"},
-                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": name, "uid": owner.metadata.uid}]},
-        "spec": {"hostRef": {"name": host}, "preparation": preparation}
-    }), Some(NS), false).await?;
+    let owner = apply_one(
+        client,
+        &json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+            "spec": {"clusterName": "c1", "version": version, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
+                     "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": name}}
+        }),
+        Some(NS),
+        false,
+    )
+    .await?;
+    apply_one(
+        client,
+        &json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
+            "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": "c1"},
+                         "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": name, "uid": owner.metadata.uid}]},
+            "spec": {"hostRef": {"name": host}, "preparation": preparation}
+        }),
+        Some(NS),
+        false,
+    )
+    .await?;
     Ok(())
 }
 

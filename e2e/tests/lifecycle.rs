@@ -65,10 +65,29 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     let provider = format!("ssh:{}", repo.version);
     let rendered = repo
         .run(
-            &["generate", "cluster", NAME, "--infrastructure", &provider, "--flavor", "sandbox", "--target-namespace", NS,
-              "--kubernetes-version", FIRST, "--control-plane-machine-count", "1", "--worker-machine-count", "1"],
-            &[("SSH_CONTROL_PLANE_ENDPOINT_HOST", &ENDPOINT.to_string()), ("SSH_ARTIFACTS_URL", &mirror.url()),
-              ("SSH_CONTROL_PLANE_HOST_ROLE", "kubeadm"), ("SSH_WORKER_HOST_ROLE", "kubeadm")],
+            &[
+                "generate",
+                "cluster",
+                NAME,
+                "--infrastructure",
+                &provider,
+                "--flavor",
+                "sandbox",
+                "--target-namespace",
+                NS,
+                "--kubernetes-version",
+                FIRST,
+                "--control-plane-machine-count",
+                "1",
+                "--worker-machine-count",
+                "1",
+            ],
+            &[
+                ("SSH_CONTROL_PLANE_ENDPOINT_HOST", &ENDPOINT.to_string()),
+                ("SSH_ARTIFACTS_URL", &mirror.url()),
+                ("SSH_CONTROL_PLANE_HOST_ROLE", "kubeadm"),
+                ("SSH_WORKER_HOST_ROLE", "kubeadm"),
+            ],
         )
         .map_err(anyhow::Error::msg)?;
     std::fs::write(work.join("cluster.yaml"), &rendered)?;
@@ -92,7 +111,11 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
         let hosts = list(&client, NS, SSH_HOST).await?;
         let released: Vec<String> = before
             .iter()
-            .filter(|name| hosts.iter().any(|h| h.metadata.name.as_ref() == Some(name) && text(h, "/status/phase") == "Available" && h.data.pointer("/spec/consumerRef").is_none()))
+            .filter(|name| {
+                hosts.iter().any(|h| {
+                    h.metadata.name.as_ref() == Some(name) && text(h, "/status/phase") == "Available" && h.data.pointer("/spec/consumerRef").is_none()
+                })
+            })
             .cloned()
             .collect();
         Ok(if released.len() == 2 { Ok(released) } else { Err(format!("released so far: {released:?}")) })
@@ -105,8 +128,12 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
 
     // 3. Rolling upgrade to the next patch.
     let patches = PatchParams::default();
-    kind_api(&client, KUBEADM_CONTROL_PLANE).patch(&format!("{NAME}-control-plane"), &patches, &Patch::Merge(json!({"spec": {"version": NEXT}}))).await?;
-    kind_api(&client, MACHINE_DEPLOYMENT).patch(&format!("{NAME}-md-0"), &patches, &Patch::Merge(json!({"spec": {"template": {"spec": {"version": NEXT}}}}))).await?;
+    kind_api(&client, KUBEADM_CONTROL_PLANE)
+        .patch(&format!("{NAME}-control-plane"), &patches, &Patch::Merge(json!({"spec": {"version": NEXT}})))
+        .await?;
+    kind_api(&client, MACHINE_DEPLOYMENT)
+        .patch(&format!("{NAME}-md-0"), &patches, &Patch::Merge(json!({"spec": {"template": {"spec": {"version": NEXT}}}})))
+        .await?;
     wait_cluster(&client, NS, &workload, 2, NEXT, 30).await.inspect_err(|_| describe(&repo, &plane))?;
     timeline.mark(&format!("rolling upgrade {FIRST} -> {NEXT}"));
     describe(&repo, &plane);
@@ -114,7 +141,8 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     // 4. Delete.
     kind_api(&client, CLUSTER).delete(NAME, &DeleteParams::default()).await?;
     wait_for(15, "the cluster to be gone and every host Available", || async {
-        let (clusters, machines, ssh_machines) = (list(&client, NS, CLUSTER).await?, list(&client, NS, MACHINE).await?, list(&client, NS, SSH_MACHINE).await?);
+        let (clusters, machines, ssh_machines) =
+            (list(&client, NS, CLUSTER).await?, list(&client, NS, MACHINE).await?, list(&client, NS, SSH_MACHINE).await?);
         let busy = busy_hosts(&client, NS).await?;
         Ok(if clusters.is_empty() && machines.is_empty() && ssh_machines.is_empty() && busy.is_empty() {
             Ok(())
@@ -143,8 +171,6 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
 fn kind_api(client: &kube::Client, kind: (&str, &str, &str)) -> Api<DynamicObject> {
     api(client, NS, kind)
 }
-
-
 
 fn describe(repo: &LocalRepository, plane: &ManagementPlane) {
     let kubeconfig = plane.kubeconfig.to_string_lossy().to_string();

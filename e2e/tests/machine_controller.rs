@@ -79,9 +79,7 @@ async fn a_machine_is_provisioned_on_a_real_host_then_reset_and_released() {
 
     // Delete: the cleanup runs, the host is verified clean and returned to the pool.
     machines.delete("m1", &DeleteParams::default()).await.unwrap();
-    eventually(120, "the SSHMachine to be gone", || async { machines.get_opt("m1").await.ok()?.is_none().then_some(()) })
-        .await
-        .unwrap();
+    eventually(120, "the SSHMachine to be gone", || async { machines.get_opt("m1").await.ok()?.is_none().then_some(()) }).await.unwrap();
     let released = eventually(60, "the host to be Available again", || async {
         let h = hosts.get(&host_name).await.ok()?;
         (h.spec.consumer_ref.is_none() && h.status.as_ref()?.phase == Some(HostPhase::Available)).then_some(h)

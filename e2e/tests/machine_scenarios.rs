@@ -236,18 +236,32 @@ async fn bad_bootstrap_data_is_reported_and_nothing_runs() {
     assert!(condition_message(&m, "BootstrapSucceeded").contains("mounts"), "{}", condition_message(&m, "BootstrapSucceeded"));
 
     // A Machine pointing at a bootstrap Secret that does not exist.
-    let owner = capssh_e2e::apply::apply_one(&bed.client, &json!({
-        "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
-        "metadata": {"name": "m2", "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
-        "spec": {"clusterName": "c1", "bootstrap": {"dataSecretName": "missing"},
-                 "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": "m2"}}
-    }), Some(NS), false).await.unwrap();
-    capssh_e2e::apply::apply_one(&bed.client, &json!({
-        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
-        "metadata": {"name": "m2", "labels": {"cluster.x-k8s.io/cluster-name": "c1"},
-                     "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": "m2", "uid": owner.metadata.uid}]},
-        "spec": {}
-    }), Some(NS), false).await.unwrap();
+    let owner = capssh_e2e::apply::apply_one(
+        &bed.client,
+        &json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": "m2", "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+            "spec": {"clusterName": "c1", "bootstrap": {"dataSecretName": "missing"},
+                     "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": "m2"}}
+        }),
+        Some(NS),
+        false,
+    )
+    .await
+    .unwrap();
+    capssh_e2e::apply::apply_one(
+        &bed.client,
+        &json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
+            "metadata": {"name": "m2", "labels": {"cluster.x-k8s.io/cluster-name": "c1"},
+                         "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": "m2", "uid": owner.metadata.uid}]},
+            "spec": {}
+        }),
+        Some(NS),
+        false,
+    )
+    .await
+    .unwrap();
     let m2 = eventually(120, "the missing Secret reported", || async {
         let m = machines.get("m2").await.ok()?;
         (condition_reason(&m, "BootstrapSucceeded")? == "BootstrapDataInvalid").then_some(m)
@@ -264,18 +278,14 @@ async fn a_host_that_cannot_be_reset_is_quarantined_and_the_delete_completes() {
     let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
     let hosts: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
     scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
-    eventually(120, "provisioned", || async { provisioned(&machines.get("m1").await.ok()?).then_some(()) })
-        .await
-        .unwrap();
+    eventually(120, "provisioned", || async { provisioned(&machines.get("m1").await.ok()?).then_some(()) }).await.unwrap();
 
     // The host drops off the network, then its machine is deleted.
     bed.farm.set_link(0, false).unwrap();
     machines.delete("m1", &DeleteParams::default()).await.unwrap();
-    eventually(120, "the SSHMachine to be gone (the delete must not hang)", || async {
-        machines.get_opt("m1").await.ok()?.is_none().then_some(())
-    })
-    .await
-    .unwrap();
+    eventually(120, "the SSHMachine to be gone (the delete must not hang)", || async { machines.get_opt("m1").await.ok()?.is_none().then_some(()) })
+        .await
+        .unwrap();
     let host = eventually(60, "the host quarantined", || async {
         let h = hosts.get("h0").await.ok()?;
         (h.status.as_ref()?.phase == Some(capssh::api::v1alpha1::HostPhase::Quarantined)).then_some(h)
@@ -360,7 +370,10 @@ async fn a_moved_copy_of_a_machine_whose_host_was_reset_is_not_bootstrapped_agai
     let journal = bed.farm.exec_ok(0, "cat /var/lib/capssh/jobs/journal").unwrap();
     assert_eq!(journal.matches(&reset_id).count(), 1, "the reset ran once:\n{journal}");
     assert_eq!(journal.matches(" bootstrap-").count(), 1, "one bootstrap:\n{journal}");
-    assert!(bed.farm.exec(0, &format!("ls -d /var/lib/capssh/jobs/{reset_id}")).unwrap().stdout.is_empty(), "the reset's record is forgotten at release");
+    assert!(
+        bed.farm.exec(0, &format!("ls -d /var/lib/capssh/jobs/{reset_id}")).unwrap().stdout.is_empty(),
+        "the reset's record is forgotten at release"
+    );
 
     // Which is what lets a new machine of the same name use the host like any other.
     let owners = Api::<DynamicObject>::namespaced_with(bed.client.clone(), NS, &capssh::controllers::capi::machine_resource());

@@ -70,10 +70,29 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     let rendered = a
         .repo
         .run(
-            &["generate", "cluster", NAME, "--infrastructure", &format!("ssh:{}", previous.version), "--flavor", "sandbox",
-              "--target-namespace", NS, "--kubernetes-version", VERSION, "--control-plane-machine-count", "1", "--worker-machine-count", "1"],
-            &[("SSH_CONTROL_PLANE_ENDPOINT_HOST", &ENDPOINT.to_string()), ("SSH_ARTIFACTS_URL", &mirror.url()),
-              ("SSH_CONTROL_PLANE_HOST_ROLE", "kubeadm"), ("SSH_WORKER_HOST_ROLE", "kubeadm")],
+            &[
+                "generate",
+                "cluster",
+                NAME,
+                "--infrastructure",
+                &format!("ssh:{}", previous.version),
+                "--flavor",
+                "sandbox",
+                "--target-namespace",
+                NS,
+                "--kubernetes-version",
+                VERSION,
+                "--control-plane-machine-count",
+                "1",
+                "--worker-machine-count",
+                "1",
+            ],
+            &[
+                ("SSH_CONTROL_PLANE_ENDPOINT_HOST", &ENDPOINT.to_string()),
+                ("SSH_ARTIFACTS_URL", &mirror.url()),
+                ("SSH_CONTROL_PLANE_HOST_ROLE", "kubeadm"),
+                ("SSH_WORKER_HOST_ROLE", "kubeadm"),
+            ],
         )
         .map_err(anyhow::Error::msg)?;
     let docs = with_bootstrap_marker(documents(&rendered)?);
@@ -90,7 +109,8 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     // 2. Upgrade capssh with clusterctl; the Deployment's pods would roll: so do the replicas.
     let before = snapshot(&client).await?;
     let journal_before = journals(&nodes)?;
-    let out = a.clusterctl(&["upgrade", "apply", "--infrastructure", &format!("capssh-system/ssh:{}", current.version)]).map_err(anyhow::Error::msg)?;
+    let out =
+        a.clusterctl(&["upgrade", "apply", "--infrastructure", &format!("capssh-system/ssh:{}", current.version)]).map_err(anyhow::Error::msg)?;
     std::fs::write(a.plane.dir.join("clusterctl-upgrade.txt"), out)?;
     a.capssh.roll_to(&current.binary)?;
     a.capssh.add_replica()?;
@@ -112,7 +132,8 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
 
     // 3. Scale up; kill the leader while the new machine's bootstrap runs.
     scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 2).await?;
-    wait_for(5, "a machine whose bootstrap job is running", || async { Ok(in_condition(&client, "BootstrapSucceeded", "Bootstrapping").await) }).await?;
+    wait_for(5, "a machine whose bootstrap job is running", || async { Ok(in_condition(&client, "BootstrapSucceeded", "Bootstrapping").await) })
+        .await?;
     kill_leader(&mut a, &client).await?;
     wait_cluster(&client, NS, &workload, 3, VERSION, 10).await?;
     timeline.mark("scale 1 -> 2 workers, leader killed mid-bootstrap: the other replica finished it");
@@ -127,7 +148,8 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     // A leader that could not renew its lease within the renew deadline (10 s) steps down and
     // exits, as controller-runtime's do; its Deployment would start it again.
     let exited = a.capssh.restart_exited()?;
-    let outcome = if exited.is_empty() { "the leader reconnected".to_string() } else { format!("replica {exited:?} stepped down, the other took over") };
+    let outcome =
+        if exited.is_empty() { "the leader reconnected".to_string() } else { format!("replica {exited:?} stepped down, the other took over") };
     timeline.mark(&format!("scale 2 -> 3 workers, kube-apiserver away {away}s mid-provisioning: {outcome}; the machine finished"));
 
     // 5. Scale down; kill the leader while the released hosts are being reset.
@@ -140,7 +162,9 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
         anyhow::ensure!(std::time::Instant::now() < deadline, "no reset started within 5 min");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let running = (0..NODES).map(|i| nodes.exec_ok(i, "for d in /var/lib/capssh/jobs/cleanup-*; do [ -d \"$d\" ] && [ ! -f \"$d/exit\" ] && echo \"$d\"; done; true")).collect::<anyhow::Result<String>>()?;
+    let running = (0..NODES)
+        .map(|i| nodes.exec_ok(i, "for d in /var/lib/capssh/jobs/cleanup-*; do [ -d \"$d\" ] && [ ! -f \"$d/exit\" ] && echo \"$d\"; done; true"))
+        .collect::<anyhow::Result<String>>()?;
     eprintln!("resets running on the hosts as the leader is killed: {:?}", running.lines().collect::<Vec<_>>());
     kill_leader(&mut a, &client).await?;
     wait_cluster(&client, NS, &workload, 2, VERSION, 10).await?;
@@ -149,7 +173,8 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     assert_eq!(released.len(), 2, "released {released:?}");
     wait_for(5, "the released hosts Available", || async {
         let hosts = list(&client, NS, SSH_HOST).await?;
-        let ready = released.iter().all(|name| hosts.iter().any(|h| h.metadata.name.as_ref() == Some(name) && text(h, "/status/phase") == "Available"));
+        let ready =
+            released.iter().all(|name| hosts.iter().any(|h| h.metadata.name.as_ref() == Some(name) && text(h, "/status/phase") == "Available"));
         Ok(if ready { Ok(()) } else { Err("not yet".to_string()) })
     })
     .await?;
@@ -166,7 +191,8 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     })
     .await?;
     let b_kubeconfig = b.plane.kubeconfig.display().to_string();
-    let refused = a.clusterctl(&["move", "-n", NS, "--to-kubeconfig", &b_kubeconfig]).expect_err("clusterctl must refuse to move a provisioning machine");
+    let refused =
+        a.clusterctl(&["move", "-n", NS, "--to-kubeconfig", &b_kubeconfig]).expect_err("clusterctl must refuse to move a provisioning machine");
     assert!(refused.contains("still provisioning"), "{refused}");
     let cluster = api(&client, NS, CLUSTER).get(NAME).await?;
     assert_ne!(cluster.data.pointer("/spec/paused"), Some(&json!(true)), "a refused move leaves the cluster running");
@@ -180,7 +206,11 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     wait_cluster(&target, NS, &workload, 3, VERSION, 10).await?;
     wait_for(5, "every SSHMachine provisioned again on B", || async {
         let machines = list(&target, NS, SSH_MACHINE).await?;
-        let waiting: Vec<String> = machines.iter().filter(|m| m.data.pointer("/status/initialization/provisioned") != Some(&json!(true))).filter_map(|m| m.metadata.name.clone()).collect();
+        let waiting: Vec<String> = machines
+            .iter()
+            .filter(|m| m.data.pointer("/status/initialization/provisioned") != Some(&json!(true)))
+            .filter_map(|m| m.metadata.name.clone())
+            .collect();
         Ok(if waiting.is_empty() && machines.len() == 3 { Ok(()) } else { Err(format!("not provisioned: {waiting:?}")) })
     })
     .await?;
@@ -222,7 +252,12 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
         let (bootstraps, resets) = (count("bootstrap-") + earlier, count("cleanup-"));
         assert_eq!(marker_lines, bootstraps, "{}: the bootstrap data ran {marker_lines} times for {bootstraps} bootstraps", node.name);
         assert_eq!(resets, bootstraps, "{}: every machine placed on the host was reset once at its end", node.name);
-        report.push_str(&format!("{}: {bootstraps} bootstraps ({earlier} by {}), {resets} resets, {} preparations\n", node.name, previous.version, count("prepare-")));
+        report.push_str(&format!(
+            "{}: {bootstraps} bootstraps ({earlier} by {}), {resets} resets, {} preparations\n",
+            node.name,
+            previous.version,
+            count("prepare-")
+        ));
     }
     let table = timeline.render();
     std::fs::write(work.join("timeline.txt"), format!("{table}\n{report}"))?;
@@ -249,7 +284,6 @@ fn with_bootstrap_marker(mut docs: Vec<Value>) -> Vec<Value> {
     docs
 }
 
-
 /// Ok once some SSHMachine has condition `kind` with `reason`.
 async fn in_condition(client: &kube::Client, kind: &str, reason: &str) -> Result<(), String> {
     let machines = list(client, NS, SSH_MACHINE).await.map_err(|e| e.to_string())?;
@@ -262,7 +296,9 @@ async fn in_condition(client: &kube::Client, kind: &str, reason: &str) -> Result
 /// Ok while some SSHMachine has a host but is not provisioned yet.
 async fn provisioning(client: &kube::Client) -> Result<(), String> {
     let machines = list(client, NS, SSH_MACHINE).await.map_err(|e| e.to_string())?;
-    let found = machines.iter().any(|m| m.data.pointer("/spec/hostRef").is_some() && m.data.pointer("/status/initialization/provisioned") != Some(&json!(true)));
+    let found = machines
+        .iter()
+        .any(|m| m.data.pointer("/spec/hostRef").is_some() && m.data.pointer("/status/initialization/provisioned") != Some(&json!(true)));
     if found { Ok(()) } else { Err("no SSHMachine between claim and provisioned".into()) }
 }
 
@@ -281,7 +317,6 @@ async fn kill_leader(cluster: &mut ManagementCluster, client: &kube::Client) -> 
     eprintln!("killed leader replica {leader}; replica {next} took over");
     cluster.capssh.start_replica(leader)
 }
-
 
 /// What must survive an upgrade or a move: every SSHHost's spec (claim, pinned key, address,
 /// credentials) and every SSHMachine's and Machine's spec (host, providerID).

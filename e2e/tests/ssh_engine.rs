@@ -82,10 +82,7 @@ async fn commands_report_exit_status_streams_large_output_and_time_out() {
     assert!(big.stdout.iter().all(|b| *b == b'x'));
 
     // A command over its time is killed on the host, not just abandoned.
-    let err = session
-        .run("echo $$ > /tmp/slow.pid; sleep 300", None, Duration::from_secs(2))
-        .await
-        .expect_err("the command must time out");
+    let err = session.run("echo $$ > /tmp/slow.pid; sleep 300", None, Duration::from_secs(2)).await.expect_err("the command must time out");
     assert!(matches!(err, SshError::CommandTimeout { .. }), "{err}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let alive = farm.exec(0, "kill -0 $(cat /tmp/slow.pid) 2>/dev/null && echo alive || echo gone").unwrap();
@@ -103,11 +100,7 @@ async fn commands_report_exit_status_streams_large_output_and_time_out() {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    let mut child = std::process::Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(bytes).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -127,17 +120,13 @@ async fn host_keys_credentials_and_sudo_are_enforced() {
             .unwrap_or_else(|err| panic!("{} key: {err}", key.algorithm));
         session.close().await;
     }
-    let sudo = Session::connect(&target(&farm, 0, SUDO_USER, &keys.ed25519, &pinned(&farm, 0)), &Timeouts::default())
-        .await
-        .unwrap();
+    let sudo = Session::connect(&target(&farm, 0, SUDO_USER, &keys.ed25519, &pinned(&farm, 0)), &Timeouts::default()).await.unwrap();
     let facts = sudo.probe().await.expect("probing through sudo -n");
     assert_eq!(facts.hostname, farm.hosts[0].name);
     assert!(facts.cpus > 0 && facts.memory_bytes > 0 && !facts.kernel.is_empty());
 
     // sudo that wants a password fails clearly.
-    let pw = Session::connect(&target(&farm, 0, PASSWORD_SUDO_USER, &keys.ed25519, &pinned(&farm, 0)), &Timeouts::default())
-        .await
-        .unwrap();
+    let pw = Session::connect(&target(&farm, 0, PASSWORD_SUDO_USER, &keys.ed25519, &pinned(&farm, 0)), &Timeouts::default()).await.unwrap();
     let err = pw.probe().await.expect_err("sudo needs a password");
     assert!(matches!(err, SshError::SudoNeedsPassword { .. }), "{err}");
     assert!(err.to_string().contains("NOPASSWD"), "{err}");

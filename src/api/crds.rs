@@ -8,20 +8,11 @@ use kube::CustomResourceExt;
 
 /// Every CRD capssh installs, labelled for Cluster API.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![
-        SSHCluster::crd(),
-        SSHClusterTemplate::crd(),
-        SSHHost::crd(),
-        SSHMachine::crd(),
-        SSHMachineTemplate::crd(),
-    ];
+    let mut crds = vec![SSHCluster::crd(), SSHClusterTemplate::crd(), SSHHost::crd(), SSHMachine::crd(), SSHMachineTemplate::crd()];
     for crd in &mut crds {
         // Cluster API resolves which of our versions implements its contract through this label
         // (v1beta2 references carry no apiVersion), so it is load-bearing.
-        crd.metadata
-            .labels
-            .get_or_insert_with(Default::default)
-            .insert(CONTRACT_LABEL.to_string(), VERSION.to_string());
+        crd.metadata.labels.get_or_insert_with(Default::default).insert(CONTRACT_LABEL.to_string(), VERSION.to_string());
         if crd.spec.names.kind == "SSHHost" {
             crd.metadata.labels.get_or_insert_with(Default::default).insert(MOVE_LABEL.to_string(), String::new());
         }

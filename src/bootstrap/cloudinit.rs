@@ -20,8 +20,7 @@ const FORMAT: &str = "cloud-config";
 /// after leading whitespace).
 pub(super) fn document(text: &str, meta: &MachineMetadata) -> Result<String, BootstrapError> {
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
-    let document =
-        if first.trim_end().eq_ignore_ascii_case("## template: jinja") { jinja::render(rest, meta)? } else { text.to_string() };
+    let document = if first.trim_end().eq_ignore_ascii_case("## template: jinja") { jinja::render(rest, meta)? } else { text.to_string() };
     let start = document.trim_start().to_ascii_lowercase();
     let header_line = start.lines().next().unwrap_or("");
     if !header_line.starts_with("#cloud-config") || header_line.starts_with("#cloud-config-") {
@@ -166,8 +165,9 @@ fn write_file(i: usize, n: usize, value: &Value) -> Result<(FileWrite, bool), Bo
     let (user, group) = owner(string(map, &prefix, "owner")?.as_deref().unwrap_or("root:root"));
     let mode = match map.get("permissions") {
         None | Some(Value::Null) => 0o644,
-        Some(Value::String(s)) => permissions(s)
-            .ok_or_else(|| invalid(&format!("{prefix}.permissions"), "must be an octal mode such as '0640' (at most 07777)"))?,
+        Some(Value::String(s)) => {
+            permissions(s).ok_or_else(|| invalid(&format!("{prefix}.permissions"), "must be an octal mode such as '0640' (at most 07777)"))?
+        }
         Some(_) => return Err(invalid(&format!("{prefix}.permissions"), "must be a quoted octal string such as '0640'")),
     };
     let how = if boolean(map, &prefix, "append")?.unwrap_or(false) { WriteMode::Append } else { WriteMode::Replace };
@@ -236,9 +236,7 @@ pub(super) fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
     const ENGINE: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent).with_decode_allow_trailing_bits(true),
     );
     let compact: Vec<u8> = text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
     ENGINE.decode(compact).ok()
@@ -253,40 +251,26 @@ pub(super) fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
 /// One `users` entry, with the keys CABPK's users template can emit.
 fn user(i: usize, n: usize, value: &Value) -> Result<User, BootstrapError> {
     let prefix = format!("users[{i}]");
-    let map = value
-        .as_object()
-        .ok_or_else(|| invalid(&prefix, "must be a mapping with a name (the distribution's `default` user is not supported)"))?;
+    let map =
+        value.as_object().ok_or_else(|| invalid(&prefix, "must be a mapping with a name (the distribution's `default` user is not supported)"))?;
     keys_allowed(
         map,
         &prefix,
-        &[
-            "name",
-            "gecos",
-            "groups",
-            "homedir",
-            "inactive",
-            "lock_passwd",
-            "passwd",
-            "shell",
-            "primary_group",
-            "sudo",
-            "ssh_authorized_keys",
-        ],
+        &["name", "gecos", "groups", "homedir", "inactive", "lock_passwd", "passwd", "shell", "primary_group", "sudo", "ssh_authorized_keys"],
         "CABPK does not emit it; remove it from the user's entry",
     )?;
     let name = string(map, &prefix, "name")?.ok_or_else(|| invalid(&format!("{prefix}.name"), "is missing"))?;
     check_name(FORMAT, &format!("{prefix}.name"), &name)?;
-    let groups =
-        match map.get("groups") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::String(s)) => s.split(',').map(|g| g.trim().to_string()).collect(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|g| g.as_str().map(|g| g.trim().to_string()))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| invalid(&format!("{prefix}.groups"), "must be a string or a list of strings"))?,
-            Some(_) => return Err(invalid(&format!("{prefix}.groups"), "must be a string or a list of strings")),
-        };
+    let groups = match map.get("groups") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.split(',').map(|g| g.trim().to_string()).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|g| g.as_str().map(|g| g.trim().to_string()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid(&format!("{prefix}.groups"), "must be a string or a list of strings"))?,
+        Some(_) => return Err(invalid(&format!("{prefix}.groups"), "must be a string or a list of strings")),
+    };
     for group in &groups {
         check_name(FORMAT, &format!("{prefix}.groups"), group)?;
     }
@@ -324,11 +308,9 @@ fn user(i: usize, n: usize, value: &Value) -> Result<User, BootstrapError> {
         Some(_) => return Err(invalid(&format!("{prefix}.ssh_authorized_keys"), "must be a list of strings")),
     };
     let password_hash = string(map, &prefix, "passwd")?;
-    for (key, values) in [
-        ("sudo", &sudo),
-        ("ssh_authorized_keys", &ssh_authorized_keys),
-        ("passwd", &password_hash.iter().cloned().collect::<Vec<_>>()),
-    ] {
+    for (key, values) in
+        [("sudo", &sudo), ("ssh_authorized_keys", &ssh_authorized_keys), ("passwd", &password_hash.iter().cloned().collect::<Vec<_>>())]
+    {
         if values.iter().any(|v| v.contains(['\n', '\r', '\0'])) {
             return Err(invalid(&format!("{prefix}.{key}"), "must be a single line"));
         }

@@ -38,20 +38,12 @@ pub(super) fn parse(text: &str) -> Result<Plan, BootstrapError> {
     match ignition.get("version").and_then(Value::as_str) {
         Some("2.3.0") => {}
         other => {
-            return Err(invalid(
-                "ignition.version",
-                &format!("must be 2.3.0 (what CABPK emits), got {}", shown(other.unwrap_or("nothing"))),
-            ));
+            return Err(invalid("ignition.version", &format!("must be 2.3.0 (what CABPK emits), got {}", shown(other.unwrap_or("nothing")))));
         }
     }
     refuse_non_empty(ignition, "ignition", "config", "remote and merged configs are not supported; CABPK does not emit them")?;
     refuse_non_empty(ignition, "ignition", "security", "remote configs are not supported; CABPK does not emit them")?;
-    refuse_non_empty(
-        root,
-        "",
-        "networkd",
-        "CABPK does not emit it; remove it from ignition.containerLinuxConfig.additionalConfig",
-    )?;
+    refuse_non_empty(root, "", "networkd", "CABPK does not emit it; remove it from ignition.containerLinuxConfig.additionalConfig")?;
 
     let mut plan = Plan { source: FORMAT, steps: Vec::new(), last: None, secrets: Vec::new() };
     let passwd = object_or_empty(root.get("passwd"), "passwd")?;
@@ -69,12 +61,7 @@ pub(super) fn parse(text: &str) -> Result<Plan, BootstrapError> {
     refuse_non_empty(storage, "storage", "disks", "remove it from the KubeadmConfig (spec.diskSetup.partitions)")?;
     refuse_non_empty(storage, "storage", "filesystems", "remove it from the KubeadmConfig (spec.diskSetup.filesystems)")?;
     for key in ["directories", "links", "raid"] {
-        refuse_non_empty(
-            storage,
-            "storage",
-            key,
-            "CABPK does not emit it; remove it from ignition.containerLinuxConfig.additionalConfig",
-        )?;
+        refuse_non_empty(storage, "storage", key, "CABPK does not emit it; remove it from ignition.containerLinuxConfig.additionalConfig")?;
     }
     let files = array_or_empty(storage.get("files"), "storage.files")?;
     for (i, file) in files.iter().enumerate() {
@@ -173,12 +160,7 @@ fn file(i: usize, n: usize, value: &Value) -> Result<FileWrite, BootstrapError> 
     check_path(FORMAT, &format!("{prefix}.path"), &path)?;
     let contents = object_or_empty(map.get("contents"), &format!("{prefix}.contents"))?;
     allowed(contents, &format!("{prefix}.contents"), &["compression", "source", "verification"])?;
-    refuse_non_empty(
-        contents,
-        &format!("{prefix}.contents"),
-        "verification",
-        "content hashes are not supported; CABPK does not emit them",
-    )?;
+    refuse_non_empty(contents, &format!("{prefix}.contents"), "verification", "content hashes are not supported; CABPK does not emit them")?;
     let source = string(contents, &prefix, "source")?.unwrap_or("");
     let mut content = if source.is_empty() {
         Vec::new()
@@ -199,10 +181,7 @@ fn file(i: usize, n: usize, value: &Value) -> Result<FileWrite, BootstrapError> 
             })?;
         }
         other => {
-            return Err(invalid(
-                &format!("{prefix}.contents.compression"),
-                &format!("`{}` is not supported (only gzip)", shown(other)),
-            ));
+            return Err(invalid(&format!("{prefix}.contents.compression"), &format!("`{}` is not supported (only gzip)", shown(other))));
         }
     }
     let append = boolean(map, &prefix, "append")?.unwrap_or(false);
@@ -214,9 +193,7 @@ fn file(i: usize, n: usize, value: &Value) -> Result<FileWrite, BootstrapError> 
     let mode = match map.get("mode") {
         None | Some(Value::Null) => (!append).then_some(0o644),
         Some(Value::Number(m)) => Some(
-            m.as_u64()
-                .filter(|m| *m <= 0o7777)
-                .ok_or_else(|| invalid(&format!("{prefix}.mode"), "must be a mode between 0 and 4095 (decimal)"))?
+            m.as_u64().filter(|m| *m <= 0o7777).ok_or_else(|| invalid(&format!("{prefix}.mode"), "must be a mode between 0 and 4095 (decimal)"))?
                 as u32,
         ),
         Some(_) => return Err(invalid(&format!("{prefix}.mode"), "must be a number (decimal)")),
@@ -301,12 +278,7 @@ fn user(i: usize, n: usize, value: &Value) -> Result<User, BootstrapError> {
         ],
     )?;
     for key in ["uid", "create", "noCreateHome", "noUserGroup", "noLogInit", "system"] {
-        refuse_non_empty(
-            map,
-            &prefix,
-            key,
-            "CABPK does not emit it; remove it from ignition.containerLinuxConfig.additionalConfig",
-        )?;
+        refuse_non_empty(map, &prefix, key, "CABPK does not emit it; remove it from ignition.containerLinuxConfig.additionalConfig")?;
     }
     let name = string(map, &prefix, "name")?.ok_or_else(|| invalid(&format!("{prefix}.name"), "is missing"))?.to_string();
     check_name(FORMAT, &format!("{prefix}.name"), &name)?;
@@ -325,9 +297,7 @@ fn user(i: usize, n: usize, value: &Value) -> Result<User, BootstrapError> {
     if keys.iter().chain(password_hash.iter()).any(|v| v.contains(['\n', '\r', '\0'])) {
         return Err(invalid(&prefix, "SSH keys and the password hash must be single lines"));
     }
-    let text = |key: &str| -> Result<Option<String>, BootstrapError> {
-        Ok(string(map, &prefix, key)?.filter(|s| !s.is_empty()).map(str::to_string))
-    };
+    let text = |key: &str| -> Result<Option<String>, BootstrapError> { Ok(string(map, &prefix, key)?.filter(|s| !s.is_empty()).map(str::to_string)) };
     Ok(User {
         label: format!("passwd.users {}/{n}", i + 1),
         flavor: Flavor::Ignition,

@@ -56,11 +56,7 @@ fn lookup<'m>(expression: &str, meta: &'m MachineMetadata, line: usize) -> Resul
 
 fn unknown(name: &str, meta: &MachineMetadata, line: usize) -> BootstrapError {
     let known: Vec<&str> = meta.values.keys().map(String::as_str).collect();
-    BootstrapError::UnknownTemplateVariable {
-        name: shown(name),
-        line,
-        known: if known.is_empty() { "(none)".to_string() } else { known.join(", ") },
-    }
+    BootstrapError::UnknownTemplateVariable { name: shown(name), line, known: if known.is_empty() { "(none)".to_string() } else { known.join(", ") } }
 }
 
 fn unsupported(at: &str, line: usize) -> BootstrapError {

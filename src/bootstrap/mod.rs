@@ -87,9 +87,7 @@ pub enum BootstrapError {
          (capssh does not run shell scripts, MIME multipart or compressed user data)"
     )]
     MissingHeader,
-    #[error(
-        "bootstrap data is not valid YAML (line {line}, column {column}); the parser's message is not shown because it may quote secret content"
-    )]
+    #[error("bootstrap data is not valid YAML (line {line}, column {column}); the parser's message is not shown because it may quote secret content")]
     Yaml { line: u64, column: u64 },
     #[error("ignition bootstrap data is not valid JSON ({category} at line {line}, column {column})")]
     Json { line: usize, column: usize, category: &'static str },

@@ -162,12 +162,9 @@ pub(crate) fn render(plan: &Plan) -> String {
     if plan.steps.iter().any(|step| matches!(step, Step::User(_))) {
         out.push_str(users::PRELUDE);
     }
-    let needs_work_dir =
-        matches!(plan.last, Some(Last::Runcmd(_))) || plan.steps.iter().any(|step| matches!(step, Step::Commands { .. }));
+    let needs_work_dir = matches!(plan.last, Some(Last::Runcmd(_))) || plan.steps.iter().any(|step| matches!(step, Step::Commands { .. }));
     if needs_work_dir {
-        out.push_str(
-            "\ncapssh_work=$(mktemp -d \"${TMPDIR:-/tmp}/capssh.XXXXXX\") || capssh_fail 'could not create a temporary directory'\n",
-        );
+        out.push_str("\ncapssh_work=$(mktemp -d \"${TMPDIR:-/tmp}/capssh.XXXXXX\") || capssh_fail 'could not create a temporary directory'\n");
     }
     for step in &plan.steps {
         out.push('\n');
@@ -207,11 +204,7 @@ pub(crate) fn render(plan: &Plan) -> String {
                     let test = if *negated { format!("[ ! -e {} ]", quote(path)) } else { format!("[ -e {} ]", quote(path)) };
                     let directive = format!("ConditionPathExists={}{path}", if *negated { "!" } else { "" });
                     out.push_str(&format!("if {test}; then\n{run}fi\n"));
-                    out.push_str(&format!(
-                        "printf '[capssh] %s not run: %s is not met\\n' {} {}\nexit 0\n",
-                        quote(label),
-                        quote(&directive)
-                    ));
+                    out.push_str(&format!("printf '[capssh] %s not run: %s is not met\\n' {} {}\nexit 0\n", quote(label), quote(&directive)));
                 }
             }
         }

@@ -96,12 +96,7 @@ impl Boundary {
             return false;
         }
         self.scan(&text);
-        !self.lost
-            && !self.open
-            && self.frames.is_empty()
-            && self.pending_heredocs.is_empty()
-            && self.heredoc.is_none()
-            && !self.needs_more
+        !self.lost && !self.open && self.frames.is_empty() && self.pending_heredocs.is_empty() && self.heredoc.is_none() && !self.needs_more
     }
 
     fn scan(&mut self, text: &str) {

@@ -47,10 +47,7 @@ pub(super) fn units(plan: &mut Plan, units: &[Value]) -> Result<(), BootstrapErr
         let dropins = array_or_empty(map.get("dropins"), &format!("{prefix}.dropins"))?;
         if name == KUBEADM_UNIT {
             if !dropins.is_empty() {
-                return Err(unsupported_unit(
-                    name,
-                    "capssh runs kubeadm.service's ExecStart itself, so drop-ins for it are not supported",
-                ));
+                return Err(unsupported_unit(name, "capssh runs kubeadm.service's ExecStart itself, so drop-ins for it are not supported"));
             }
             let contents = contents.ok_or_else(|| unsupported_unit(name, "kubeadm.service must have contents (CABPK's unit)"))?;
             let (argv, condition) = exec_start(contents)?;

@@ -147,8 +147,7 @@ fn cloud_init(out: &mut String, user: &User, fail: &dyn Fn(&str) -> String) {
     }
     out.push_str(&format!("if getent passwd {name} > /dev/null 2>&1; then\n\tcapssh_new=0\n"));
     if !ignored.is_empty() {
-        let note =
-            format!("{}: {} exists already: {} left as they are (as cloud-init does)", user.label, user.name, ignored.join(", "));
+        let note = format!("{}: {} exists already: {} left as they are (as cloud-init does)", user.label, user.name, ignored.join(", "));
         out.push_str(&format!("\tprintf '[capssh] %s\\n' {}\n", quote(&note)));
     }
     out.push_str("else\n\tcapssh_new=1\n");
@@ -170,10 +169,7 @@ fn cloud_init(out: &mut String, user: &User, fail: &dyn Fn(&str) -> String) {
         let unlock = format!("capssh_unlock {name} || {}", fail("could not unlock the password"));
         let not_new = format!(
             "printf '[capssh] %s\\n' {}",
-            quote(&format!(
-                "{}: lock_passwd is false but {} has no password: left locked (as cloud-init does)",
-                user.label, user.name
-            ))
+            quote(&format!("{}: lock_passwd is false but {} has no password: left locked (as cloud-init does)", user.label, user.name))
         );
         let new_branch = if given { unlock.clone() } else { not_new.clone() };
         out.push_str(&format!(
@@ -183,8 +179,7 @@ fn cloud_init(out: &mut String, user: &User, fail: &dyn Fn(&str) -> String) {
     if !user.sudo.is_empty() {
         let lines: Vec<String> = user.sudo.iter().map(|rule| format!("{} {rule}", user.name)).collect();
         let block = format!("\n# User rules for {}\n{}\n", user.name, lines.join("\n"));
-        let present: Vec<String> =
-            lines.iter().map(|line| format!("grep -qxF -e {} {SUDOERS_FILE} 2> /dev/null", quote(line))).collect();
+        let present: Vec<String> = lines.iter().map(|line| format!("grep -qxF -e {} {SUDOERS_FILE} 2> /dev/null", quote(line))).collect();
         out.push_str(&format!("capssh_sudoers {}\nif ! {{ {}; }}; then\n", quote(&user.label), present.join(" && ")));
         out.push_str(&format!("\tif [ -e {SUDOERS_FILE} ]; then\n"));
         put(out, &user.label, SUDOERS_FILE, "-", block.as_bytes(), "append");
@@ -224,9 +219,7 @@ fn ignition(out: &mut String, user: &User, fail: &dyn Fn(&str) -> String) {
     out.push_str("fi\n");
     match user.password_hash.as_deref() {
         Some("") => out.push_str(&format!("usermod -p '*' {name} || {}\n", fail("could not disable the password"))),
-        Some(hash) => {
-            out.push_str(&heredoc("chpasswd -e", &format!("{}:{hash}\n", user.name), &format!("|| {}", fail("chpasswd failed"))))
-        }
+        Some(hash) => out.push_str(&heredoc("chpasswd -e", &format!("{}:{hash}\n", user.name), &format!("|| {}", fail("chpasswd failed")))),
         None => {}
     }
 }

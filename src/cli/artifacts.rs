@@ -174,7 +174,11 @@ fn find_binary(args: &BuildArgs, name: &str) -> Option<PathBuf> {
 fn file_name(path: &Path) -> Result<String, ArtifactsError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let valid = !name.is_empty() && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
-    if valid { Ok(name.to_string()) } else { Err(ArtifactsError::WrongFile { path: path.display().to_string(), what: "named with only A-Z a-z 0-9 . _ + - (and no leading dot)".into() }) }
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err(ArtifactsError::WrongFile { path: path.display().to_string(), what: "named with only A-Z a-z 0-9 . _ + - (and no leading dot)".into() })
+    }
 }
 
 /// ELF's e_machine for each architecture.
@@ -228,7 +232,9 @@ fn check_version_of(tool: &str, path: &Path, expected: &str) -> Result<(), Artif
     let text = String::from_utf8_lossy(&output.stdout);
     let seen = text
         .lines()
-        .find_map(|line| line.strip_prefix("Kubernetes ").or_else(|| line.strip_prefix("Client Version: ")).or_else(|| line.starts_with('v').then_some(line)))
+        .find_map(|line| {
+            line.strip_prefix("Kubernetes ").or_else(|| line.strip_prefix("Client Version: ")).or_else(|| line.starts_with('v').then_some(line))
+        })
         .unwrap_or("")
         .trim()
         .to_string();
@@ -332,7 +338,21 @@ mod tests {
         assert_eq!(built.folder, dir.join("mirror/v1.36.3/arm64"));
         let sums = std::fs::read_to_string(built.folder.join("SHA256SUMS")).unwrap();
         let names: Vec<&str> = sums.lines().map(|l| l.split_once("  ").unwrap().1).collect();
-        assert_eq!(names, ["bin/containerd", "bin/containerd-shim-runc-v2", "bin/ctr", "bin/kubeadm", "bin/kubectl", "bin/kubelet", "bin/runc", "cni/bridge", "cni/loopback", "images/pause.tar"]);
+        assert_eq!(
+            names,
+            [
+                "bin/containerd",
+                "bin/containerd-shim-runc-v2",
+                "bin/ctr",
+                "bin/kubeadm",
+                "bin/kubectl",
+                "bin/kubelet",
+                "bin/runc",
+                "cni/bridge",
+                "cni/loopback",
+                "images/pause.tar"
+            ]
+        );
         for line in sums.lines() {
             let (sum, name) = line.split_once("  ").unwrap();
             assert_eq!(sha256_file(&built.folder.join(name)).unwrap(), sum);

@@ -38,8 +38,7 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 }
 
 pub async fn run(args: &BootstrapArgs) -> Result<(), CliError> {
-    let data = std::fs::read(&args.data)
-        .map_err(|err| CliError::Usage(format!("cannot read {}: {err}", args.data.display())))?;
+    let data = std::fs::read(&args.data).map_err(|err| CliError::Usage(format!("cannot read {}: {err}", args.data.display())))?;
     let format = Format::from_secret(args.format.as_deref())?;
     let target = args.connection.target()?;
     let session = Session::connect(&target, &Timeouts::default()).await?;

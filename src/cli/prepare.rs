@@ -93,7 +93,9 @@ pub async fn run(args: &PrepareArgs) -> Result<(), CliError> {
             let progress = loop {
                 match session.advance_job(&spec, &[], 60).await? {
                     Progress::Running if Instant::now() < deadline => tokio::time::sleep(Duration::from_secs(1)).await,
-                    Progress::Running => break Progress::Failed { reason: format!("still running after {}s", args.timeout), log_tail: String::new() },
+                    Progress::Running => {
+                        break Progress::Failed { reason: format!("still running after {}s", args.timeout), log_tail: String::new() };
+                    }
                     done => break done,
                 }
             };

@@ -19,11 +19,7 @@ pub fn machine_resource() -> ApiResource {
 
 /// The owner of `kind` among an object's ownerReferences (Cluster API sets them).
 pub fn owner_name(meta: &kube::core::ObjectMeta, kind: &str) -> Option<String> {
-    meta.owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.kind == kind && o.api_version.starts_with("cluster.x-k8s.io/"))
-        .map(|o| o.name.clone())
+    meta.owner_references.as_ref()?.iter().find(|o| o.kind == kind && o.api_version.starts_with("cluster.x-k8s.io/")).map(|o| o.name.clone())
 }
 
 pub async fn get_cluster(client: &kube::Client, namespace: &str, name: &str) -> Result<Option<DynamicObject>, kube::Error> {
@@ -33,8 +29,7 @@ pub async fn get_cluster(client: &kube::Client, namespace: &str, name: &str) -> 
 /// Cluster.spec.paused, or the paused annotation on the Cluster or on the object itself.
 pub fn is_paused(cluster: Option<&DynamicObject>, object: &kube::core::ObjectMeta) -> bool {
     let annotated = |meta: &kube::core::ObjectMeta| meta.annotations.as_ref().is_some_and(|a| a.contains_key(PAUSED_ANNOTATION));
-    annotated(object)
-        || cluster.is_some_and(|c| annotated(&c.metadata) || c.data.pointer("/spec/paused").and_then(Value::as_bool) == Some(true))
+    annotated(object) || cluster.is_some_and(|c| annotated(&c.metadata) || c.data.pointer("/spec/paused").and_then(Value::as_bool) == Some(true))
 }
 
 pub fn is_externally_managed(object: &kube::core::ObjectMeta) -> bool {

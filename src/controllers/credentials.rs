@@ -90,20 +90,14 @@ pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(
 }
 
 async fn read(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<(Secret, String), ReconcileError> {
-    let secret = secrets
-        .get_opt(name)
-        .await?
-        .ok_or_else(|| ReconcileError::MissingSecret { namespace: namespace.to_string(), name: name.to_string() })?;
+    let secret =
+        secrets.get_opt(name).await?.ok_or_else(|| ReconcileError::MissingSecret { namespace: namespace.to_string(), name: name.to_string() })?;
     let version = secret.metadata.resource_version.clone().unwrap_or_default();
     Ok((secret, version))
 }
 
 fn value(secret: &Secret, namespace: &str, name: &str, key: &str) -> Result<String, ReconcileError> {
     let problem = |problem: String| ReconcileError::Secret { namespace: namespace.to_string(), name: name.to_string(), problem };
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .ok_or_else(|| problem(format!("has no key {key:?}")))?;
+    let bytes = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| problem(format!("has no key {key:?}")))?;
     String::from_utf8(bytes.0.clone()).map_err(|_| problem(format!("key {key:?} is not UTF-8 text")))
 }

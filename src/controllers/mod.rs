@@ -1,11 +1,11 @@
 //! What happens when: one controller per kind, sharing a Context (client, SSH session pool,
 //! event recorder). Each reconcile is a small state machine whose steps set conditions.
 
+pub mod capi;
 pub mod conditions;
 mod credentials;
 pub mod error;
 pub mod metrics;
-pub mod capi;
 pub mod sshcluster;
 pub mod sshhost;
 pub mod sshmachine;
@@ -14,8 +14,8 @@ pub use credentials::target_for;
 pub use error::ReconcileError;
 
 use crate::ssh::{SessionPool, Timeouts};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use std::time::Duration;
 
 /// Field manager of everything capssh writes.
@@ -63,10 +63,7 @@ where
 
 impl Context {
     pub fn new(client: kube::Client, max_concurrent_hosts: usize, probe_interval: Duration, metrics: metrics::Metrics) -> Self {
-        let reporter = Reporter {
-            controller: "capssh".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
+        let reporter = Reporter { controller: "capssh".into(), instance: std::env::var("POD_NAME").ok() };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             pool: SessionPool::new(max_concurrent_hosts, Timeouts::default()),

@@ -24,7 +24,14 @@ pub async fn reconcile(cluster: Arc<SSHCluster>, ctx: Arc<Context>) -> Result<Ac
 
     // Step 1: wait for Cluster API to link us to our Cluster.
     let Some(owner) = owner_name(&cluster.metadata, "Cluster") else {
-        conditions::set(&mut status.conditions, READY, ConditionStatus::False, "WaitingForClusterOwner", "waiting for the Cluster controller to set the owner reference", generation);
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            ConditionStatus::False,
+            "WaitingForClusterOwner",
+            "waiting for the Cluster controller to set the owner reference",
+            generation,
+        );
         write_status(&ctx, &cluster, &status).await?;
         return Ok(Action::await_change());
     };
@@ -65,7 +72,14 @@ pub async fn reconcile(cluster: Arc<SSHCluster>, ctx: Arc<Context>) -> Result<Ac
         status.initialization = Some(Initialization { provisioned: Some(true) });
         conditions::set(&mut status.conditions, READY, ConditionStatus::True, "Provisioned", "control-plane endpoint known", generation);
     } else {
-        conditions::set(&mut status.conditions, READY, ConditionStatus::False, "WaitingForControlPlaneEndpoint", "set spec.controlPlaneEndpoint, or Cluster.spec.controlPlaneEndpoint", generation);
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            ConditionStatus::False,
+            "WaitingForControlPlaneEndpoint",
+            "set spec.controlPlaneEndpoint, or Cluster.spec.controlPlaneEndpoint",
+            generation,
+        );
     }
     write_status(&ctx, &cluster, &status).await?;
     // Hosts come and go; look at their labels again now and then.

@@ -1,7 +1,7 @@
 //! SSHHost: probe unclaimed hosts over SSH, keep their phase and facts, pin a key seen on first
 //! use. Claimed hosts are driven by the SSHMachine that owns them.
 
-use super::conditions::{self, READY, REACHABLE};
+use super::conditions::{self, REACHABLE, READY};
 use super::{Context, QUARANTINE_ANNOTATION, ReconcileError, target_for};
 use crate::api::v1alpha1::{ConditionStatus, HostPhase, SSHHost, SSHHostStatus};
 use kube::api::{Api, Patch, PatchParams};

@@ -149,9 +149,7 @@ fn rendezvous(machine: &str, host: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::v1alpha1::{
-        ConsumerRef, HostKeyPolicy, LabelSelectorRequirement, PrivateKeyRef, SSHAuth, SSHHostSpec, SSHHostStatus,
-    };
+    use crate::api::v1alpha1::{ConsumerRef, HostKeyPolicy, LabelSelectorRequirement, PrivateKeyRef, SSHAuth, SSHHostSpec, SSHHostStatus};
 
     fn host(name: &str, labels: &[(&str, &str)], phase: Option<HostPhase>) -> SSHHost {
         let mut host = SSHHost::new(
@@ -207,20 +205,14 @@ mod tests {
 
     #[test]
     fn a_host_already_claimed_by_the_machine_wins() {
-        let hosts = vec![
-            host("free", &[], Some(HostPhase::Available)),
-            claimed_by(host("mine", &[], Some(HostPhase::Provisioning)), "machine-a"),
-        ];
+        let hosts = vec![host("free", &[], Some(HostPhase::Available)), claimed_by(host("mine", &[], Some(HostPhase::Provisioning)), "machine-a")];
         let chosen = select(&hosts, "machine-a", &LabelSelector::default(), None).chosen.unwrap();
         assert_eq!(chosen.metadata.name.as_deref(), Some("mine"));
     }
 
     #[test]
     fn failure_domains_are_honoured() {
-        let hosts = vec![
-            host("a1", &[("zone", "a")], Some(HostPhase::Available)),
-            host("b1", &[("zone", "b")], Some(HostPhase::Available)),
-        ];
+        let hosts = vec![host("a1", &[("zone", "a")], Some(HostPhase::Available)), host("b1", &[("zone", "b")], Some(HostPhase::Available))];
         let fd = FailureDomainRequirement { label: "zone", value: "b" };
         let selection = select(&hosts, "m", &LabelSelector::default(), Some(fd));
         assert_eq!(selection.chosen.unwrap().metadata.name.as_deref(), Some("b1"));

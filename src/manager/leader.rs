@@ -68,10 +68,7 @@ impl LeaderElection {
     async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = jiff::Timestamp::now();
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-            let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
-                spec: Some(self.spec(now, None, 0)),
-            };
+            let lease = Lease { metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() }, spec: Some(self.spec(now, None, 0)) };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
@@ -81,9 +78,7 @@ impl LeaderElection {
         let spec = lease.spec.clone().unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(renewed), Some(seconds)) => {
-                renewed.0 + jiff::SignedDuration::from_secs(seconds as i64) < now
-            }
+            (Some(renewed), Some(seconds)) => renewed.0 + jiff::SignedDuration::from_secs(seconds as i64) < now,
             _ => true,
         };
         if !ours && !expired {

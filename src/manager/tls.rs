@@ -57,10 +57,9 @@ fn read(dir: &std::path::Path) -> anyhow::Result<(SystemTime, Arc<CertifiedKey>)
         .map_err(|err| anyhow::anyhow!("reading {}: {err}", cert_path.display()))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| anyhow::anyhow!("parsing {}: {err}", cert_path.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|err| anyhow::anyhow!("reading {}: {err}", key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|err| anyhow::anyhow!("reading {}: {err}", key_path.display()))?;
     let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(certs, key, &provider)
-        .map_err(|err| anyhow::anyhow!("webhook certificate and key do not fit together: {err}"))?;
+    let certified =
+        CertifiedKey::from_der(certs, key, &provider).map_err(|err| anyhow::anyhow!("webhook certificate and key do not fit together: {err}"))?;
     Ok((modified(dir).unwrap_or(SystemTime::UNIX_EPOCH), Arc::new(certified)))
 }

@@ -26,9 +26,7 @@ impl Pin {
         if let Ok(key) = PublicKey::from_openssh(text) {
             return Ok(Pin::Key(key));
         }
-        Entry::from_str(text)
-            .map(|entry| Pin::Key(entry.public_key().clone()))
-            .map_err(|err| invalid(err.to_string()))
+        Entry::from_str(text).map(|entry| Pin::Key(entry.public_key().clone())).map_err(|err| invalid(err.to_string()))
     }
 
     fn matches(&self, seen: &PublicKey) -> bool {
@@ -112,7 +110,12 @@ mod tests {
         let seen = key(KEY);
         let fp = fingerprint(&seen);
         assert!(fp.starts_with("SHA256:") && !fp.ends_with('='));
-        for pin in [KEY.to_string(), format!("[198.18.0.2]:22 {KEY}"), "198.18.0.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".into(), fp] {
+        for pin in [
+            KEY.to_string(),
+            format!("[198.18.0.2]:22 {KEY}"),
+            "198.18.0.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".into(),
+            fp,
+        ] {
             let policy = HostKeyPolicy::parse(&[pin.clone()], false).unwrap();
             assert_eq!(policy.judge(&seen), Verdict::Pinned, "{pin}");
         }

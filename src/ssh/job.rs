@@ -10,8 +10,8 @@
 //! Every start is also appended to /var/lib/capssh/jobs/journal (`<UTC time> <id> started`),
 //! which outlives the job folders: a person can see what capssh ran on a host, and when.
 
-use super::{Session, SshError};
 use super::session::shell_quote;
+use super::{Session, SshError};
 use std::time::Duration;
 
 /// Where jobs live on a host.
@@ -40,7 +40,9 @@ pub enum JobState {
     /// Never started on this host.
     Absent,
     Running,
-    Finished { exit_code: i32 },
+    Finished {
+        exit_code: i32,
+    },
     /// Started, not finished, and its process is gone (the host rebooted, or someone killed
     /// it). It is not started again: a person must look at the host.
     Lost,
@@ -183,16 +185,16 @@ impl Session {
             JobState::Absent | JobState::Running => Progress::Running,
             JobState::Finished { exit_code: 0 } => match required.iter().zip(&status.present).find(|(_, present)| !**present) {
                 None => Progress::Succeeded,
-                Some((path, _)) => failed(
-                    format!("the job exited 0 but {path} is missing"),
-                    self.job_log_tail(job.id, log_lines).await?,
-                ),
+                Some((path, _)) => failed(format!("the job exited 0 but {path} is missing"), self.job_log_tail(job.id, log_lines).await?),
             },
             JobState::Finished { exit_code } => {
                 failed(format!("the job exited with status {exit_code}"), self.job_log_tail(job.id, log_lines).await?)
             }
             JobState::Lost => failed(
-                format!("the job's process is gone without an exit status (host rebooted or process killed); inspect {JOBS_DIR}/{} on the host", job.id),
+                format!(
+                    "the job's process is gone without an exit status (host rebooted or process killed); inspect {JOBS_DIR}/{} on the host",
+                    job.id
+                ),
                 self.job_log_tail(job.id, log_lines).await?,
             ),
         })

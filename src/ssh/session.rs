@@ -15,7 +15,10 @@ use std::time::Duration;
 #[derive(Clone)]
 pub enum Credentials {
     /// An OpenSSH or PEM private key, with its passphrase when encrypted.
-    Key { private_key: String, passphrase: Option<String> },
+    Key {
+        private_key: String,
+        passphrase: Option<String>,
+    },
     Password(String),
 }
 
@@ -119,12 +122,7 @@ pub struct Session {
 
 impl Session {
     pub async fn connect(target: &Target, timeouts: &Timeouts) -> Result<Session, SshError> {
-        let config = Arc::new(client::Config {
-            keepalive_interval: Some(timeouts.keepalive),
-            keepalive_max: 3,
-            nodelay: true,
-            ..Default::default()
-        });
+        let config = Arc::new(client::Config { keepalive_interval: Some(timeouts.keepalive), keepalive_max: 3, nodelay: true, ..Default::default() });
         let bastion = match &target.bastion {
             Some(jump) => {
                 let (handle, _, _) = open(jump, config.clone(), timeouts, None).await?;
@@ -223,10 +221,7 @@ impl Session {
             }
         }
         if !exited {
-            return Err(SshError::Disconnected {
-                target: self.target.clone(),
-                reason: "the connection closed before the command finished".into(),
-            });
+            return Err(SshError::Disconnected { target: self.target.clone(), reason: "the connection closed before the command finished".into() });
         }
         // 124: coreutils timeout sent TERM; 137: it had to KILL.
         if output.status == 124 || output.status == 137 {
@@ -274,11 +269,7 @@ impl Session {
             "timeout -k 5 {secs} sh -c {} || {{ rc=$?; [ $rc -eq 124 ] || [ $rc -eq 137 ] && echo 'capssh: command timed out' >&2; exit $rc; }}",
             shell_quote(shell)
         );
-        if self.user == "root" {
-            bounded
-        } else {
-            format!("sudo -n -- sh -c {}", shell_quote(&bounded))
-        }
+        if self.user == "root" { bounded } else { format!("sudo -n -- sh -c {}", shell_quote(&bounded)) }
     }
 }
 
@@ -295,16 +286,16 @@ async fn open(
         match through {
             None => client::connect(config, (endpoint.address.as_str(), endpoint.port), verifier).await,
             Some(jump) => {
-                let channel = jump
-                    .channel_open_direct_tcpip(endpoint.address.clone(), endpoint.port as u32, "127.0.0.1", 0)
-                    .await?;
+                let channel = jump.channel_open_direct_tcpip(endpoint.address.clone(), endpoint.port as u32, "127.0.0.1", 0).await?;
                 client::connect_stream(config, channel.into_stream(), verifier).await
             }
         }
     };
-    let connected = tokio::time::timeout(timeouts.connect, connecting)
-        .await
-        .map_err(|_| SshError::Timeout { target: target.clone(), during: "connecting to", after: timeouts.connect })?;
+    let connected = tokio::time::timeout(timeouts.connect, connecting).await.map_err(|_| SshError::Timeout {
+        target: target.clone(),
+        during: "connecting to",
+        after: timeouts.connect,
+    })?;
     let seen_key = seen.lock().ok().and_then(|mut s| s.take());
     let mut handle = match connected {
         Ok(handle) => handle,
@@ -312,23 +303,21 @@ async fn open(
             return Err(match (&err, seen_key) {
                 (russh::Error::UnknownKey, Some((key, _))) => endpoint.host_keys.refusal(&target, &key),
                 (russh::Error::IO(io), _) => SshError::Unreachable { target, reason: io.to_string() },
-                (russh::Error::ConnectionTimeout | russh::Error::KeepaliveTimeout, _) => {
-                    SshError::Unreachable { target, reason: err.to_string() }
-                }
+                (russh::Error::ConnectionTimeout | russh::Error::KeepaliveTimeout, _) => SshError::Unreachable { target, reason: err.to_string() },
                 (russh::Error::Disconnect, _) => SshError::Unreachable { target, reason: "the server closed the connection".into() },
                 _ => SshError::Protocol { target, reason: err.to_string() },
             });
         }
     };
-    let (host_key, verdict) = seen_key.ok_or_else(|| SshError::Protocol {
-        target: target.clone(),
-        reason: "the server presented no host key".into(),
-    })?;
+    let (host_key, verdict) =
+        seen_key.ok_or_else(|| SshError::Protocol { target: target.clone(), reason: "the server presented no host key".into() })?;
 
     let authenticating = authenticate(&mut handle, endpoint, &target);
-    tokio::time::timeout(timeouts.auth, authenticating)
-        .await
-        .map_err(|_| SshError::Timeout { target: target.clone(), during: "authenticating to", after: timeouts.auth })??;
+    tokio::time::timeout(timeouts.auth, authenticating).await.map_err(|_| SshError::Timeout {
+        target: target.clone(),
+        during: "authenticating to",
+        after: timeouts.auth,
+    })??;
     Ok((handle, host_key, verdict))
 }
 
@@ -345,16 +334,13 @@ async fn authenticate(handle: &mut Handle<Verifier>, endpoint: &Endpoint, target
             let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
             (handle.authenticate_publickey(endpoint.user.clone(), key).await.map_err(protocol)?, "public key")
         }
-        Credentials::Password(password) => (
-            handle.authenticate_password(endpoint.user.clone(), password.clone()).await.map_err(protocol)?,
-            "password",
-        ),
+        Credentials::Password(password) => {
+            (handle.authenticate_password(endpoint.user.clone(), password.clone()).await.map_err(protocol)?, "password")
+        }
     };
     match result {
         AuthResult::Success => Ok(()),
-        AuthResult::Failure { .. } => {
-            Err(SshError::AuthFailed { target: target.to_string(), user: endpoint.user.clone(), method })
-        }
+        AuthResult::Failure { .. } => Err(SshError::AuthFailed { target: target.to_string(), user: endpoint.user.clone(), method }),
     }
 }
 

@@ -16,10 +16,7 @@ pub fn router() -> Router {
         .route(CLUSTER_TEMPLATE_PATH, post(|review| review_template(review, "SSHClusterTemplate")))
 }
 
-async fn review_template(
-    Json(review): Json<AdmissionReview<DynamicObject>>,
-    kind: &'static str,
-) -> Json<AdmissionReview<DynamicObject>> {
+async fn review_template(Json(review): Json<AdmissionReview<DynamicObject>>, kind: &'static str) -> Json<AdmissionReview<DynamicObject>> {
     let request: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(request) => request,
         Err(err) => {

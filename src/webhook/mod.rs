@@ -32,9 +32,7 @@ pub fn check_template_update(kind: &str, old: &Value, new: &Value, dry_run: bool
 }
 
 fn has_annotation(obj: &Value, key: &str) -> bool {
-    obj.pointer("/metadata/annotations")
-        .and_then(Value::as_object)
-        .is_some_and(|annotations| annotations.contains_key(key))
+    obj.pointer("/metadata/annotations").and_then(Value::as_object).is_some_and(|annotations| annotations.contains_key(key))
 }
 
 #[cfg(test)]

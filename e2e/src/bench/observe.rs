@@ -98,10 +98,7 @@ pub fn parse_metrics(text: &str) -> Scrape {
 }
 
 fn labels_of(text: &str) -> BTreeMap<String, String> {
-    text.split(',')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string()))
-        .collect()
+    text.split(',').filter_map(|pair| pair.split_once('=')).map(|(k, v)| (k.trim().to_string(), v.trim().trim_matches('"').to_string())).collect()
 }
 
 /// Reconcile latency of one kind between two scrapes.
@@ -119,10 +116,8 @@ pub fn latency(before: &Scrape, after: &Scrape, kind: &str) -> Latency {
     let empty = Vec::new();
     let old = before.buckets.get(kind).unwrap_or(&empty);
     let new = after.buckets.get(kind).unwrap_or(&empty);
-    let delta: Vec<(f64, f64)> = new
-        .iter()
-        .map(|(le, count)| (*le, count - old.iter().find(|(l, _)| l == le).map(|(_, c)| *c).unwrap_or(0.0)))
-        .collect();
+    let delta: Vec<(f64, f64)> =
+        new.iter().map(|(le, count)| (*le, count - old.iter().find(|(l, _)| l == le).map(|(_, c)| *c).unwrap_or(0.0))).collect();
     let q = |q: f64| histogram_quantile(&delta, q) * 1000.0;
     Latency {
         reconciles: after.reconciles.get(kind).copied().unwrap_or(0.0) - before.reconciles.get(kind).copied().unwrap_or(0.0),

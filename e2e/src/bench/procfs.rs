@@ -26,12 +26,7 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
+        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
     };
     Some(ProcSample { cpu_seconds: ticks / hz, rss_mib: kib("VmRSS:") / 1024.0, peak_rss_mib: kib("VmHWM:") / 1024.0 })
 }
@@ -62,9 +57,10 @@ pub fn hosts_sshd_cpu(farm: &crate::hosts::HostFarm, n: usize) -> f64 {
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/ns/net")).ok().and_then(|l| {
-                l.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse::<u64>().ok()
-            }).is_some_and(|ino| inodes.contains(&ino))
+            std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                .ok()
+                .and_then(|l| l.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse::<u64>().ok())
+                .is_some_and(|ino| inodes.contains(&ino))
         })
         .map(cpu_with_children)
         .sum()

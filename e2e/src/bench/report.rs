@@ -95,7 +95,10 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(out, "CPU seconds while provisioning, by who spends them (hosts = every process in the hosts' network namespaces: sshd, sessions, the job):");
+    let _ = writeln!(
+        out,
+        "CPU seconds while provisioning, by who spends them (hosts = every process in the hosts' network namespaces: sshd, sessions, the job):"
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "| N | floor: ssh clients | floor: hosts | capssh: manager | kube-apiserver | etcd | hosts |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
@@ -105,7 +108,13 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
             let _ = writeln!(
                 out,
                 "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                r.n, r.floor.cpu_seconds, r.floor.hosts_sshd_cpu_seconds, p.cpu_seconds, p.apiserver_cpu_seconds, p.etcd_cpu_seconds, p.hosts_sshd_cpu_seconds
+                r.n,
+                r.floor.cpu_seconds,
+                r.floor.hosts_sshd_cpu_seconds,
+                p.cpu_seconds,
+                p.apiserver_cpu_seconds,
+                p.etcd_cpu_seconds,
+                p.hosts_sshd_cpu_seconds
             );
         }
     }
@@ -135,9 +144,24 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
     {
         let (ca, cb) = (a.capssh.as_ref().expect("done"), b.capssh.as_ref().expect("done"));
         let _ = writeln!(out, "growth N={} → N={} ({}):", a.n, b.n, ratio(b.n as f64, a.n as f64));
-        let _ = writeln!(out, "  floor wall {}, capssh wall {}", ratio(b.floor.wall_seconds, a.floor.wall_seconds), ratio(cb.provision.wall_seconds, ca.provision.wall_seconds));
-        let _ = writeln!(out, "  floor CPU {}, capssh CPU {}", ratio(b.floor.cpu_seconds, a.floor.cpu_seconds), ratio(cb.provision.cpu_seconds, ca.provision.cpu_seconds));
-        let _ = writeln!(out, "  floor memory {}, capssh peak RSS {}", ratio(b.floor.peak_rss_mib, a.floor.peak_rss_mib), ratio(cb.manager_end.peak_rss_mib, ca.manager_end.peak_rss_mib));
+        let _ = writeln!(
+            out,
+            "  floor wall {}, capssh wall {}",
+            ratio(b.floor.wall_seconds, a.floor.wall_seconds),
+            ratio(cb.provision.wall_seconds, ca.provision.wall_seconds)
+        );
+        let _ = writeln!(
+            out,
+            "  floor CPU {}, capssh CPU {}",
+            ratio(b.floor.cpu_seconds, a.floor.cpu_seconds),
+            ratio(cb.provision.cpu_seconds, ca.provision.cpu_seconds)
+        );
+        let _ = writeln!(
+            out,
+            "  floor memory {}, capssh peak RSS {}",
+            ratio(b.floor.peak_rss_mib, a.floor.peak_rss_mib),
+            ratio(cb.manager_end.peak_rss_mib, ca.manager_end.peak_rss_mib)
+        );
         let per = |c: &super::capssh_run::CapsshRun, n: usize| c.provision.requests.total as f64 / n as f64;
         let _ = writeln!(out, "  requests per machine (provision) {:.1} → {:.1}", per(ca, a.n), per(cb, b.n));
     }
@@ -151,7 +175,11 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
         let _ = writeln!(out, "  ahead of the peer: not measured (peer not run)");
     }
     if let Some(c) = done.last().and_then(|r| r.capssh.as_ref()) {
-        let _ = writeln!(out, "manager API requests during provisioning at N={}, by verb and resource ({REQUESTS_SOURCE}):", done.last().expect("done").n);
+        let _ = writeln!(
+            out,
+            "manager API requests during provisioning at N={}, by verb and resource ({REQUESTS_SOURCE}):",
+            done.last().expect("done").n
+        );
         let mut kinds: Vec<(&String, &u64)> = c.provision.requests.by_kind.iter().collect();
         kinds.sort_by(|a, b| b.1.cmp(a.1));
         for (kind, count) in kinds.iter().take(12) {

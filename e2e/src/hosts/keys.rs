@@ -13,10 +13,7 @@ pub(super) const CLIENT_KEYS: [(&str, &[&str]); 4] = [
 /// Copies the process's client keys (made once: an RSA-3072 key takes seconds) into `dir`.
 pub(super) fn make_client_keys(dir: &Path) -> anyhow::Result<ClientKeys> {
     static MADE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let source = MADE
-        .get_or_init(|| generate_client_keys().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!("making client keys: {e}"))?;
+    let source = MADE.get_or_init(|| generate_client_keys().map_err(|e| format!("{e:#}"))).clone().map_err(|e| anyhow!("making client keys: {e}"))?;
     let mut keys = HashMap::new();
     for (name, _) in CLIENT_KEYS {
         let path = dir.join(name);
@@ -26,14 +23,8 @@ pub(super) fn make_client_keys(dir: &Path) -> anyhow::Result<ClientKeys> {
         fs::copy(source.join(name).with_extension("pub"), &public_key_path)?;
         fs::set_permissions(&public_key_path, fs::Permissions::from_mode(0o644))?;
         let (algorithm, public_key, fingerprint) = read_public_key(&public_key_path)?;
-        let key = ClientKey {
-            algorithm,
-            private_key_pem: fs::read_to_string(&path)?,
-            private_key_path: path,
-            public_key_path,
-            public_key,
-            fingerprint,
-        };
+        let key =
+            ClientKey { algorithm, private_key_pem: fs::read_to_string(&path)?, private_key_path: path, public_key_path, public_key, fingerprint };
         keys.insert(name, key);
     }
     let mut take = |name: &str| keys.remove(name).expect("key made above");

@@ -43,9 +43,7 @@ pub(super) fn prepare_machine_once() -> anyhow::Result<String> {
     for user in [SUDO_USER, PASSWORD_SUDO_USER] {
         let known = Command::new("id").args(["-u", user]).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
         if !known.success() {
-            let out = Command::new("useradd")
-                .args(["--create-home", "--shell", "/bin/bash", "--comment", "capssh e2e test user", user])
-                .output()?;
+            let out = Command::new("useradd").args(["--create-home", "--shell", "/bin/bash", "--comment", "capssh e2e test user", user]).output()?;
             // 9: the user exists (someone else made it meanwhile).
             if !out.status.success() && out.status.code() != Some(9) {
                 bail!("useradd {user}: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -55,8 +53,7 @@ pub(super) fn prepare_machine_once() -> anyhow::Result<String> {
     // sshd (UsePAM no) refuses accounts whose password field starts with "!" (useradd's default):
     // capssh-sudo gets "*" (no password, not locked), capssh-pw the farm's password.
     run(Command::new("usermod").args(["-p", "*", SUDO_USER]))?;
-    let mut chpasswd =
-        Command::new("chpasswd").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
     chpasswd.stdin.take().expect("stdin").write_all(format!("{PASSWORD_SUDO_USER}:{password}\n").as_bytes())?;
     let out = chpasswd.wait_with_output()?;
     if !out.status.success() {
@@ -97,8 +94,7 @@ pub(super) fn remove_leftovers() -> anyhow::Result<()> {
             let pid: Option<i32> = name.split('-').next().and_then(|p| p.parse().ok());
             if let Some(pid) = pid {
                 // SAFETY: signal 0 only checks that the process exists.
-                let gone = unsafe { libc::kill(pid, 0) } != 0
-                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+                let gone = unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
                 if gone {
                     let _ = fs::remove_dir_all(entry.path());
                 }
@@ -139,11 +135,7 @@ pub(super) fn purge(mut stale: impl FnMut(u32) -> bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let some: Vec<&String> = netns.iter().chain(&veths).take(4).collect();
-    eprintln!(
-        "host farm: removing leftovers of earlier runs: {} namespaces, {} veths ({some:?} ...)",
-        netns.len(),
-        veths.len()
-    );
+    eprintln!("host farm: removing leftovers of earlier runs: {} namespaces, {} veths ({some:?} ...)", netns.len(), veths.len());
     let paths: Vec<PathBuf> = netns.iter().map(|n| Path::new("/run/netns").join(n)).collect();
     kill_processes_in(&paths);
     delete_networks(&netns, &veths);
@@ -176,8 +168,7 @@ pub(super) fn delete_networks(netns: &[String], veths: &[String]) {
 /// SIGKILL to every process whose network namespace is one of `namespaces` (paths under /run/netns),
 /// until none is left.
 pub(super) fn kill_processes_in(namespaces: &[PathBuf]) {
-    let targets: HashSet<String> =
-        namespaces.iter().filter_map(|p| fs::metadata(p).ok()).map(|m| format!("net:[{}]", m.ino())).collect();
+    let targets: HashSet<String> = namespaces.iter().filter_map(|p| fs::metadata(p).ok()).map(|m| format!("net:[{}]", m.ino())).collect();
     if targets.is_empty() {
         return;
     }

@@ -79,8 +79,8 @@ mod machine;
 mod util;
 use keys::*;
 use machine::*;
-use util::*;
 pub(crate) use util::lock_wait;
+use util::*;
 
 /// The account with passwordless sudo (`capssh-sudo ALL=(ALL) NOPASSWD:ALL`).
 pub const SUDO_USER: &str = "capssh-sudo";
@@ -256,15 +256,7 @@ impl HostFarm {
             }
         };
         // From here on, a failure drops the farm, which removes whatever was made.
-        let mut farm = HostFarm {
-            hosts: Vec::with_capacity(count),
-            client_key,
-            sudo_password,
-            known_hosts: dir.join("known_hosts"),
-            dir,
-            logs,
-            id,
-        };
+        let mut farm = HostFarm { hosts: Vec::with_capacity(count), client_key, sudo_password, known_hosts: dir.join("known_hosts"), dir, logs, id };
         for user in USERS {
             let keys: Vec<String> = farm.client_key.authorized().iter().map(|k| k.public_key.clone()).collect();
             farm.set_authorized_keys(user, &keys)?;
@@ -315,12 +307,7 @@ impl HostFarm {
     pub fn exec_ok(&self, host: usize, shell: &str) -> anyhow::Result<String> {
         let out = self.exec(host, shell)?;
         if !out.status.success() {
-            bail!(
-                "`{shell}` on {}: {}: {}",
-                self.hosts[host].name,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            bail!("`{shell}` on {}: {}: {}", self.hosts[host].name, out.status, String::from_utf8_lossy(&out.stderr).trim());
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -396,7 +383,6 @@ impl HostFarm {
         }
         Ok(())
     }
-
 
     /// SIGKILL to the host's sshd, as a crash would. Sessions already open keep running (sshd puts
     /// each connection in its own session), as they do on a real machine.
@@ -531,8 +517,7 @@ impl HostFarm {
                 farm_keys = farm_keys.display(),
             );
             write_file(&h.sshd_config(), &config, 0o644)?;
-            let hosts =
-                format!("127.0.0.1\tlocalhost\n{}\t{}\n::1\tlocalhost ip6-localhost ip6-loopback\n", h.address, h.name);
+            let hosts = format!("127.0.0.1\tlocalhost\n{}\t{}\n::1\tlocalhost ip6-localhost ip6-loopback\n", h.address, h.name);
             write_file(&h.dir.join("hosts"), &hosts, 0o644)?;
             write_file(&h.dir.join("hostname"), &format!("{}\n", h.name), 0o644)?;
         }

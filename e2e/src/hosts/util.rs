@@ -13,13 +13,7 @@ pub(super) fn ip_batch(batch: &str, force: bool) -> anyhow::Result<()> {
     if force {
         cmd.arg("-force");
     }
-    let mut child = cmd
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running ip")?;
+    let mut child = cmd.args(["-batch", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("running ip")?;
     child.stdin.take().expect("stdin").write_all(batch.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {

@@ -164,7 +164,13 @@ impl NodeFarm {
     pub fn exec_ok(&self, i: usize, shell: &str) -> anyhow::Result<String> {
         let out = self.exec(i, shell)?;
         if !out.status.success() {
-            bail!("`{shell}` on {}: {}: {}{}", self.nodes[i].name, out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "`{shell}` on {}: {}: {}{}",
+                self.nodes[i].name,
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -177,7 +183,8 @@ impl NodeFarm {
             if let Ok(out) = self.exec(i, "journalctl --no-pager -o short-precise 2>&1 | tail -n 20000") {
                 let _ = fs::write(dir.join("journal.log"), &out.stdout);
             }
-            if let Ok(out) = self.exec(i, "for f in /var/lib/capssh/jobs/*/log; do [ -f \"$f\" ] && echo \"=== $f\" && cat \"$f\"; done 2>/dev/null") {
+            if let Ok(out) = self.exec(i, "for f in /var/lib/capssh/jobs/*/log; do [ -f \"$f\" ] && echo \"=== $f\" && cat \"$f\"; done 2>/dev/null")
+            {
                 let _ = fs::write(dir.join("capssh-jobs.log"), &out.stdout);
             }
         }
@@ -323,7 +330,8 @@ fn remove_node(netns: &str, veth: &str, cgroup: &str, dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let out = Command::new("ip").args(["netns", "pids", netns]).stderr(Stdio::null()).output();
-        let pids: Vec<i32> = out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()).unwrap_or_default();
+        let pids: Vec<i32> =
+            out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()).unwrap_or_default();
         if pids.is_empty() || Instant::now() > deadline {
             break;
         }

@@ -15,8 +15,23 @@ const ROOTFS_ROOT: &str = "/var/lib/capssh-e2e/rootfs";
 /// ethtool, socat, libseccomp for runc) and curl for capssh's artifact downloads. No container
 /// runtime and no Kubernetes: host preparation installs those.
 const PACKAGES: &[&str] = &[
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "curl", "ca-certificates", "iptables",
-    "conntrack", "ethtool", "socat", "libseccomp2", "procps", "kmod", "util-linux", "mount", "less",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "iproute2",
+    "curl",
+    "ca-certificates",
+    "iptables",
+    "conntrack",
+    "ethtool",
+    "socat",
+    "libseccomp2",
+    "procps",
+    "kmod",
+    "util-linux",
+    "mount",
+    "less",
 ];
 
 /// Units that must not run inside a node: udev would act on this machine's devices, gettys and

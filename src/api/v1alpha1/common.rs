@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 pub struct Condition {
     /// Type of condition in CamelCase, e.g. Ready, HostClaimed, BootstrapSucceeded.
     #[schemars(length(min = 1, max = 316))]
-    #[schemars(regex(
-        pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
-    ))]
+    #[schemars(regex(pattern = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"))]
     pub r#type: String,
     /// Status of the condition: True, False or Unknown.
     pub status: ConditionStatus,
@@ -163,4 +161,5 @@ pub struct ObjectMeta {
 }
 
 /// The rule shared by every address field: an IP address or a DNS name (RFC 1123).
-pub(crate) const ADDRESS_RULE: &str = "isIP(self) || self.matches('^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$')";
+pub(crate) const ADDRESS_RULE: &str =
+    "isIP(self) || self.matches('^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*$')";

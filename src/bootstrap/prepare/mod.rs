@@ -68,7 +68,9 @@ pub enum PrepareError {
     UnsupportedArch { host: String, arch: String },
     #[error("{field}: {reason}")]
     InvalidSource { field: &'static str, reason: String },
-    #[error("{tool} on host {host} is {installed}, but the Machine's spec.version is {expected}: install {tool} {expected} on the host, or let capssh install it (preparation mode Artifacts or Packages)")]
+    #[error(
+        "{tool} on host {host} is {installed}, but the Machine's spec.version is {expected}: install {tool} {expected} on the host, or let capssh install it (preparation mode Artifacts or Packages)"
+    )]
     VersionMismatch { host: String, tool: String, installed: String, expected: String },
 }
 
@@ -127,10 +129,10 @@ pub fn plan(preparation: &Preparation, version: Option<&str>, host: &str, facts:
     let mut identity = vec![format!("{:?}", preparation.mode), version.to_string(), facts.arch.clone()];
     let (script, secrets) = match preparation.mode {
         PreparationMode::Artifacts => {
-            let source = preparation.artifacts.as_ref().ok_or(PrepareError::InvalidSource {
-                field: "spec.preparation.artifacts",
-                reason: "mode Artifacts needs artifacts.url".into(),
-            })?;
+            let source = preparation
+                .artifacts
+                .as_ref()
+                .ok_or(PrepareError::InvalidSource { field: "spec.preparation.artifacts", reason: "mode Artifacts needs artifacts.url".into() })?;
             let url = check_url("spec.preparation.artifacts.url", &source.url)?;
             let pin = source.checksums_sha256.clone().unwrap_or_default();
             let pin_ok = pin.is_empty() || (pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
@@ -141,7 +143,13 @@ pub fn plan(preparation: &Preparation, version: Option<&str>, host: &str, facts:
                 });
             }
             identity.extend([url.clone(), pin.clone()]);
-            let vars = [("VERSION", version), ("ARCH", facts.arch.as_str()), ("OS_FAMILY", family.name()), ("MIRROR_URL", url.as_str()), ("SUMS_PIN", pin.as_str())];
+            let vars = [
+                ("VERSION", version),
+                ("ARCH", facts.arch.as_str()),
+                ("OS_FAMILY", family.name()),
+                ("MIRROR_URL", url.as_str()),
+                ("SUMS_PIN", pin.as_str()),
+            ];
             (render(&vars, ARTIFACTS), url_secrets(&url))
         }
         PreparationMode::Packages => {
@@ -156,10 +164,19 @@ pub fn plan(preparation: &Preparation, version: Option<&str>, host: &str, facts:
             }
             let runtime = packages.container_runtime_package.clone().unwrap_or_else(|| default_runtime_package(&facts.os).to_string());
             if runtime.is_empty() || !runtime.chars().all(|c| c.is_ascii_alphanumeric() || ".+_-".contains(c)) {
-                return Err(PrepareError::InvalidSource { field: "spec.preparation.packages.containerRuntimePackage", reason: format!("{:?} is not a package name", shown(&runtime)) });
+                return Err(PrepareError::InvalidSource {
+                    field: "spec.preparation.packages.containerRuntimePackage",
+                    reason: format!("{:?} is not a package name", shown(&runtime)),
+                });
             }
             identity.extend([repository.clone(), runtime.clone()]);
-            let vars = [("VERSION", version), ("ARCH", facts.arch.as_str()), ("OS_FAMILY", family.name()), ("REPOSITORY_URL", repository.as_str()), ("RUNTIME_PACKAGE", runtime.as_str())];
+            let vars = [
+                ("VERSION", version),
+                ("ARCH", facts.arch.as_str()),
+                ("OS_FAMILY", family.name()),
+                ("REPOSITORY_URL", repository.as_str()),
+                ("RUNTIME_PACKAGE", runtime.as_str()),
+            ];
             (render(&vars, PACKAGES), Vec::new())
         }
         PreparationMode::None => unreachable!("mode None returned above"),

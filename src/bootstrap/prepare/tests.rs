@@ -52,7 +52,10 @@ fn every_mode_renders_a_script_that_parses() {
         assert!(job.script.contains("REPOSITORY_URL='https://pkgs.k8s.io'"));
         assert_parses(&job.script);
     }
-    let Work::Verify { script } = plan(&Preparation { mode: PreparationMode::None, artifacts: None, packages: None }, Some("v1.36.3"), "h1", &facts("anything", "riscv64")).unwrap() else {
+    let Work::Verify { script } =
+        plan(&Preparation { mode: PreparationMode::None, artifacts: None, packages: None }, Some("v1.36.3"), "h1", &facts("anything", "riscv64"))
+            .unwrap()
+    else {
         panic!("mode None verifies");
     };
     assert_parses(&script);
@@ -135,7 +138,11 @@ fn the_last_failure_line_is_the_reason() {
 
 /// Runs `body` after lib.sh, with VERSION set, in a scratch folder; returns stdout.
 fn run_lib(dir: &std::path::Path, body: &str) -> (bool, String) {
-    let script = format!("set -eu\nVERSION='v1.36.3'\nSTAGING={}\n{LIB}\ncd {}\n{body}\n", quote(&dir.join("staging").to_string_lossy()), quote(&dir.to_string_lossy()));
+    let script = format!(
+        "set -eu\nVERSION='v1.36.3'\nSTAGING={}\n{LIB}\ncd {}\n{body}\n",
+        quote(&dir.join("staging").to_string_lossy()),
+        quote(&dir.to_string_lossy())
+    );
     let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }

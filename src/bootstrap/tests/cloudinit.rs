@@ -69,10 +69,7 @@ fn join_has_cloud_init_module_order_and_exact_bytes() {
         _ => panic!("bootcmd first"),
     }
     let toml = file(&plan, "/etc/containerd/config.d/capssh.toml");
-    assert_eq!(
-        toml.content,
-        b"version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.10\"\n"
-    );
+    assert_eq!(toml.content, b"version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.10\"\n");
     assert_eq!((toml.mode, toml.how), (Some(0o644), WriteMode::Replace));
     let modules = file(&plan, "/etc/modules-load.d/k8s.conf");
     assert_eq!(modules.content, b"overlay\nbr_netfilter\n");
@@ -105,8 +102,7 @@ fn gzip_base64_roundtrip_and_encoding_aliases() {
     // Wrapped over several lines, as a block scalar would carry it.
     let wrapped: String = encoded.as_bytes().chunks(60).map(|c| format!("      {}\n", std::str::from_utf8(c).unwrap())).collect();
     for encoding in ["gzip+base64", "gz+base64", "gz+b64", "GZIP+B64"] {
-        let data =
-            format!("#cloud-config\nwrite_files:\n-   path: /opt/blob\n    encoding: \"{encoding}\"\n    content: |\n{wrapped}");
+        let data = format!("#cloud-config\nwrite_files:\n-   path: /opt/blob\n    encoding: \"{encoding}\"\n    content: |\n{wrapped}");
         let plan = cloud_plan(&data).unwrap();
         assert_eq!(file(&plan, "/opt/blob").content, bytes, "{encoding}");
     }
@@ -121,10 +117,7 @@ fn gzip_base64_roundtrip_and_encoding_aliases() {
     }
     let data = "#cloud-config\nwrite_files:\n- path: /opt/f\n  encoding: zstd\n  content: x\n";
     let err = cloud_plan(data).err().unwrap();
-    assert!(
-        matches!(&err, BootstrapError::BadEncoding { path, encoding, .. } if path == "/opt/f" && encoding == "zstd"),
-        "{err}"
-    );
+    assert!(matches!(&err, BootstrapError::BadEncoding { path, encoding, .. } if path == "/opt/f" && encoding == "zstd"), "{err}");
 }
 
 #[test]
@@ -205,12 +198,8 @@ fn headers() {
     ] {
         assert!(matches!(cloud_plan(data), Err(BootstrapError::MissingHeader)), "{data:?}");
     }
-    for data in [
-        "#cloud-config\n",
-        "  #Cloud-Config\nruncmd: []\n",
-        "## template: jinja\n#cloud-config\n",
-        "## Template: Jinja \n\n#cloud-config\n",
-    ] {
+    for data in ["#cloud-config\n", "  #Cloud-Config\nruncmd: []\n", "## template: jinja\n#cloud-config\n", "## Template: Jinja \n\n#cloud-config\n"]
+    {
         assert!(cloud_plan(data).is_ok(), "{data:?}");
     }
     // Without the jinja header, templates stay literal (as cloud-init leaves them).
@@ -252,11 +241,7 @@ fn users_script_keeps_the_hash_off_command_lines() {
     // Only the chpasswd here-document line, never an argument.
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].starts_with("capi:$6$"), "{lines:?}");
-    assert!(
-        job.script.contains("useradd --comment 'Cluster API admin' --shell '/bin/bash' --groups 'adm,sudo' -m 'capi'"),
-        "{}",
-        job.script
-    );
+    assert!(job.script.contains("useradd --comment 'Cluster API admin' --shell '/bin/bash' --groups 'adm,sudo' -m 'capi'"), "{}", job.script);
     assert!(job.script.contains("capssh_group 'users 1/1' 'adm'"));
     assert!(job.script.contains("capssh_authkeys 'users 1/1' 'capi' <<'CAPSSH_EOF'\nssh-ed25519 "));
     assert!(job.script.contains("grep -qxF -e 'capi ALL=(ALL) NOPASSWD:ALL' /etc/sudoers.d/90-cloud-init-users"));

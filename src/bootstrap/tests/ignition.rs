@@ -34,10 +34,7 @@ fn cabpk_join() {
     assert_eq!((motd.user.as_deref(), motd.group.as_deref()), (Some("nobody"), Some("nogroup")));
     assert_eq!(motd.content, b"managed by capssh\n");
     let script = String::from_utf8(file(&plan, "/etc/kubeadm.sh").content.clone()).unwrap();
-    assert!(
-        script.starts_with("#!/bin/bash\nset -e\n\nswapoff -a\n\nkubeadm join --config /etc/kubeadm.yml --v 5\n"),
-        "{script}"
-    );
+    assert!(script.starts_with("#!/bin/bash\nset -e\n\nswapoff -a\n\nkubeadm join --config /etc/kubeadm.yml --v 5\n"), "{script}");
     assert_eq!(file(&plan, "/etc/kubeadm.sh").mode, Some(0o700));
     assert_eq!(file(&plan, "/etc/modules-load.d/k8s.conf").how, WriteMode::Replace);
     match &plan.last {
@@ -117,10 +114,7 @@ fn units_are_written_enabled_and_restarted() {
 fn refusals_name_what_is_refused() {
     let cases = [
         (with(r#""storage":{"disks":[{"device":"/dev/sdb","wipeTable":true}]}"#), "storage.disks"),
-        (
-            with(r#""storage":{"filesystems":[{"name":"data","mount":{"device":"/dev/sdb1","format":"ext4"}}]}"#),
-            "storage.filesystems",
-        ),
+        (with(r#""storage":{"filesystems":[{"name":"data","mount":{"device":"/dev/sdb1","format":"ext4"}}]}"#), "storage.filesystems"),
         (with(r#""storage":{"directories":[{"path":"/d"}]}"#), "storage.directories"),
         (with(r#""passwd":{"groups":[{"name":"g"}]}"#), "passwd.groups"),
         (with(r#""networkd":{"units":[{"name":"a.network"}]}"#), "networkd"),
@@ -136,12 +130,7 @@ fn refusals_name_what_is_refused() {
             ),
             "Environment",
         ),
-        (
-            with(
-                r#""systemd":{"units":[{"name":"kubeadm.service","contents":"[Service]\nType=oneshot\nExecStart=-/bin/sh -c 'x'\n"}]}"#,
-            ),
-            "ExecStart",
-        ),
+        (with(r#""systemd":{"units":[{"name":"kubeadm.service","contents":"[Service]\nType=oneshot\nExecStart=-/bin/sh -c 'x'\n"}]}"#), "ExecStart"),
         (
             with(
                 r#""systemd":{"units":[{"name":"kubeadm.service","contents":"[Service]\nType=oneshot\nExecStart=/bin/x\n","dropins":[{"name":"a.conf"}]}]}"#,

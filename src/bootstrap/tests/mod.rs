@@ -60,12 +60,8 @@ pub(super) fn step_names(plan: &Plan) -> Vec<String> {
 /// `sh -n`: the script parses.
 pub(super) fn assert_parses(script: &str) {
     use std::io::Write as _;
-    let mut child = std::process::Command::new("sh")
-        .arg("-n")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("sh runs");
+    let mut child =
+        std::process::Command::new("sh").arg("-n").stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("sh runs");
     child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("write script");
     let output = child.wait_with_output().expect("sh -n ends");
     assert!(output.status.success(), "sh -n: {}", String::from_utf8_lossy(&output.stderr));
@@ -110,9 +106,7 @@ fn large_files_fit() {
     let line = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\n";
     let big = line.repeat(900_000 / line.len());
     let indented: String = big.lines().map(|l| format!("      {l}\n")).collect();
-    let data = format!(
-        "## template: jinja\n#cloud-config\nwrite_files:\n-   path: /opt/big\n    content: |\n{indented}runcmd:\n  - \"true\"\n"
-    );
+    let data = format!("## template: jinja\n#cloud-config\nwrite_files:\n-   path: /opt/big\n    content: |\n{indented}runcmd:\n  - \"true\"\n");
     let started = std::time::Instant::now();
     let plan = cloud_plan(&data).unwrap();
     assert_eq!(file(&plan, "/opt/big").content, big.as_bytes());

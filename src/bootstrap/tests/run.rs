@@ -132,18 +132,13 @@ fn failures_before_runcmd_end_the_job() {
     let marker = dir.path("marker");
     std::fs::write(dir.path("file"), "x").unwrap();
     // A parent that is a file.
-    let ran = run(&format!(
-        "#cloud-config\nwrite_files:\n- path: {}\n  owner: '-1'\nruncmd:\n- touch {marker}\n",
-        dir.path("file/child")
-    ));
+    let ran = run(&format!("#cloud-config\nwrite_files:\n- path: {}\n  owner: '-1'\nruncmd:\n- touch {marker}\n", dir.path("file/child")));
     assert_eq!(ran.status, 1);
     assert!(ran.stderr.contains("[capssh] write_files 1/1: could not create the directory"), "{}", ran.stderr);
     assert!(!Path::new(&marker).exists());
 
     // bootcmd must succeed; it runs before write_files.
-    let ran = run(&format!(
-        "#cloud-config\nbootcmd:\n- echo \"id=$INSTANCE_ID\"\n- exit 4\nwrite_files:\n- path: {marker}\n  owner: '-1'\n"
-    ));
+    let ran = run(&format!("#cloud-config\nbootcmd:\n- echo \"id=$INSTANCE_ID\"\n- exit 4\nwrite_files:\n- path: {marker}\n  owner: '-1'\n"));
     assert_eq!(ran.status, 1);
     assert!(ran.stdout.contains("id=default-host-1\n"), "{}", ran.stdout);
     assert!(ran.stderr.contains("[capssh] bootcmd exited with status 4"), "{}", ran.stderr);

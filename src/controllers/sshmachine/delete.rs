@@ -52,12 +52,8 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context) -> Result<Action
             Ok(Action::await_change())
         }
         Ok(Cleaning::Dirty(problem)) | Err(Problem(problem)) => {
-            let deleting_for = machine
-                .metadata
-                .deletion_timestamp
-                .as_ref()
-                .map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs())
-                .unwrap_or_default();
+            let deleting_for =
+                machine.metadata.deletion_timestamp.as_ref().map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs()).unwrap_or_default();
             if deleting_for < ctx.cleanup_give_up {
                 step.wait(HOST_RELEASED, "CleanupRetrying", &problem, MachinePhase::Deleting);
                 step.save(ctx).await?;
@@ -144,4 +140,3 @@ async fn quarantine(ctx: &Context, host: &SSHHost, reason: &str) -> Result<(), R
     api.patch(host.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
 }
-

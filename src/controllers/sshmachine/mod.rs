@@ -10,7 +10,7 @@ mod prepare;
 pub use delete::{CLEANUP_SCRIPT, cleanup_job_id};
 pub use prepare::HOST_PREPARED;
 
-use super::capi::{get_cluster, is_externally_managed, is_paused, CLUSTER_NAME_LABEL};
+use super::capi::{CLUSTER_NAME_LABEL, get_cluster, is_externally_managed, is_paused};
 use super::conditions::{self, READY};
 use super::{Context, ReconcileError};
 use crate::api::v1alpha1::{ConditionStatus, HostPhase, MachinePhase, SSHHost, SSHMachine, SSHMachineStatus};
@@ -58,9 +58,7 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: Arc<Context>) -> Result<Ac
     .await
     .map_err(|err| match err {
         kube::runtime::finalizer::Error::ApplyFailed(err) | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
-        kube::runtime::finalizer::Error::AddFinalizer(err) | kube::runtime::finalizer::Error::RemoveFinalizer(err) => {
-            ReconcileError::Kube(err)
-        }
+        kube::runtime::finalizer::Error::AddFinalizer(err) | kube::runtime::finalizer::Error::RemoveFinalizer(err) => ReconcileError::Kube(err),
         other => ReconcileError::Invalid(other.to_string()),
     })
 }

@@ -2,8 +2,7 @@
 
 use super::{BOOTSTRAP_SUCCEEDED, HOST_CLAIMED, HOST_CONNECTED, PAUSED, Step, set_host_phase};
 use crate::api::v1alpha1::{
-    ConditionStatus, HostPhase, Initialization, MachineAddress, MachineAddressType, MachinePhase, SSHCluster, SSHHost,
-    SSHMachine,
+    ConditionStatus, HostPhase, Initialization, MachineAddress, MachineAddressType, MachinePhase, SSHCluster, SSHHost, SSHMachine,
 };
 use crate::bootstrap::{Format, MachineMetadata, SENTINEL, plan};
 use crate::controllers::capi::{machine_resource, owner_name};
@@ -98,7 +97,11 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
     // never restores status): a reset recorded on the host means a deletion of this machine had
     // begun before the move, and the host's earlier bootstrap records are gone. Running the
     // bootstrap again would re-provision a host that was wiped, so stop and say so.
-    let connected_before = machine.status.as_ref().and_then(|s| crate::controllers::conditions::get(&s.conditions, HOST_CONNECTED)).is_some_and(|c| c.status == ConditionStatus::True);
+    let connected_before = machine
+        .status
+        .as_ref()
+        .and_then(|s| crate::controllers::conditions::get(&s.conditions, HOST_CONNECTED))
+        .is_some_and(|c| c.status == ConditionStatus::True);
     if !connected_before {
         let cleanup_id = super::delete::cleanup_job_id(&machine, &host);
         match session.job_status(&cleanup_id, &[]).await {
@@ -147,7 +150,9 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: &Context, cluster: Option<
     let redactor = Redactor::new(job.secrets.clone());
     match progress {
         Progress::Running if bootstrap_overdue(&machine) => {
-            let message = format!("job {id} on host {host_name} still runs after spec.bootstrapTimeoutSeconds; it is left running, see /var/lib/capssh/jobs/{id}/log");
+            let message = format!(
+                "job {id} on host {host_name} still runs after spec.bootstrapTimeoutSeconds; it is left running, see /var/lib/capssh/jobs/{id}/log"
+            );
             step.wait(BOOTSTRAP_SUCCEEDED, "BootstrapTimedOut", &message, MachinePhase::Failed);
             step.save(ctx).await?;
             ctx.event(&*machine, true, "BootstrapTimedOut", &message).await;
@@ -290,7 +295,12 @@ async fn claimed_host(
                 host
             }
             ClaimOutcome::LostRace => {
-                step.wait(HOST_CLAIMED, "ClaimConflict", "another machine claimed the chosen host first; choosing again", MachinePhase::WaitingForHost);
+                step.wait(
+                    HOST_CLAIMED,
+                    "ClaimConflict",
+                    "another machine claimed the chosen host first; choosing again",
+                    MachinePhase::WaitingForHost,
+                );
                 return Ok(None);
             }
         }
@@ -303,7 +313,9 @@ async fn claimed_host(
 async fn record_host(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<(), ReconcileError> {
     let host_name = host.metadata.name.clone().unwrap_or_default();
     let provider_id = provider_id(host);
-    if machine.spec.host_ref.as_ref().map(|h| h.name.as_str()) == Some(host_name.as_str()) && machine.spec.provider_id.as_deref() == Some(provider_id.as_str()) {
+    if machine.spec.host_ref.as_ref().map(|h| h.name.as_str()) == Some(host_name.as_str())
+        && machine.spec.provider_id.as_deref() == Some(provider_id.as_str())
+    {
         return Ok(());
     }
     let api: Api<SSHMachine> = Api::namespaced(ctx.client.clone(), machine.metadata.namespace.as_deref().unwrap_or_default());
@@ -349,7 +361,13 @@ fn placeholder_metadata() -> MachineMetadata {
 /// What `## template: jinja` documents may use, per machine.
 fn metadata(host: &SSHHost) -> MachineMetadata {
     let host_name = host.metadata.name.clone().unwrap_or_default();
-    let hostname = host.status.as_ref().and_then(|s| s.facts.as_ref()).map(|f| f.hostname.clone()).filter(|h| !h.is_empty()).unwrap_or_else(|| host_name.clone());
+    let hostname = host
+        .status
+        .as_ref()
+        .and_then(|s| s.facts.as_ref())
+        .map(|f| f.hostname.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| host_name.clone());
     let mut values = std::collections::BTreeMap::new();
     values.insert("hostname".to_string(), hostname.clone());
     values.insert("local_hostname".to_string(), hostname);
@@ -362,11 +380,11 @@ fn metadata(host: &SSHHost) -> MachineMetadata {
 }
 
 fn addresses(host: &SSHHost) -> Vec<MachineAddress> {
-    let address_type = if host.spec.address.parse::<std::net::IpAddr>().is_ok() { MachineAddressType::InternalIP } else { MachineAddressType::InternalDNS };
+    let address_type =
+        if host.spec.address.parse::<std::net::IpAddr>().is_ok() { MachineAddressType::InternalIP } else { MachineAddressType::InternalDNS };
     let mut addresses = vec![MachineAddress { r#type: address_type, address: host.spec.address.clone() }];
     if let Some(hostname) = host.status.as_ref().and_then(|s| s.facts.as_ref()).map(|f| f.hostname.clone()).filter(|h| !h.is_empty()) {
         addresses.push(MachineAddress { r#type: MachineAddressType::Hostname, address: hostname });
     }
     addresses
 }
-
