@@ -33,6 +33,9 @@ enum Command {
     /// Prepare hosts by hand (container runtime and Kubernetes), as spec.preparation does.
     #[command(subcommand)]
     Prepare(PrepareCommand),
+    /// Reset hosts by hand, as deleting a Machine does.
+    #[command(subcommand)]
+    Reset(ResetCommand),
     /// Artifact mirrors for preparation mode Artifacts (air-gapped sites).
     #[command(subcommand)]
     Artifacts(ArtifactsCommand),
@@ -59,6 +62,12 @@ enum PrepareCommand {
 }
 
 #[derive(Subcommand)]
+enum ResetCommand {
+    /// Reset a host (kubeadm reset and the rest) as a job, then verify it is clean.
+    Run(cli::reset::ResetArgs),
+}
+
+#[derive(Subcommand)]
 enum ArtifactsCommand {
     /// Build <output>/<version>/<arch>/ (bin/, cni/, images/, SHA256SUMS) from binaries you have.
     Build(cli::artifacts::BuildArgs),
@@ -74,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Hosts(HostsCommand::Check(args)) => exit_on_error(cli::hosts::check(&args).await),
         Command::Bootstrap(BootstrapCommand::Run(args)) => exit_on_error(cli::bootstrap::run(&args).await),
         Command::Prepare(PrepareCommand::Run(args)) => exit_on_error(cli::prepare::run(&args).await),
+        Command::Reset(ResetCommand::Run(args)) => exit_on_error(cli::reset::run(&args).await),
         Command::Artifacts(ArtifactsCommand::Build(args)) => exit_on_error(cli::artifacts::run(&args).map_err(cli::CliError::from)),
         Command::Version => {
             println!("capssh {}", env!("CARGO_PKG_VERSION"));

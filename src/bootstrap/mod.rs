@@ -16,6 +16,7 @@ pub use ignition::percent_decode;
 mod jinja;
 pub mod prepare;
 mod script;
+pub mod scripts;
 mod shell;
 mod systemd;
 mod users;

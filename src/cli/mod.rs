@@ -1,16 +1,54 @@
-//! Commands for people: check a host, prepare it and dry-run bootstrap data exactly as the
-//! controller would (same connection, same job runner), before Cluster API touches the host;
-//! build an artifact mirror for air-gapped sites.
+//! Commands for people: check a host, prepare it, run bootstrap data on it and reset it with
+//! the controller's own steps (`hosts::work`: same connection, same jobs, same success rules),
+//! before or after Cluster API uses the host; build an artifact mirror for air-gapped sites.
 
 pub mod artifacts;
 pub mod bootstrap;
 pub mod hosts;
 pub mod prepare;
+pub mod reset;
 
+use crate::api::v1alpha1::conditions::reasons;
 use crate::ssh::hostkey::HostKeyPolicy;
 use crate::ssh::{Credentials, Endpoint, SshError, Target};
 use clap::Args;
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Which SSHHost the host stands for, so that the CLI names it as the controller does
+/// (providerID `ssh://<namespace>/<host-name>`, instance_id, job ids).
+#[derive(Args, Debug, Clone)]
+pub struct HostIdentity {
+    /// The SSHHost's namespace.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// The SSHHost's name (default: --address).
+    #[arg(long)]
+    pub host_name: Option<String>,
+}
+
+impl HostIdentity {
+    pub fn host_name(&self, connection: &ConnectionArgs) -> String {
+        self.host_name.clone().unwrap_or_else(|| connection.address.clone())
+    }
+}
+
+/// Takes `step` again every second while `running` says so, until `timeout_secs` pass; returns
+/// the last answer. (The controller takes one step per reconcile instead.)
+pub(crate) async fn until_done<T, Fut>(timeout_secs: u64, mut step: impl FnMut() -> Fut, running: impl Fn(&T) -> bool) -> Result<T, SshError>
+where
+    Fut: Future<Output = Result<T, SshError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    loop {
+        let answer = step().await?;
+        if !running(&answer) || Instant::now() >= deadline {
+            return Ok(answer);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
 
 /// How to reach a host: the flags mirror SSHHost's spec.
 #[derive(Args, Debug, Clone)]
@@ -69,6 +107,8 @@ pub enum CliError {
     Prepare(#[from] crate::bootstrap::prepare::PrepareError),
     #[error("preparation failed: {0}")]
     PreparationFailed(String),
+    #[error("reset failed: {0}")]
+    ResetFailed(String),
     #[error(transparent)]
     Artifacts(#[from] artifacts::ArtifactsError),
 }
@@ -76,20 +116,21 @@ pub enum CliError {
 impl CliError {
     /// Exit codes: 2 usage (or unusable mirror inputs), 3 unreachable, 4 host key,
     /// 5 authentication, 6 sudo, 7 refused data, 8 bootstrap failed, 9 preparation refused or
-    /// failed (a version mismatch included), 1 anything else.
+    /// failed (a version mismatch included), 10 reset failed or host not clean, 1 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Usage(_) => 2,
             CliError::Ssh(err) => match err.reason() {
-                "HostUnreachable" => 3,
-                "HostKeyMismatch" | "HostKeyNotPinned" | "InvalidHostKeyPin" => 4,
-                "AuthenticationFailed" => 5,
-                "SudoNeedsPassword" => 6,
+                reasons::HOST_UNREACHABLE => 3,
+                reasons::HOST_KEY_MISMATCH | reasons::HOST_KEY_NOT_PINNED | reasons::INVALID_HOST_KEY_PIN => 4,
+                reasons::AUTHENTICATION_FAILED => 5,
+                reasons::SUDO_NEEDS_PASSWORD => 6,
                 _ => 1,
             },
             CliError::Bootstrap(_) => 7,
             CliError::BootstrapFailed(_) => 8,
             CliError::Prepare(_) | CliError::PreparationFailed(_) => 9,
+            CliError::ResetFailed(_) => 10,
             CliError::Artifacts(artifacts::ArtifactsError::Io { .. }) => 1,
             CliError::Artifacts(_) => 2,
         }

@@ -1,14 +1,13 @@
-//! `capssh prepare run`: prepare a host (or verify it, mode None) exactly as the SSHMachine
-//! controller does, and print the redacted log and the result.
+//! `capssh prepare run`: prepare a host (or verify it, mode None) with the SSHMachine
+//! controller's own step (`hosts::work::advance_prepare`), and print the redacted log and the result.
 
-use super::{CliError, ConnectionArgs};
+use super::{CliError, ConnectionArgs, until_done};
 use crate::api::v1alpha1::{ArtifactsSource, PackagesSource, Preparation, PreparationMode};
-use crate::bootstrap::prepare::{Work, failure, judge_versions, plan};
-use crate::redact::Redactor;
-use crate::ssh::job::{JobSpec, Progress, stable_id};
+use crate::bootstrap::prepare::{Work, plan};
+use crate::hosts::work::{PrepareContext, Preparing, advance_prepare};
+use crate::ssh::job::stable_id;
 use crate::ssh::{Session, Timeouts};
 use clap::Args;
-use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct PrepareArgs {
@@ -53,70 +52,50 @@ impl PrepareArgs {
             (None, PreparationMode::Artifacts) => return Err(CliError::Usage("--mode Artifacts needs --artifacts-url".into())),
             _ => None,
         };
-        let packages = (mode == PreparationMode::Packages).then(|| PackagesSource {
-            repository_url: self.repository_url.clone(),
-            container_runtime_package: self.container_runtime_package.clone(),
-        });
+        let packages = (mode == PreparationMode::Packages)
+            .then(|| PackagesSource { repository_url: self.repository_url.clone(), container_runtime_package: self.container_runtime_package.clone() });
         Ok(Preparation { mode, artifacts, packages })
     }
 }
 
 pub async fn run(args: &PrepareArgs) -> Result<(), CliError> {
     let preparation = args.preparation()?;
-    let target = args.connection.target()?;
-    let session = Session::connect(&target, &Timeouts::default()).await?;
+    let session = Session::connect(&args.connection.target()?, &Timeouts::default()).await?;
     let facts = session.probe().await?;
     let host = args.connection.address.as_str();
     let version = args.kubernetes_version.as_str();
     // Refused before anything runs on the host.
     let work = plan(&preparation, Some(version), host, &facts)?;
-    let result = match work {
-        Work::Verify { script } => {
-            let report = session.run_checked(&script, None, Duration::from_secs(60)).await?;
-            print!("{}", report.stdout_text());
-            judge_versions(&report.stdout_text(), host, version).map_err(CliError::from)
-        }
-        Work::Job(job) => {
-            let redactor = Redactor::new(job.secrets.clone());
-            let id = match &args.job_id {
-                Some(id) => id.clone(),
-                None => {
-                    let started = jiff::Timestamp::now().as_nanosecond().to_string();
-                    let mut parts: Vec<&str> = vec![host, started.as_str()];
-                    parts.extend(job.identity.iter().map(String::as_str));
-                    stable_id("prepare-cli", &parts)
-                }
-            };
-            eprintln!("job {id} on {}", session.target());
-            let spec = JobSpec { id: &id, script: job.script.as_bytes() };
-            let deadline = Instant::now() + Duration::from_secs(args.timeout);
-            let progress = loop {
-                match session.advance_job(&spec, &[], 60).await? {
-                    Progress::Running if Instant::now() < deadline => tokio::time::sleep(Duration::from_secs(1)).await,
-                    Progress::Running => {
-                        break Progress::Failed { reason: format!("still running after {}s", args.timeout), log_tail: String::new() };
-                    }
-                    done => break done,
-                }
-            };
-            let log = session.job_log_tail(&id, 200).await?;
-            print!("{}", redactor.redact(&log));
-            match progress {
-                Progress::Succeeded => Ok(()),
-                Progress::Failed { reason, log_tail } => {
-                    let (reason, message) = failure(&log_tail).unwrap_or_else(|| ("PreparationFailed".into(), reason));
-                    Err(CliError::PreparationFailed(redactor.redact(&format!("{reason}: {message}"))))
-                }
-                Progress::Running => unreachable!("the loop only ends when the job is done or timed out"),
-            }
-        }
+    let id = match &work {
+        Work::Verify { .. } => None,
+        Work::Job(job) => Some(args.job_id.clone().unwrap_or_else(|| {
+            let started = jiff::Timestamp::now().as_nanosecond().to_string();
+            let mut parts: Vec<&str> = vec![host, started.as_str()];
+            parts.extend(job.identity.iter().map(String::as_str));
+            stable_id("prepare", &parts)
+        })),
     };
-    session.close().await;
-    if result.is_ok() {
-        match preparation.mode {
-            PreparationMode::None => eprintln!("host verified: kubelet and kubeadm are at {version}"),
-            _ => eprintln!("host prepared: containerd and Kubernetes {version} (mode {})", args.mode),
-        }
+    if let Some(id) = &id {
+        eprintln!("job {id} on {}", session.target());
     }
-    result
+    let about = PrepareContext { host, version, mode: &args.mode, os: &facts.os, arch: &facts.arch };
+    let step = until_done(args.timeout, || advance_prepare(&session, &work, id.as_deref(), &about), |s| matches!(s, Preparing::Running { .. })).await?;
+    if let (Some(id), Work::Job(job)) = (&id, &work) {
+        let log = session.job_log_tail(id, 200).await?;
+        print!("{}", crate::redact::Redactor::new(job.secrets.clone()).redact(&log));
+    }
+    session.close().await;
+    match step {
+        Preparing::Done { .. } if preparation.mode == PreparationMode::None => {
+            eprintln!("host verified: kubelet and kubeadm are at {version}");
+            Ok(())
+        }
+        Preparing::Done { .. } => {
+            eprintln!("host prepared: containerd and Kubernetes {version} (mode {})", args.mode);
+            Ok(())
+        }
+        Preparing::Running { message } => Err(CliError::PreparationFailed(format!("still running after {}s: {message}", args.timeout))),
+        Preparing::Mismatch { reason, message } => Err(CliError::PreparationFailed(format!("{reason}: {message}"))),
+        Preparing::Failed { reason, message } => Err(CliError::PreparationFailed(format!("{reason}: {message}"))),
+    }
 }

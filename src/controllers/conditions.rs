@@ -3,9 +3,6 @@
 
 use crate::api::v1alpha1::{Condition, ConditionStatus};
 
-pub const READY: &str = "Ready";
-pub const REACHABLE: &str = "Reachable";
-
 /// Sets (or replaces) the condition of type `kind`.
 pub fn set(conditions: &mut Vec<Condition>, kind: &str, status: ConditionStatus, reason: &str, message: &str, generation: Option<i64>) {
     let message = crate::redact::redact(message);
@@ -43,6 +40,7 @@ pub fn get<'a>(conditions: &'a [Condition], kind: &str) -> Option<&'a Condition>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::v1alpha1::conditions::types::READY;
 
     #[test]
     fn transition_time_moves_only_with_the_status() {

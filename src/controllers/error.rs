@@ -1,5 +1,6 @@
 //! What a reconcile can fail with, and the one place that turns a failure into a requeue.
 
+use super::timing::errors;
 use crate::ssh::SshError;
 use std::time::Duration;
 
@@ -23,18 +24,44 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
-    /// How long to wait before trying again; the controller's error policy applies this.
+    /// How long to wait before trying again; the controllers' error policies apply this.
     pub fn requeue_after(&self) -> Duration {
         match self {
-            // Conflicts and API hiccups: soon.
-            ReconcileError::Kube(_) => Duration::from_secs(2),
+            ReconcileError::Kube(_) => errors::API,
             ReconcileError::StillWorking { retry_after, .. } => *retry_after,
-            ReconcileError::Ssh(err) if err.is_transient() => Duration::from_secs(15),
+            ReconcileError::Ssh(err) if err.is_transient() => errors::TRANSIENT_SSH,
             // Secrets are not watched: look again soon.
-            ReconcileError::MissingSecret { .. } => Duration::from_secs(10),
-            // A person has to change something (a Secret, a pin, sudoers): check back slowly;
-            // the watch on the object brings us back at once when they edit it.
-            ReconcileError::Ssh(_) | ReconcileError::Secret { .. } | ReconcileError::Invalid(_) => Duration::from_secs(120),
+            ReconcileError::MissingSecret { .. } => errors::MISSING_SECRET,
+            ReconcileError::Ssh(_) | ReconcileError::Secret { .. } | ReconcileError::Invalid(_) => errors::NEEDS_A_PERSON,
         }
+    }
+
+    /// The condition reason for a failure to reach or log in to a host.
+    pub fn connection_reason(&self) -> &'static str {
+        use crate::api::v1alpha1::conditions::reasons;
+        match self {
+            ReconcileError::Ssh(err) => err.reason(),
+            ReconcileError::Secret { .. } | ReconcileError::MissingSecret { .. } | ReconcileError::Invalid(_) => reasons::CREDENTIALS_UNAVAILABLE,
+            ReconcileError::Kube(_) | ReconcileError::StillWorking { .. } => reasons::PROBE_FAILED,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_has_its_requeue() {
+        let missing = ReconcileError::MissingSecret { namespace: "n".into(), name: "s".into() };
+        assert_eq!(missing.requeue_after(), errors::MISSING_SECRET);
+        let unreachable = ReconcileError::Ssh(SshError::Unreachable { target: "t".into(), reason: "r".into() });
+        assert_eq!(unreachable.requeue_after(), errors::TRANSIENT_SSH);
+        let refused = ReconcileError::Ssh(SshError::AuthFailed { target: "t".into(), user: "u".into(), method: "password" });
+        assert_eq!(refused.requeue_after(), errors::NEEDS_A_PERSON);
+        assert_eq!(refused.connection_reason(), "AuthenticationFailed");
+        assert_eq!(missing.connection_reason(), "CredentialsUnavailable");
+        let working = ReconcileError::StillWorking { what: "w".into(), retry_after: Duration::from_secs(3) };
+        assert_eq!(working.requeue_after(), Duration::from_secs(3));
     }
 }

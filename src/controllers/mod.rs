@@ -9,14 +9,15 @@ pub mod metrics;
 pub mod sshcluster;
 pub mod sshhost;
 pub mod sshmachine;
+pub mod timing;
 
 pub use credentials::target_for;
 pub use error::ReconcileError;
+pub use timing::Timing;
 
 use crate::ssh::{SessionPool, Timeouts};
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use std::time::Duration;
 
 /// Field manager of everything capssh writes.
 pub const FIELD_MANAGER: &str = "capssh";
@@ -29,15 +30,15 @@ pub struct Context {
     pub client: kube::Client,
     pub pool: SessionPool,
     pub recorder: Recorder,
-    /// How often unclaimed hosts are probed again.
-    pub probe_interval: Duration,
+    pub timing: Timing,
     pub metrics: metrics::Metrics,
-    /// How long a deleted machine's host may stay unreachable or dirty before it is quarantined.
-    pub cleanup_give_up: Duration,
     /// The SSHHost controller's watch cache of the hosts: an unplaced machine
     /// chooses from it instead of listing the pool (with N machines placed at once, N lists of
     /// N hosts cost O(N²)). A stale entry only loses the claim (resourceVersion), never wins it.
     pub host_cache: std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::v1alpha1::SSHHost>>,
+    /// The SSHMachine controller's watch cache: a claimed host's phase is derived from its
+    /// consumer's, read here instead of from the API server.
+    pub machine_cache: std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::v1alpha1::SSHMachine>>,
     /// Credential Secrets (`<namespace>/<name>`) this process has seen carry clusterctl's move
     /// label: each is read (and labelled) once per process, not on every reconcile.
     pub move_labelled: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -62,16 +63,16 @@ where
 }
 
 impl Context {
-    pub fn new(client: kube::Client, max_concurrent_hosts: usize, probe_interval: Duration, metrics: metrics::Metrics) -> Self {
+    pub fn new(client: kube::Client, max_concurrent_hosts: usize, timing: Timing, metrics: metrics::Metrics) -> Self {
         let reporter = Reporter { controller: "capssh".into(), instance: std::env::var("POD_NAME").ok() };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             pool: SessionPool::new(max_concurrent_hosts, Timeouts::default()),
             client,
-            probe_interval,
+            timing,
             metrics,
-            cleanup_give_up: Duration::from_secs(300),
             host_cache: std::sync::OnceLock::new(),
+            machine_cache: std::sync::OnceLock::new(),
             move_labelled: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }

@@ -2,25 +2,31 @@
 //! (ours, or the Cluster's), the failure domains found on the hosts' labels, and pause.
 
 use super::capi::{self, get_cluster, is_externally_managed, is_paused, owner_name};
-use super::conditions::{self, READY};
-use super::{Context, ReconcileError};
+use super::conditions;
+use super::{Context, ReconcileError, timing};
+use crate::api::v1alpha1::conditions::reasons;
+use crate::api::v1alpha1::conditions::types::{PAUSED, READY};
 use crate::api::v1alpha1::{ConditionStatus, FailureDomain, Initialization, SSHCluster, SSHClusterStatus, SSHHost};
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
-
-pub const PAUSED: &str = "Paused";
 
 pub async fn reconcile(cluster: Arc<SSHCluster>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     tracing::debug!(kind = "SSHCluster", name = cluster.metadata.name.as_deref().unwrap_or_default(), "reconcile");
     let namespace = cluster.metadata.namespace.clone().unwrap_or_default();
-    if is_externally_managed(&cluster.metadata) || cluster.metadata.deletion_timestamp.is_some() {
+    if is_externally_managed(&cluster.metadata) {
         return Ok(Action::await_change());
     }
     let generation = cluster.metadata.generation;
     let mut status = cluster.status.clone().unwrap_or_default();
+    // Nothing to tear down for a pool of existing hosts, but while something else holds the
+    // object (a finalizer of another controller), Ready says it is going.
+    if cluster.metadata.deletion_timestamp.is_some() {
+        conditions::set(&mut status.conditions, READY, ConditionStatus::False, reasons::DELETING, "the SSHCluster is being deleted", generation);
+        write_status(&ctx, &cluster, &status).await?;
+        return Ok(Action::await_change());
+    }
 
     // Step 1: wait for Cluster API to link us to our Cluster.
     let Some(owner) = owner_name(&cluster.metadata, "Cluster") else {
@@ -28,7 +34,7 @@ pub async fn reconcile(cluster: Arc<SSHCluster>, ctx: Arc<Context>) -> Result<Ac
             &mut status.conditions,
             READY,
             ConditionStatus::False,
-            "WaitingForClusterOwner",
+            reasons::WAITING_FOR_CLUSTER_OWNER,
             "waiting for the Cluster controller to set the owner reference",
             generation,
         );
@@ -39,7 +45,7 @@ pub async fn reconcile(cluster: Arc<SSHCluster>, ctx: Arc<Context>) -> Result<Ac
 
     // Step 2: pause.
     let paused = is_paused(owner_cluster.as_ref(), &cluster.metadata);
-    let (reason, message) = if paused { ("Paused", "the Cluster or this object is paused") } else { ("NotPaused", "") };
+    let (reason, message) = if paused { (reasons::PAUSED, "the Cluster or this object is paused") } else { (reasons::NOT_PAUSED, "") };
     conditions::set(&mut status.conditions, PAUSED, if paused { ConditionStatus::True } else { ConditionStatus::False }, reason, message, generation);
     if paused {
         write_status(&ctx, &cluster, &status).await?;
@@ -70,27 +76,27 @@ pub async fn reconcile(cluster: Arc<SSHCluster>, ctx: Arc<Context>) -> Result<Ac
     let endpoint_known = cluster.spec.control_plane_endpoint.is_set() || owner_cluster.as_ref().and_then(capi::cluster_endpoint).is_some();
     if endpoint_known {
         status.initialization = Some(Initialization { provisioned: Some(true) });
-        conditions::set(&mut status.conditions, READY, ConditionStatus::True, "Provisioned", "control-plane endpoint known", generation);
+        conditions::set(&mut status.conditions, READY, ConditionStatus::True, reasons::PROVISIONED, "control-plane endpoint known", generation);
     } else {
         conditions::set(
             &mut status.conditions,
             READY,
             ConditionStatus::False,
-            "WaitingForControlPlaneEndpoint",
+            reasons::WAITING_FOR_CONTROL_PLANE_ENDPOINT,
             "set spec.controlPlaneEndpoint, or Cluster.spec.controlPlaneEndpoint",
             generation,
         );
     }
     write_status(&ctx, &cluster, &status).await?;
     // Hosts come and go; look at their labels again now and then.
-    Ok(Action::requeue(Duration::from_secs(60)))
+    Ok(Action::requeue(timing::CLUSTER_RESYNC))
 }
 
 async fn write_status(ctx: &Context, cluster: &SSHCluster, status: &SSHClusterStatus) -> Result<(), ReconcileError> {
     super::apply_status(ctx, cluster, cluster.status.as_ref(), status).await
 }
 
-pub fn error_policy(_cluster: Arc<SSHCluster>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, "SSHCluster reconcile failed");
+pub fn error_policy(cluster: Arc<SSHCluster>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(namespace = cluster.metadata.namespace.as_deref().unwrap_or_default(), name = cluster.metadata.name.as_deref().unwrap_or_default(), error = %err, "SSHCluster reconcile failed");
     Action::requeue(err.requeue_after())
 }

@@ -1,13 +1,16 @@
-//! SSHHost: probe unclaimed hosts over SSH, keep their phase and facts, pin a key seen on first
-//! use. Claimed hosts are driven by the SSHMachine that owns them.
+//! SSHHost: probe free hosts over SSH, keep their facts, pin a key seen on first use, and own
+//! the host's status: its phase is derived here (from the quarantine mark, the claim and the
+//! consuming SSHMachine's phase), never written by another controller.
 
-use super::conditions::{self, REACHABLE, READY};
+use super::conditions;
 use super::{Context, QUARANTINE_ANNOTATION, ReconcileError, target_for};
-use crate::api::v1alpha1::{ConditionStatus, HostPhase, SSHHost, SSHHostStatus};
+use crate::api::v1alpha1::conditions::{reasons, types};
+use crate::api::v1alpha1::{ConditionStatus, HostPhase, MachinePhase, SSHHost, SSHHostStatus, SSHMachine};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     tracing::debug!(kind = "SSHHost", name = host.metadata.name.as_deref().unwrap_or_default(), "reconcile");
@@ -20,46 +23,44 @@ pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, 
     }
     let mut status = host.status.clone().unwrap_or_default();
     let generation = host.metadata.generation;
-
-    if let Some(reason) = host.metadata.annotations.as_ref().and_then(|a| a.get(QUARANTINE_ANNOTATION)) {
+    let quarantine = host.metadata.annotations.as_ref().and_then(|a| a.get(QUARANTINE_ANNOTATION));
+    if let Some(reason) = quarantine {
         status.phase = Some(HostPhase::Quarantined);
         status.quarantine_reason = Some(reason.clone());
         let message = format!("{reason}; inspect the host, then remove the annotation {QUARANTINE_ANNOTATION} and spec.consumerRef");
-        conditions::set(&mut status.conditions, READY, ConditionStatus::False, "Quarantined", &message, generation);
+        conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reasons::QUARANTINED, &message, generation);
         write_status(&ctx, &host, &status).await?;
         return Ok(Action::await_change());
     }
-    if host.spec.consumer_ref.is_some() {
-        // The machine that claimed the host reports its progress; nothing to probe here.
-        if status.phase.is_none() || status.phase == Some(HostPhase::Available) {
-            status.phase = Some(HostPhase::Claimed);
-            write_status(&ctx, &host, &status).await?;
-        }
+    if let Some(consumer) = &host.spec.consumer_ref {
+        // The machine that claimed the host reports its progress; the host's phase follows it.
+        let machine = consumer_machine(&ctx, &host, &consumer.name).await?;
+        status.phase = Some(claimed_phase(machine.as_deref()));
+        status.quarantine_reason = None;
+        let message = format!("claimed by SSHMachine {}", consumer.name);
+        conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reasons::IN_USE, &message, generation);
+        write_status(&ctx, &host, &status).await?;
         return Ok(Action::await_change());
     }
     // Probed recently, spec unchanged since: wait for the next probe. (A probe's own status write
     // — its lastProbeTime — wakes this controller again; without this every free host was probed
     // back to back instead of every probe interval.)
-    if let Some(left) = next_probe_in(&host, ctx.probe_interval) {
+    if let Some(left) = next_probe_in(&host, ctx.timing.probe_interval, jiff::Timestamp::now()) {
         return Ok(Action::requeue(left));
     }
     status.quarantine_reason = None;
     match probe(&ctx, &host, &mut status).await {
         Ok(()) => {
             write_status(&ctx, &host, &status).await?;
-            Ok(Action::requeue(ctx.probe_interval))
+            Ok(Action::requeue(ctx.timing.probe_interval))
         }
         Err(err) => {
             let was_reachable = host.status.as_ref().and_then(|s| s.phase) != Some(HostPhase::Unreachable);
             status.phase = Some(HostPhase::Unreachable);
-            let reason = match &err {
-                ReconcileError::Ssh(ssh) => ssh.reason(),
-                ReconcileError::Secret { .. } | ReconcileError::MissingSecret { .. } => "CredentialsUnavailable",
-                _ => "ProbeFailed",
-            };
+            let reason = err.connection_reason();
             let message = err.to_string();
-            conditions::set(&mut status.conditions, REACHABLE, ConditionStatus::False, reason, &message, generation);
-            conditions::set(&mut status.conditions, READY, ConditionStatus::False, reason, &message, generation);
+            conditions::set(&mut status.conditions, types::REACHABLE, ConditionStatus::False, reason, &message, generation);
+            conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reason, &message, generation);
             write_status(&ctx, &host, &status).await?;
             if was_reachable {
                 ctx.event(&*host, true, reason, &message).await;
@@ -69,41 +70,52 @@ pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, 
     }
 }
 
+/// A claimed host's phase, from its consumer's.
+pub fn claimed_phase(machine: Option<&SSHMachine>) -> HostPhase {
+    let Some(machine) = machine else { return HostPhase::Claimed };
+    if machine.metadata.deletion_timestamp.is_some() {
+        return HostPhase::Releasing;
+    }
+    match machine.status.as_ref().and_then(|s| s.phase) {
+        Some(MachinePhase::Provisioning | MachinePhase::Failed) => HostPhase::Provisioning,
+        Some(MachinePhase::Provisioned) => HostPhase::Provisioned,
+        Some(MachinePhase::Deleting) => HostPhase::Releasing,
+        Some(MachinePhase::Pending | MachinePhase::WaitingForHost) | None => HostPhase::Claimed,
+    }
+}
+
+/// The consuming SSHMachine: from the machine controller's watch cache, else the API server.
+async fn consumer_machine(ctx: &Context, host: &SSHHost, name: &str) -> Result<Option<Arc<SSHMachine>>, ReconcileError> {
+    let namespace = host.metadata.namespace.as_deref().unwrap_or_default();
+    if let Some(store) = ctx.machine_cache.get() {
+        return Ok(store.get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace)));
+    }
+    Ok(Api::<SSHMachine>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.map(Arc::new))
+}
+
 /// How long until an Available host, probed at its current generation, is due again.
-fn next_probe_in(host: &SSHHost, interval: std::time::Duration) -> Option<std::time::Duration> {
+pub fn next_probe_in(host: &SSHHost, interval: Duration, now: jiff::Timestamp) -> Option<Duration> {
     let status = host.status.as_ref()?;
     if status.phase != Some(HostPhase::Available) {
         return None;
     }
-    if conditions::get(&status.conditions, READY)?.observed_generation != host.metadata.generation {
+    if conditions::get(&status.conditions, types::READY)?.observed_generation != host.metadata.generation {
         return None;
     }
     let last: jiff::Timestamp = status.last_probe_time.as_deref()?.parse().ok()?;
-    let age = jiff::Timestamp::now().duration_since(last).as_secs_f64();
+    let age = now.duration_since(last).as_secs_f64();
     let left = interval.as_secs_f64() - age;
-    (left > 0.0).then(|| std::time::Duration::from_secs_f64(left))
+    (left > 0.0).then(|| Duration::from_secs_f64(left))
 }
 
 async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Result<(), ReconcileError> {
     let (target, key) = target_for(&ctx.client, host).await?;
-    let session = match ctx.pool.lease(&key, &target).await {
-        Ok(session) => session,
-        Err(err) => {
-            ctx.pool.forget(&key).await;
-            return Err(err.into());
-        }
-    };
-    let facts = match session.probe().await {
-        Ok(facts) => facts,
-        Err(err) => {
-            ctx.pool.forget(&key).await;
-            return Err(err.into());
-        }
-    };
+    let session = ctx.pool.lease(&key, &target).await?;
+    let facts = session.probe().await?;
     if session.trusted_on_first_use() {
         pin_host_key(ctx, host, &session.host_key_openssh()).await?;
         let note = format!("pinned host key {} seen on first use", session.host_key_fingerprint());
-        ctx.event(host, false, "HostKeyPinned", &note).await;
+        ctx.event(host, false, reasons::HOST_KEY_PINNED, &note).await;
     }
     let generation = host.metadata.generation;
     status.phase = Some(HostPhase::Available);
@@ -111,13 +123,13 @@ async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Res
     status.last_probe_time = Some(conditions::now());
     let summary = format!("{} {} {}, {} CPUs, kernel {}", facts.os, facts.os_version, facts.arch, facts.cpus, facts.kernel);
     status.facts = Some(facts);
-    conditions::set(&mut status.conditions, REACHABLE, ConditionStatus::True, "Probed", &summary, generation);
+    conditions::set(&mut status.conditions, types::REACHABLE, ConditionStatus::True, reasons::PROBED, &summary, generation);
     let (reason, message) = if host.spec.maintenance {
-        ("Maintenance", "spec.maintenance is set: the host is not selected for new machines")
+        (reasons::MAINTENANCE, "spec.maintenance is set: the host is not selected for new machines")
     } else {
-        ("Available", "free to be claimed")
+        (reasons::AVAILABLE, "free to be claimed")
     };
-    conditions::set(&mut status.conditions, READY, ConditionStatus::True, reason, message, generation);
+    conditions::set(&mut status.conditions, types::READY, ConditionStatus::True, reason, message, generation);
     Ok(())
 }
 
@@ -138,7 +150,10 @@ async fn write_status(ctx: &Context, host: &SSHHost, status: &SSHHostStatus) -> 
 }
 
 /// Requeue policy for errors the reconcile did not handle itself.
-pub fn error_policy(_host: Arc<SSHHost>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, "SSHHost reconcile failed");
+pub fn error_policy(host: Arc<SSHHost>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(namespace = host.metadata.namespace.as_deref().unwrap_or_default(), name = host.metadata.name.as_deref().unwrap_or_default(), error = %err, "SSHHost reconcile failed");
     Action::requeue(err.requeue_after())
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,5 +2,6 @@
 
 pub mod claim;
 pub mod selection;
+pub mod work;
 
 pub use selection::{Selection, Skip, select};

@@ -67,8 +67,13 @@ async fn drain<T, E: std::fmt::Display>(kind: &str, stream: impl futures::Stream
 }
 
 pub async fn run_hosts(client: kube::Client, scope: Scope, ctx: Arc<Context>) -> anyhow::Result<()> {
-    use crate::api::v1alpha1::HostPhase;
-    let controller = Controller::new(api::<SSHHost>(client, &scope.namespace), scope.config());
+    use crate::api::v1alpha1::{HostPhase, SSHMachine};
+    // A machine's phase change wakes the host it holds: the host's phase follows it.
+    let machines = api::<SSHMachine>(client.clone(), &scope.namespace);
+    let controller = Controller::new(api::<SSHHost>(client, &scope.namespace), scope.config()).watches(machines, scope.config(), |machine: SSHMachine| {
+        let namespace = machine.metadata.namespace.clone().unwrap_or_default();
+        machine.spec.host_ref.map(|host| ObjectRef::<SSHHost>::new(&host.name).within(&namespace))
+    });
     let store = controller.store();
     // The same cache is what an unplaced machine chooses from (see Context::host_cache).
     let _ = ctx.host_cache.set(store.clone());
@@ -121,6 +126,8 @@ pub async fn run_machines(client: kube::Client, scope: Scope, ctx: Arc<Context>)
     use crate::controllers::sshmachine;
     let controller = Controller::new(api::<SSHMachine>(client.clone(), &namespace), scope.config());
     let store = controller.store();
+    // The same cache is where the SSHHost controller reads a claimed host's consumer.
+    let _ = ctx.machine_cache.set(store.clone());
     let machines_of_cluster = store.clone();
     let machines_waiting = store.clone();
     let machines = dynamic_api(client.clone(), &namespace, &capi::machine_resource());

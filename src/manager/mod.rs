@@ -46,6 +46,11 @@ pub struct ManagerArgs {
     /// How often unclaimed hosts are probed again, in seconds.
     #[arg(long, default_value_t = 300)]
     pub probe_interval_seconds: u64,
+    /// How often a provisioned machine's host is checked over SSH, in seconds: a host that stops
+    /// answering turns the SSHMachine's Ready condition (and the Machine's InfrastructureReady)
+    /// False with the reason, and True again when it answers.
+    #[arg(long, default_value_t = 60)]
+    pub health_check_interval_seconds: u64,
     /// How many hosts capssh works on over SSH at once.
     #[arg(long, default_value_t = 64)]
     pub max_concurrent_hosts: usize,
@@ -78,14 +83,12 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         let mut registry = state.registry.lock().map_err(|_| anyhow::anyhow!("metrics registry poisoned"))?;
         crate::controllers::metrics::Metrics::register(&mut registry)
     };
-    let mut ctx = crate::controllers::Context::new(
-        client.clone(),
-        args.max_concurrent_hosts,
-        std::time::Duration::from_secs(args.probe_interval_seconds),
-        metrics,
-    );
-    ctx.cleanup_give_up = std::time::Duration::from_secs(args.cleanup_give_up_seconds);
-    let ctx = std::sync::Arc::new(ctx);
+    let timing = crate::controllers::Timing {
+        probe_interval: std::time::Duration::from_secs(args.probe_interval_seconds),
+        health_interval: std::time::Duration::from_secs(args.health_check_interval_seconds.max(1)),
+        cleanup_give_up: std::time::Duration::from_secs(args.cleanup_give_up_seconds),
+    };
+    let ctx = std::sync::Arc::new(crate::controllers::Context::new(client.clone(), args.max_concurrent_hosts, timing, metrics));
     let scope = controllers::Scope { namespace: args.namespace.clone(), watch_filter: args.watch_filter.clone() };
     servers.spawn(controllers::run_hosts(client.clone(), scope.clone(), ctx.clone()));
     servers.spawn(controllers::run_clusters(client.clone(), scope.clone(), ctx.clone()));

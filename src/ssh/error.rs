@@ -1,5 +1,6 @@
 //! What can go wrong talking to a host, worded for the person who has to fix it.
 
+use crate::api::v1alpha1::conditions::reasons;
 use std::time::Duration;
 
 #[derive(thiserror::Error, Debug)]
@@ -60,18 +61,18 @@ impl SshError {
         )
     }
 
-    /// A short CamelCase reason for conditions and events.
+    /// The condition and event reason (constants of the API: see `conditions::reasons`).
     pub fn reason(&self) -> &'static str {
         match self {
-            SshError::Unreachable { .. } | SshError::Timeout { .. } | SshError::Disconnected { .. } => "HostUnreachable",
-            SshError::HostKeyMismatch { .. } => "HostKeyMismatch",
-            SshError::HostKeyNotPinned { .. } => "HostKeyNotPinned",
-            SshError::AuthFailed { .. } | SshError::InvalidKey { .. } => "AuthenticationFailed",
-            SshError::SudoNeedsPassword { .. } => "SudoNeedsPassword",
-            SshError::InvalidPin { .. } => "InvalidHostKeyPin",
-            SshError::CommandTimeout { .. } => "CommandTimedOut",
-            SshError::Protocol { .. } => "SSHProtocolError",
-            SshError::CommandFailed { .. } => "CommandFailed",
+            SshError::Unreachable { .. } | SshError::Timeout { .. } | SshError::Disconnected { .. } => reasons::HOST_UNREACHABLE,
+            SshError::HostKeyMismatch { .. } => reasons::HOST_KEY_MISMATCH,
+            SshError::HostKeyNotPinned { .. } => reasons::HOST_KEY_NOT_PINNED,
+            SshError::AuthFailed { .. } | SshError::InvalidKey { .. } => reasons::AUTHENTICATION_FAILED,
+            SshError::SudoNeedsPassword { .. } => reasons::SUDO_NEEDS_PASSWORD,
+            SshError::InvalidPin { .. } => reasons::INVALID_HOST_KEY_PIN,
+            SshError::CommandTimeout { .. } => reasons::COMMAND_TIMED_OUT,
+            SshError::Protocol { .. } => reasons::SSH_PROTOCOL_ERROR,
+            SshError::CommandFailed { .. } => reasons::COMMAND_FAILED,
         }
     }
 }

@@ -9,9 +9,12 @@
 //!
 //! Every start is also appended to /var/lib/capssh/jobs/journal (`<UTC time> <id> started`),
 //! which outlives the job folders: a person can see what capssh ran on a host, and when.
+//!
+//! The scripts are in `bootstrap/scripts` (job-*.sh); what their output means is decided here,
+//! by pure functions ([`parse_records`], [`judge`]) that the unit tests cover.
 
-use super::session::shell_quote;
 use super::{Session, SshError};
+use crate::bootstrap::scripts::{self, with_inputs};
 use std::time::Duration;
 
 /// Where jobs live on a host.
@@ -19,6 +22,10 @@ pub const JOBS_DIR: &str = "/var/lib/capssh/jobs";
 
 /// One line per job start, never rewritten by capssh.
 pub const JOURNAL: &str = "/var/lib/capssh/jobs/journal";
+
+/// The most of a job's log a person is shown at once (the CLI); what goes into conditions and
+/// events is bounded further by the caller.
+pub const LOG_TAIL_MAX_BYTES: usize = 64 * 1024;
 
 /// A job to run on a host. The id must be stable for the work it names (the same bootstrap of
 /// the same machine always gets the same id) and use only [A-Za-z0-9._-].
@@ -35,20 +42,37 @@ pub enum Start {
 }
 
 /// What a job is doing, as seen on the host.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
     /// Never started on this host.
     Absent,
     Running,
-    Finished {
-        exit_code: i32,
-    },
+    Finished { exit_code: i32 },
     /// Started, not finished, and its process is gone (the host rebooted, or someone killed
     /// it). It is not started again: a person must look at the host.
     Lost,
 }
 
-/// A job's state, the files it was asked about, and the end of its log.
+/// A job as the host records it: its state and, once started, how long ago that was by the
+/// host's own clock (so no clock of ours, nor a condition we wrote, is the job's clock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobRecord {
+    pub state: JobState,
+    pub age: Option<Duration>,
+}
+
+impl JobRecord {
+    pub const ABSENT: JobRecord = JobRecord { state: JobState::Absent, age: None };
+}
+
+/// The records of the jobs asked about, and whether each path asked about exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRecords {
+    pub jobs: Vec<JobRecord>,
+    pub present: Vec<bool>,
+}
+
+/// A job's state and the files it was asked about (the single-job form of [`JobRecords`]).
 #[derive(Debug)]
 pub struct JobStatus {
     pub state: JobState,
@@ -67,98 +91,44 @@ pub fn stable_id(prefix: &str, parts: &[&str]) -> String {
     format!("{prefix}-{hash:016x}")
 }
 
-fn job_dir(id: &str) -> Result<String, SshError> {
+fn check_id(id: &str) -> Result<&str, SshError> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) || id.starts_with('.') {
         return Err(SshError::Protocol { target: "job".into(), reason: format!("invalid job id {id:?}") });
     }
-    Ok(format!("{JOBS_DIR}/{id}"))
+    Ok(id)
 }
 
-impl Session {
-    /// Uploads the script (over stdin) and starts the job, unless it was started before.
-    pub async fn start_job(&self, job: &JobSpec<'_>) -> Result<Start, SshError> {
-        let dir = shell_quote(&job_dir(job.id)?);
-        let id = job.id;
-        // One command: the script arrives on stdin; `mkdir run` decides who starts it.
-        let script = format!(
-            r#"set -eu
-d={dir}
-umask 077
-mkdir -p {JOBS_DIR}
-chmod 0700 /var/lib/capssh {JOBS_DIR}
-mkdir -p "$d"
-if [ -d "$d/run" ]; then echo already-started; exit 0; fi
-# Concurrent starters each write their own temp file; the rename is atomic and the content the same.
-tmp="$d/script.tmp.$$"
-cat > "$tmp"
-if [ -d "$d/run" ]; then rm -f "$tmp"; echo already-started; exit 0; fi
-mv -f "$tmp" "$d/script"
-if ! mkdir "$d/run" 2>/dev/null; then echo already-started; exit 0; fi
-setsid sh -c 'sh "$1/script" > "$1/log" 2>&1; echo $? > "$1/exit.tmp"; mv -f "$1/exit.tmp" "$1/exit"' capssh-job "$d" < /dev/null > /dev/null 2>&1 &
-echo $! > "$d/pid"
-echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) {id} started" >> {JOURNAL}
-echo started"#
-        );
-        let output = self.run_checked(&script, Some(job.script), Duration::from_secs(60)).await?;
-        Ok(if output.stdout_text().trim() == "started" { Start::Started } else { Start::AlreadyStarted })
-    }
-
-    /// The job's state, plus whether each of `paths` exists on the host.
-    pub async fn job_status(&self, id: &str, paths: &[&str]) -> Result<JobStatus, SshError> {
-        let dir = shell_quote(&job_dir(id)?);
-        let mut script = format!(
-            r#"d={dir}
-if [ ! -d "$d/run" ]; then echo absent
-elif [ -f "$d/exit" ]; then echo "exit $(cat "$d/exit")"
-elif [ ! -s "$d/pid" ]; then echo running
-else
-  # Alive means a process in any state but zombie (an unreaped exit is not running).
-  state=$(sed 's/.*) //' "/proc/$(cat "$d/pid")/stat" 2>/dev/null | cut -c1)
-  if [ -n "$state" ] && [ "$state" != Z ]; then echo running
-  elif [ -f "$d/exit" ]; then echo "exit $(cat "$d/exit")"
-  else echo lost
-  fi
-fi
-"#
-        );
-        for path in paths {
-            script.push_str(&format!("if [ -e {} ]; then echo yes; else echo no; fi\n", shell_quote(path)));
-        }
-        let output = self.run_checked(&script, None, Duration::from_secs(30)).await?;
-        let text = output.stdout_text();
-        let mut lines = text.lines();
-        let state = match lines.next().unwrap_or("") {
-            "absent" => JobState::Absent,
-            "running" => JobState::Running,
-            "lost" => JobState::Lost,
-            other => match other.strip_prefix("exit ").and_then(|code| code.trim().parse().ok()) {
-                Some(exit_code) => JobState::Finished { exit_code },
-                None => {
-                    return Err(SshError::Protocol { target: self.target().to_string(), reason: format!("unexpected job status {other:?}") });
-                }
+/// Reads job-records.sh's output for `jobs` ids and `paths` paths.
+pub fn parse_records(text: &str, jobs: usize, paths: usize) -> Result<JobRecords, String> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut records = JobRecords { jobs: Vec::with_capacity(jobs), present: Vec::with_capacity(paths) };
+    for _ in 0..jobs {
+        let line = lines.next().ok_or("fewer job lines than jobs asked about")?;
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let age = |field: Option<&&str>| field.and_then(|f| f.parse::<u64>().ok()).map(Duration::from_secs);
+        let record = match fields.as_slice() {
+            ["absent"] => JobRecord::ABSENT,
+            ["running", rest @ ..] => JobRecord { state: JobState::Running, age: age(rest.first()) },
+            ["lost", rest @ ..] => JobRecord { state: JobState::Lost, age: age(rest.first()) },
+            ["exit", code, rest @ ..] => match code.parse() {
+                Ok(exit_code) => JobRecord { state: JobState::Finished { exit_code }, age: age(rest.first()) },
+                Err(_) => return Err(format!("unexpected job status {line:?}")),
             },
+            _ => return Err(format!("unexpected job status {line:?}")),
         };
-        let present = lines.map(|line| line == "yes").collect();
-        Ok(JobStatus { state, present })
+        records.jobs.push(record);
     }
-
-    /// Forgets a finished job: its folder goes (the journal keeps its start), so the same id
-    /// could start again.
-    pub async fn remove_job(&self, id: &str) -> Result<(), SshError> {
-        let dir = shell_quote(&job_dir(id)?);
-        self.run_checked(&format!("rm -rf {dir}"), None, Duration::from_secs(30)).await?;
-        Ok(())
+    for _ in 0..paths {
+        match lines.next() {
+            Some("yes") => records.present.push(true),
+            Some("no") => records.present.push(false),
+            other => return Err(format!("unexpected path status {other:?}")),
+        }
     }
-
-    /// The last `lines` lines of the job's log, as written (redact before showing anyone).
-    pub async fn job_log_tail(&self, id: &str, lines: usize) -> Result<String, SshError> {
-        let dir = shell_quote(&job_dir(id)?);
-        let output = self.run_checked(&format!("tail -n {lines} {dir}/log 2>/dev/null || true"), None, Duration::from_secs(30)).await?;
-        Ok(output.stdout_text())
-    }
+    Ok(records)
 }
 
-/// Where a job stands after [`Session::advance_job`].
+/// Where a job stands.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Progress {
     /// Still running (possibly just started).
@@ -169,34 +139,89 @@ pub enum Progress {
     Failed { reason: String, log_tail: String },
 }
 
+/// What a job's record says, before its log is read: success is exit 0 **and** every required
+/// path present (for a bootstrap, the Cluster API sentinel).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not started yet: start it.
+    Start,
+    Running,
+    Succeeded,
+    /// Failed for this reason; read the log for the rest.
+    Failed(String),
+}
+
+pub fn judge(id: &str, state: JobState, required: &[&str], present: &[bool]) -> Verdict {
+    match state {
+        JobState::Absent => Verdict::Start,
+        JobState::Running => Verdict::Running,
+        JobState::Finished { exit_code: 0 } => match required.iter().zip(present.iter().chain(std::iter::repeat(&false))).find(|(_, p)| !**p) {
+            None => Verdict::Succeeded,
+            Some((path, _)) => Verdict::Failed(format!("the job exited 0 but {path} is missing")),
+        },
+        JobState::Finished { exit_code } => Verdict::Failed(format!("the job exited with status {exit_code}")),
+        JobState::Lost => Verdict::Failed(format!(
+            "the job's process is gone without an exit status (host rebooted or process killed); inspect {JOBS_DIR}/{id} on the host"
+        )),
+    }
+}
+
 impl Session {
-    /// Starts the job if it never ran on this host, otherwise re-attaches, and judges it:
-    /// success is exit 0 **and** every path in `required` present (for a bootstrap, the
-    /// Cluster API sentinel). Called again and again until it is no longer Running; never
-    /// starts a job twice.
+    /// Uploads the script (over stdin) and starts the job, unless it was started before.
+    pub async fn start_job(&self, job: &JobSpec<'_>) -> Result<Start, SshError> {
+        let script = with_inputs(scripts::JOB_START, &[("JOBS_DIR", JOBS_DIR), ("JOB_ID", check_id(job.id)?), ("JOURNAL", JOURNAL)]);
+        let output = self.run_checked(&script, Some(job.script), Duration::from_secs(60)).await?;
+        Ok(if output.stdout_text().trim() == "started" { Start::Started } else { Start::AlreadyStarted })
+    }
+
+    /// The records of several jobs, and whether each of `paths` exists: one round trip.
+    pub async fn job_records(&self, ids: &[&str], paths: &[&str]) -> Result<JobRecords, SshError> {
+        let ids = ids.iter().map(|id| check_id(id)).collect::<Result<Vec<_>, _>>()?;
+        let script = with_inputs(scripts::JOB_RECORDS, &[("JOBS_DIR", JOBS_DIR), ("JOB_IDS", &ids.join(" ")), ("PATHS", &paths.join("\n"))]);
+        let output = self.run_checked(&script, None, Duration::from_secs(30)).await?;
+        parse_records(&output.stdout_text(), ids.len(), paths.len()).map_err(|reason| SshError::Protocol { target: self.target().to_string(), reason })
+    }
+
+    /// The job's state, plus whether each of `paths` exists on the host.
+    pub async fn job_status(&self, id: &str, paths: &[&str]) -> Result<JobStatus, SshError> {
+        let records = self.job_records(&[id], paths).await?;
+        Ok(JobStatus { state: records.jobs[0].state, present: records.present })
+    }
+
+    /// Forgets a finished job: its folder goes (the journal keeps its start), so the same id
+    /// could start again.
+    pub async fn remove_job(&self, id: &str) -> Result<(), SshError> {
+        let script = with_inputs(scripts::JOB_REMOVE, &[("JOBS_DIR", JOBS_DIR), ("JOB_ID", check_id(id)?)]);
+        self.run_checked(&script, None, Duration::from_secs(30)).await?;
+        Ok(())
+    }
+
+    /// The last `lines` lines of the job's log, at most [`LOG_TAIL_MAX_BYTES`], as written
+    /// (redact before showing anyone).
+    pub async fn job_log_tail(&self, id: &str, lines: usize) -> Result<String, SshError> {
+        self.job_log_tail_bounded(id, lines, LOG_TAIL_MAX_BYTES).await
+    }
+
+    /// The last `lines` lines of the job's log, at most `max_bytes` of them.
+    pub async fn job_log_tail_bounded(&self, id: &str, lines: usize, max_bytes: usize) -> Result<String, SshError> {
+        let (lines, bytes) = (lines.to_string(), max_bytes.to_string());
+        let script = with_inputs(scripts::JOB_LOG_TAIL, &[("JOBS_DIR", JOBS_DIR), ("JOB_ID", check_id(id)?), ("LINES", &lines), ("BYTES", &bytes)]);
+        let output = self.run_checked(&script, None, Duration::from_secs(30)).await?;
+        Ok(output.stdout_text())
+    }
+
+    /// Starts the job if it never ran on this host, otherwise re-attaches, and judges it (see
+    /// [`judge`]). Called again and again until it is no longer Running; never starts a job twice.
     pub async fn advance_job(&self, job: &JobSpec<'_>, required: &[&str], log_lines: usize) -> Result<Progress, SshError> {
         let mut status = self.job_status(job.id, required).await?;
         if status.state == JobState::Absent {
             self.start_job(job).await?;
             status = self.job_status(job.id, required).await?;
         }
-        let failed = |reason: String, log_tail: String| Progress::Failed { reason, log_tail };
-        Ok(match status.state {
-            JobState::Absent | JobState::Running => Progress::Running,
-            JobState::Finished { exit_code: 0 } => match required.iter().zip(&status.present).find(|(_, present)| !**present) {
-                None => Progress::Succeeded,
-                Some((path, _)) => failed(format!("the job exited 0 but {path} is missing"), self.job_log_tail(job.id, log_lines).await?),
-            },
-            JobState::Finished { exit_code } => {
-                failed(format!("the job exited with status {exit_code}"), self.job_log_tail(job.id, log_lines).await?)
-            }
-            JobState::Lost => failed(
-                format!(
-                    "the job's process is gone without an exit status (host rebooted or process killed); inspect {JOBS_DIR}/{} on the host",
-                    job.id
-                ),
-                self.job_log_tail(job.id, log_lines).await?,
-            ),
+        Ok(match judge(job.id, status.state, required, &status.present) {
+            Verdict::Start | Verdict::Running => Progress::Running,
+            Verdict::Succeeded => Progress::Succeeded,
+            Verdict::Failed(reason) => Progress::Failed { reason, log_tail: self.job_log_tail(job.id, log_lines).await? },
         })
     }
 }
@@ -207,9 +232,60 @@ mod tests {
 
     #[test]
     fn job_ids_cannot_escape_the_jobs_folder() {
-        assert!(job_dir("bootstrap-3f2a.v1").is_ok());
+        assert!(check_id("bootstrap-3f2a.v1").is_ok());
         for bad in ["", "../etc", "a/b", ".hidden", "a b", "x;rm"] {
-            assert!(job_dir(bad).is_err(), "{bad}");
+            assert!(check_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn records_are_parsed_in_order() {
+        let text = "absent\nrunning 12\nexit 0 30\nexit 2 5\nlost 700\nyes\nno\n";
+        let records = parse_records(text, 5, 2).unwrap();
+        assert_eq!(records.jobs[0], JobRecord::ABSENT);
+        assert_eq!(records.jobs[1], JobRecord { state: JobState::Running, age: Some(Duration::from_secs(12)) });
+        assert_eq!(records.jobs[2].state, JobState::Finished { exit_code: 0 });
+        assert_eq!(records.jobs[3].state, JobState::Finished { exit_code: 2 });
+        assert_eq!(records.jobs[4], JobRecord { state: JobState::Lost, age: Some(Duration::from_secs(700)) });
+        assert_eq!(records.present, vec![true, false]);
+    }
+
+    #[test]
+    fn short_or_strange_output_is_an_error_not_a_guess() {
+        assert!(parse_records("absent\n", 2, 0).is_err());
+        assert!(parse_records("exit x 3\n", 1, 0).is_err());
+        assert!(parse_records("Welcome to host!\nabsent\n", 1, 0).is_err());
+        assert!(parse_records("absent\nmaybe\n", 1, 1).is_err());
+    }
+
+    #[test]
+    fn success_needs_exit_zero_and_every_required_path() {
+        let sentinel = ["/run/cluster-api/bootstrap-success.complete"];
+        assert_eq!(judge("j", JobState::Absent, &sentinel, &[false]), Verdict::Start);
+        assert_eq!(judge("j", JobState::Running, &sentinel, &[false]), Verdict::Running);
+        assert_eq!(judge("j", JobState::Finished { exit_code: 0 }, &sentinel, &[true]), Verdict::Succeeded);
+        assert!(matches!(judge("j", JobState::Finished { exit_code: 0 }, &sentinel, &[false]), Verdict::Failed(r) if r.contains("is missing")));
+        assert!(matches!(judge("j", JobState::Finished { exit_code: 0 }, &sentinel, &[]), Verdict::Failed(_)));
+        assert!(matches!(judge("j", JobState::Finished { exit_code: 1 }, &[], &[]), Verdict::Failed(r) if r.contains("status 1")));
+        assert!(matches!(judge("j", JobState::Lost, &[], &[]), Verdict::Failed(r) if r.contains("process is gone")));
+    }
+
+    #[test]
+    fn the_records_script_reports_what_is_on_disk() {
+        let root = std::env::temp_dir().join(format!("capssh-records-{}", std::process::id()));
+        let jobs = root.join("jobs");
+        std::fs::create_dir_all(jobs.join("done/run")).unwrap();
+        std::fs::write(jobs.join("done/exit"), "3\n").unwrap();
+        std::fs::create_dir_all(jobs.join("gone/run")).unwrap();
+        std::fs::write(jobs.join("gone/pid"), "999999999\n").unwrap();
+        let paths = format!("{}\n{}", jobs.join("done/exit").display(), jobs.join("nothing").display());
+        let script = with_inputs(scripts::JOB_RECORDS, &[("JOBS_DIR", &jobs.to_string_lossy()), ("JOB_IDS", "done gone never"), ("PATHS", &paths)]);
+        let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+        let records = parse_records(&String::from_utf8_lossy(&out.stdout), 3, 2).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(records.jobs[0].state, JobState::Finished { exit_code: 3 });
+        assert_eq!(records.jobs[1].state, JobState::Lost);
+        assert_eq!(records.jobs[2], JobRecord::ABSENT);
+        assert_eq!(records.present, vec![true, false]);
     }
 }

@@ -36,7 +36,7 @@ impl SessionPool {
     /// a re-pinned host is verified again on a fresh connection.
     pub async fn lease(&self, key: &str, target: &Target) -> Result<Lease, SshError> {
         let permit = self.limit.clone().acquire_owned().await.expect("the pool's semaphore is never closed");
-        if let Some(session) = self.sessions.lock().await.get(key).filter(|s| !s.is_closed()).cloned() {
+        if let Some(session) = self.sessions.lock().await.get(key).filter(|s| s.is_usable()).cloned() {
             return Ok(Lease { session, _permit: permit });
         }
         let session = Arc::new(Session::connect(target, &self.timeouts).await?);
@@ -44,7 +44,8 @@ impl SessionPool {
         Ok(Lease { session, _permit: permit })
     }
 
-    /// Drops the connection stored under `key` (after an error, or when the host is released).
+    /// Drops the connection stored under `key` (when the host is released). A session that
+    /// failed needs no call: it marked itself broken and is replaced on the next lease.
     pub async fn forget(&self, key: &str) {
         self.sessions.lock().await.remove(key);
     }

@@ -2,17 +2,9 @@
 
 use super::{Session, SshError};
 use crate::api::v1alpha1::HostFacts;
+use crate::bootstrap::scripts::PROBE;
 use std::time::Duration;
 
-const PROBE: &str = r#". /etc/os-release 2>/dev/null
-echo "os=${ID:-unknown}"
-echo "os_version=${VERSION_ID:-}"
-echo "arch=$(uname -m)"
-echo "kernel=$(uname -r)"
-echo "hostname=$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)"
-echo "cpus=$(getconf _NPROCESSORS_ONLN)"
-awk '/^MemTotal:/ {print "memory_kib=" $2}' /proc/meminfo
-echo "uid=$(id -u)""#;
 
 impl Session {
     pub async fn probe(&self) -> Result<HostFacts, SshError> {

@@ -118,6 +118,9 @@ pub struct Session {
     user: String,
     host_key: PublicKey,
     trusted_on_first_use: bool,
+    /// Set by the first failure that may have left the connection unusable: the pool then
+    /// opens a new one instead of handing this out again.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -138,6 +141,7 @@ impl Session {
             user: target.host.user.clone(),
             host_key,
             trusted_on_first_use: verdict == Verdict::TrustedOnFirstUse,
+            broken: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -164,20 +168,37 @@ impl Session {
         self.handle.is_closed()
     }
 
+    /// Whether the pool may hand this session out again: open, and no failure since that may
+    /// have broken it.
+    pub fn is_usable(&self) -> bool {
+        !self.is_closed() && !self.broken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Runs a shell command as root. `stdin` is fed to it (use it for anything secret: it never
     /// shows up in `ps`). `timeout` kills the command on the host when it runs too long.
     pub async fn run(&self, shell: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, SshError> {
         self.run_streaming(shell, stdin, timeout, |_, _| {}).await
     }
 
-    /// Like [`Session::run`], calling `sink(is_stderr, chunk)` as output arrives.
+    /// Like [`Session::run`], calling `sink(is_stderr, chunk)` as output arrives. Any failure
+    /// but a refused sudo marks the session broken (see [`Session::is_usable`]).
     pub async fn run_streaming(
         &self,
         shell: &str,
         stdin: Option<&[u8]>,
         timeout: Duration,
-        mut sink: impl FnMut(bool, &[u8]),
+        sink: impl FnMut(bool, &[u8]),
     ) -> Result<Output, SshError> {
+        let result = self.exec(shell, stdin, timeout, sink).await;
+        if let Err(err) = &result {
+            if !matches!(err, SshError::SudoNeedsPassword { .. }) {
+                self.broken.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    async fn exec(&self, shell: &str, stdin: Option<&[u8]>, timeout: Duration, mut sink: impl FnMut(bool, &[u8])) -> Result<Output, SshError> {
         let command = self.privileged(shell, timeout);
         let lost = |err: russh::Error| SshError::Disconnected { target: self.target.clone(), reason: err.to_string() };
         let mut channel = self.handle.channel_open_session().await.map_err(lost)?;

@@ -1,6 +1,7 @@
 //! API version v1alpha1 of group infrastructure.cluster.x-k8s.io.
 
 mod common;
+pub mod conditions;
 mod preparation;
 mod sshcluster;
 mod sshhost;

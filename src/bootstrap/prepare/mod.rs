@@ -9,6 +9,7 @@
 //! versions, is left alone (the fast path: nothing is rewritten). A script that fails prints a
 //! last line `capssh-prepare: <Reason>: <message>` that [`failure`] reads.
 
+use crate::api::v1alpha1::conditions::reasons;
 use crate::api::v1alpha1::{HostFacts, Preparation, PreparationMode};
 use crate::bootstrap::shell::quote;
 
@@ -22,10 +23,7 @@ pub const DEFAULT_PACKAGE_REPOSITORY: &str = "https://pkgs.k8s.io";
 /// Architectures capssh prepares (Kubernetes' names, as in the SSHHost facts).
 pub const ARCHITECTURES: &[&str] = &["amd64", "arm64", "ppc64le", "s390x"];
 
-const LIB: &str = include_str!("lib.sh");
-const ARTIFACTS: &str = include_str!("artifacts.sh");
-const PACKAGES: &str = include_str!("packages.sh");
-const VERIFY: &str = include_str!("verify.sh");
+use crate::bootstrap::scripts::{PREPARE_ARTIFACTS as ARTIFACTS, PREPARE_LIB as LIB, PREPARE_PACKAGES as PACKAGES, PREPARE_VERIFY as VERIFY};
 
 /// Families of operating systems capssh can prepare, from /etc/os-release's ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,12 +76,12 @@ impl PrepareError {
     /// The condition reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            PrepareError::MissingVersion => "MissingVersion",
-            PrepareError::InvalidVersion { .. } => "InvalidVersion",
-            PrepareError::UnsupportedOs { .. } => "UnsupportedOS",
-            PrepareError::UnsupportedArch { .. } => "UnsupportedArch",
-            PrepareError::InvalidSource { .. } => "InvalidSource",
-            PrepareError::VersionMismatch { .. } => "VersionMismatch",
+            PrepareError::MissingVersion => reasons::MISSING_VERSION,
+            PrepareError::InvalidVersion { .. } => reasons::INVALID_VERSION,
+            PrepareError::UnsupportedOs { .. } => reasons::UNSUPPORTED_OS,
+            PrepareError::UnsupportedArch { .. } => reasons::UNSUPPORTED_ARCH,
+            PrepareError::InvalidSource { .. } => reasons::INVALID_SOURCE,
+            PrepareError::VersionMismatch { .. } => reasons::VERSION_MISMATCH,
         }
     }
 }

@@ -1,58 +1,60 @@
 //! SSHMachine: claim a host, prepare it (when asked), run the bootstrap data on it as a
-//! host-side job, report; on delete, reset and verify the host, then release it (or quarantine
-//! it). Pause is checked before anything else, delete included: `clusterctl move` deletes
-//! source objects while paused.
+//! host-side job, keep Ready current; on delete, reset and verify the host, then release it
+//! (or quarantine it).
+//!
+//! One reconcile: fetch the Cluster → leave alone / pause → finalizer → the normal path
+//! (`normal.rs`) or the delete path (`delete.rs`), each a list of named steps. A step sets its
+//! condition in a [`report::Report`] and either goes on or ends the reconcile with an
+//! [`report::Outcome`]; `Report::finish` is the one place that writes status, publishes events
+//! and picks the requeue. The decisions are pure functions (`decisions.rs`); what is done to a
+//! host is `hosts::work`, shared with the CLI.
 
+mod claim;
+mod decisions;
 mod delete;
 mod normal;
 mod prepare;
+mod report;
 
-pub use delete::{CLEANUP_SCRIPT, cleanup_job_id};
-pub use prepare::HOST_PREPARED;
-
-use super::capi::{CLUSTER_NAME_LABEL, get_cluster, is_externally_managed, is_paused};
-use super::conditions::{self, READY};
+use super::capi::{CLUSTER_NAME_LABEL, get_cluster};
 use super::{Context, ReconcileError};
-use crate::api::v1alpha1::{ConditionStatus, HostPhase, MachinePhase, SSHHost, SSHMachine, SSHMachineStatus};
-use kube::api::{Api, Patch, PatchParams};
+use crate::api::v1alpha1::conditions::{reasons, types};
+use crate::api::v1alpha1::{ConditionStatus, SSHMachine};
+use decisions::Entry;
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
-use serde_json::json;
+use report::{Outcome, Report};
 use std::sync::Arc;
 
+pub use crate::hosts::work::{provider_id, reset_job_id};
+
 pub const FINALIZER: &str = "sshmachine.infrastructure.cluster.x-k8s.io";
-pub const PAUSED: &str = "Paused";
-pub const HOST_CLAIMED: &str = "HostClaimed";
-pub const HOST_CONNECTED: &str = "HostConnected";
-pub const BOOTSTRAP_SUCCEEDED: &str = "BootstrapSucceeded";
-pub const HOST_RELEASED: &str = "HostReleased";
 /// clusterctl move marks each source object with it before deleting it (and stripping its
 /// finalizers): that delete is a hand-over, never a reason to reset a host.
 pub const DELETE_FOR_MOVE_ANNOTATION: &str = "clusterctl.cluster.x-k8s.io/delete-for-move";
 
 pub async fn reconcile(machine: Arc<SSHMachine>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     tracing::debug!(kind = "SSHMachine", name = machine.metadata.name.as_deref().unwrap_or_default(), "reconcile");
-    let moving = machine.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(DELETE_FOR_MOVE_ANNOTATION));
-    if is_externally_managed(&machine.metadata) || moving {
-        return Ok(Action::await_change());
-    }
     let namespace = machine.metadata.namespace.clone().unwrap_or_default();
-    let cluster_name = machine.metadata.labels.as_ref().and_then(|l| l.get(CLUSTER_NAME_LABEL)).cloned();
-    let cluster = match &cluster_name {
+    let cluster = match machine.metadata.labels.as_ref().and_then(|l| l.get(CLUSTER_NAME_LABEL)) {
         Some(name) => get_cluster(&ctx.client, &namespace, name).await?,
         None => None,
     };
-    if is_paused(cluster.as_ref(), &machine.metadata) {
-        let mut step = Step::new(&machine);
-        step.set(PAUSED, ConditionStatus::True, "Paused", "the Cluster or this object is paused: no host is touched");
-        step.save(&ctx).await?;
-        return Ok(Action::await_change());
+    match decisions::entry(&machine.metadata, cluster.as_ref()) {
+        Entry::LeaveAlone => return Ok(Action::await_change()),
+        Entry::Paused => {
+            let mut report = Report::new(&machine);
+            report.set(types::PAUSED, ConditionStatus::True, reasons::PAUSED, "the Cluster or this object is paused: no host is touched");
+            return report.finish(&ctx, Outcome::AwaitChange).await;
+        }
+        Entry::Proceed => {}
     }
     let api: Api<SSHMachine> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, machine, |event| async {
         match event {
-            Event::Apply(machine) => normal::reconcile(machine, &ctx, cluster).await,
-            Event::Cleanup(machine) => delete::reconcile(machine, &ctx).await,
+            Event::Apply(machine) => normal::reconcile_normal(&machine, &ctx, cluster).await,
+            Event::Cleanup(machine) => delete::reconcile_delete(&machine, &ctx).await,
         }
     })
     .await
@@ -63,49 +65,12 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: Arc<Context>) -> Result<Ac
     })
 }
 
-pub fn error_policy(_machine: Arc<SSHMachine>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(machine: Arc<SSHMachine>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    let name = machine.metadata.name.as_deref().unwrap_or_default();
+    let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
     match err {
-        ReconcileError::StillWorking { .. } => tracing::debug!(status = %err, "SSHMachine still working"),
-        _ => tracing::warn!(error = %err, "SSHMachine reconcile failed"),
+        ReconcileError::StillWorking { .. } => tracing::debug!(namespace, name, status = %err, "SSHMachine still working"),
+        _ => tracing::warn!(namespace, name, error = %err, "SSHMachine reconcile failed"),
     }
     Action::requeue(err.requeue_after())
-}
-
-/// The status being built by one reconcile, written once at the end of a step.
-struct Step<'a> {
-    machine: &'a SSHMachine,
-    status: SSHMachineStatus,
-}
-
-impl<'a> Step<'a> {
-    fn new(machine: &'a SSHMachine) -> Self {
-        Self { machine, status: machine.status.clone().unwrap_or_default() }
-    }
-
-    fn set(&mut self, kind: &str, status: ConditionStatus, reason: &str, message: &str) {
-        conditions::set(&mut self.status.conditions, kind, status, reason, message, self.machine.metadata.generation);
-    }
-
-    /// Sets a step's condition and mirrors it into Ready (which Cluster API copies into the
-    /// Machine's InfrastructureReady), with the phase people see.
-    fn wait(&mut self, kind: &str, reason: &str, message: &str, phase: MachinePhase) {
-        self.set(kind, ConditionStatus::False, reason, message);
-        self.set(READY, ConditionStatus::False, reason, message);
-        self.status.phase = Some(phase);
-    }
-
-    async fn save(&self, ctx: &Context) -> Result<(), ReconcileError> {
-        super::apply_status(ctx, self.machine, self.machine.status.as_ref(), &self.status).await
-    }
-}
-
-/// Records a claimed host's phase (a merge patch: the SSHHost controller owns the rest).
-async fn set_host_phase(ctx: &Context, host: &SSHHost, phase: HostPhase) -> Result<(), ReconcileError> {
-    if host.status.as_ref().and_then(|s| s.phase) == Some(phase) {
-        return Ok(());
-    }
-    let api: Api<SSHHost> = Api::namespaced(ctx.client.clone(), host.metadata.namespace.as_deref().unwrap_or_default());
-    api.patch_status(host.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": phase}})))
-        .await?;
-    Ok(())
 }

@@ -1,4 +1,4 @@
-#!/bin/sh
+# shellcheck shell=sh
 # capssh host cleanup: undo what kubeadm and the bootstrap did, so the host can join again.
 # Every step tolerates a host where that part never existed; the verification that follows
 # decides whether the host is clean.

@@ -1,0 +1,112 @@
+//! The claim step: the host this machine runs on — claimed before, pinned in spec.hostRef, or
+//! chosen from the pool now — recorded in spec.hostRef and spec.providerID.
+
+use super::normal::Inputs;
+use super::report::{Outcome, Report, Step};
+use crate::api::v1alpha1::conditions::{reasons, types};
+use crate::api::v1alpha1::{ConditionStatus, MachinePhase, SSHCluster, SSHHost, SSHMachine};
+use crate::controllers::{Context, ReconcileError, timing};
+use crate::hosts::claim::{ClaimOutcome, claim};
+use crate::hosts::selection::{FailureDomainRequirement, select};
+use crate::hosts::work::provider_id;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: &Inputs, report: &mut Report<'_>) -> Step<SSHHost> {
+    let namespace = machine.metadata.namespace.clone().unwrap_or_default();
+    let name = machine.metadata.name.clone().unwrap_or_default();
+    let hosts: Api<SSHHost> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A recorded (or pinned) host is read by name; only an unplaced machine looks at the pool.
+    let candidates: Vec<Arc<SSHHost>> = match &machine.spec.host_ref {
+        Some(pinned) => {
+            let host = hosts.get_opt(&pinned.name).await?;
+            if let Some(host) = host.as_ref().filter(|h| h.spec.consumer_ref.as_ref().is_some_and(|c| c.name == name)) {
+                record_host(ctx, machine, host).await?; // no API call when already recorded
+                return Ok(claimed(report, host.clone()));
+            }
+            host.into_iter().map(Arc::new).collect()
+        }
+        None => pool(ctx, &hosts, &namespace).await?,
+    };
+    let label = failure_domain_label(ctx, &namespace, &inputs.cluster).await?;
+    let domain = inputs.owner.data.pointer("/spec/failureDomain").and_then(Value::as_str);
+    let requirement = match (label.as_deref(), domain) {
+        (Some(label), Some(value)) => Some(FailureDomainRequirement { label, value }),
+        _ => None,
+    };
+    let selection = select(&candidates, &name, &machine.spec.host_selector, requirement);
+    let Some(chosen) = selection.chosen else {
+        let message = match &machine.spec.host_ref {
+            Some(pinned) if candidates.is_empty() => format!("the pinned host {} does not exist", pinned.name),
+            _ => selection.explain(),
+        };
+        report.wait(types::HOST_CLAIMED, reasons::NO_HOST_AVAILABLE, &message, MachinePhase::WaitingForHost);
+        return Err(Outcome::After(timing::NO_HOST_RETRY));
+    };
+    let host = if chosen.spec.consumer_ref.as_ref().is_some_and(|c| c.name == name) {
+        chosen.clone()
+    } else {
+        match claim(&hosts, chosen, &name).await? {
+            ClaimOutcome::Claimed(host) => {
+                report.note(reasons::CLAIMED_EVENT, format!("claimed host {}", host.metadata.name.as_deref().unwrap_or_default()));
+                host
+            }
+            ClaimOutcome::LostRace => {
+                let message = "another machine claimed the chosen host first; choosing again";
+                report.wait(types::HOST_CLAIMED, reasons::CLAIM_CONFLICT, message, MachinePhase::WaitingForHost);
+                return Err(Outcome::After(timing::CLAIM_RETRY));
+            }
+        }
+    };
+    record_host(ctx, machine, &host).await?;
+    Ok(claimed(report, host))
+}
+
+fn claimed(report: &mut Report<'_>, host: SSHHost) -> SSHHost {
+    report.set(types::HOST_CLAIMED, ConditionStatus::True, reasons::CLAIMED, &format!("host {}", host.metadata.name.as_deref().unwrap_or_default()));
+    host
+}
+
+/// The namespace's hosts from the SSHHost controller's watch cache, shared, not copied: N
+/// machines choosing at once would otherwise hold N copies of the pool. An empty cache (not
+/// synced yet, or no hosts) is asked of the API server instead.
+async fn pool(ctx: &Context, hosts: &Api<SSHHost>, namespace: &str) -> Result<Vec<Arc<SSHHost>>, ReconcileError> {
+    let cached: Vec<Arc<SSHHost>> = ctx
+        .host_cache
+        .get()
+        .map(|store| store.state().into_iter().filter(|h| h.metadata.namespace.as_deref() == Some(namespace)).collect())
+        .unwrap_or_default();
+    if !cached.is_empty() {
+        return Ok(cached);
+    }
+    Ok(hosts.list(&ListParams::default()).await?.items.into_iter().map(Arc::new).collect())
+}
+
+/// One host by name: from the watch cache when it holds it, else from the API server.
+pub(super) async fn host_by_name(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Arc<SSHHost>>, ReconcileError> {
+    let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+    if let Some(host) = ctx.host_cache.get().and_then(|store| store.get(&key)) {
+        return Ok(Some(host));
+    }
+    Ok(Api::<SSHHost>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.map(Arc::new))
+}
+
+/// spec.hostRef and spec.providerID, written once (both are immutable afterwards).
+async fn record_host(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<(), ReconcileError> {
+    let host_name = host.metadata.name.clone().unwrap_or_default();
+    let provider_id = provider_id(host.metadata.namespace.as_deref().unwrap_or_default(), &host_name);
+    if machine.spec.host_ref.as_ref().map(|h| h.name.as_str()) == Some(host_name.as_str()) && machine.spec.provider_id.as_deref() == Some(provider_id.as_str()) {
+        return Ok(());
+    }
+    let api: Api<SSHMachine> = Api::namespaced(ctx.client.clone(), machine.metadata.namespace.as_deref().unwrap_or_default());
+    let patch = json!({"spec": {"hostRef": {"name": host_name}, "providerID": provider_id}});
+    api.patch(machine.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+async fn failure_domain_label(ctx: &Context, namespace: &str, cluster: &DynamicObject) -> Result<Option<String>, ReconcileError> {
+    let Some(name) = cluster.data.pointer("/spec/infrastructureRef/name").and_then(Value::as_str) else { return Ok(None) };
+    let sshcluster = Api::<SSHCluster>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?;
+    Ok(sshcluster.and_then(|c| c.spec.failure_domains).map(|fd| fd.host_label))
+}

@@ -1,0 +1,66 @@
+//! Timing policy, in one place: how often capssh looks again, and how long it waits before
+//! giving up. The manager's flags set the configurable part ([`Timing`]); the rest are
+//! constants because nobody has needed to change them.
+
+use std::time::Duration;
+
+/// The configurable intervals (manager flags).
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// How often a free host is probed again (`--probe-interval-seconds`).
+    pub probe_interval: Duration,
+    /// How often a provisioned machine's host is checked, to keep Ready current
+    /// (`--health-check-interval-seconds`).
+    pub health_interval: Duration,
+    /// How long a deleted machine's host may stay unreachable or dirty before it is
+    /// quarantined (`--cleanup-give-up-seconds`).
+    pub cleanup_give_up: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self { probe_interval: Duration::from_secs(300), health_interval: Duration::from_secs(60), cleanup_give_up: Duration::from_secs(300) }
+    }
+}
+
+/// A running bootstrap job is looked at again after this.
+pub const BOOTSTRAP_POLL: Duration = Duration::from_secs(3);
+/// A running preparation job is looked at again after this.
+pub const PREPARE_POLL: Duration = Duration::from_secs(5);
+/// A running reset job is looked at again after this.
+pub const RESET_POLL: Duration = Duration::from_secs(3);
+/// A reset that failed, or a host that could not be reached to reset it, is tried again after
+/// this (until `Timing::cleanup_give_up`).
+pub const RESET_RETRY: Duration = Duration::from_secs(15);
+/// A lost claim race: other hosts may still be free, so choose again soon. (A second lost race
+/// writes the same status, so no watch event would wake the machine before this.)
+pub const CLAIM_RETRY: Duration = Duration::from_secs(1);
+/// No host free: a host being released wakes the machine; this is the fallback.
+pub const NO_HOST_RETRY: Duration = Duration::from_secs(30);
+/// Invalid bootstrap data: Secrets are not watched, so look again now and then.
+pub const INVALID_DATA_RETRY: Duration = Duration::from_secs(60);
+/// Mode None with a host at another version: checked again after this.
+pub const VERSION_RECHECK: Duration = Duration::from_secs(60);
+/// A preparation capssh refuses (spec, Machine or host facts): the watch on the object brings
+/// the machine back when the spec changes; the host's facts only with this.
+pub const REFUSED_PREPARATION_RECHECK: Duration = Duration::from_secs(120);
+/// A failed job is never run again by itself; its machine is looked at now and then.
+pub const FAILED_JOB_RECHECK: Duration = Duration::from_secs(300);
+/// A bootstrap past spec.bootstrapTimeoutSeconds is left running and looked at again after this.
+pub const TIMED_OUT_RECHECK: Duration = Duration::from_secs(60);
+/// SSHCluster: hosts come and go; their failure-domain labels are read again after this.
+pub const CLUSTER_RESYNC: Duration = Duration::from_secs(60);
+
+/// Requeues after an error (see `ReconcileError::requeue_after`).
+pub mod errors {
+    use std::time::Duration;
+    /// Conflicts and API hiccups: soon.
+    pub const API: Duration = Duration::from_secs(2);
+    /// The host may answer again by itself.
+    pub const TRANSIENT_SSH: Duration = Duration::from_secs(15);
+    /// Often only not yet: objects applied together, or moved by clusterctl, arrive in any order.
+    pub const MISSING_SECRET: Duration = Duration::from_secs(10);
+    /// A person has to change something (a Secret, a pin, sudoers): check back slowly; the
+    /// watch on the object brings it back at once when they edit it.
+    pub const NEEDS_A_PERSON: Duration = Duration::from_secs(120);
+}
