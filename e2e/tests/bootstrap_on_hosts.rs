@@ -185,3 +185,26 @@ fn hosts_check_prints_facts_or_the_reason() {
     let out = capssh_on(&farm, 0, PASSWORD_SUDO_USER, &["hosts", "check"]);
     assert_eq!(out.status.code(), Some(6), "sudo needs a password: {}", text(&out));
 }
+
+#[test]
+fn reset_run_resets_a_bootstrapped_host_with_the_controllers_reset_and_verification() {
+    let farm = HostFarm::start("reset-cli", 1).unwrap();
+    let data = "#cloud-config\nruncmd:\n  - mkdir -p /etc/kubernetes/manifests /run/cluster-api\n  - echo pod > /etc/kubernetes/manifests/etcd.yaml\n  - echo conf > /etc/kubernetes/kubelet.conf\n  - echo success > /run/cluster-api/bootstrap-success.complete\n";
+    let file = write_data(&farm, "node.yaml", data);
+    let out = capssh_on(&farm, 0, "root", &["bootstrap", "run", "--data", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let identity = ["--namespace", "prod", "--host-name", "rack1-07", "--machine", "m-1"];
+    let out = capssh_on(&farm, 0, "root", &[&["reset", "run"][..], &identity].concat());
+    assert!(out.status.success(), "reset run failed: {}", text(&out));
+    assert!(text(&out).contains("verified clean"), "{}", text(&out));
+    let left = farm.exec_ok(0, "ls /etc/kubernetes/manifests /etc/kubernetes/kubelet.conf /run/cluster-api 2>/dev/null; true").unwrap();
+    assert!(left.trim().is_empty(), "the reset left: {left}");
+    // The controller's job id for that machine on that host: the journal shows it once, and a
+    // clean reset forgets its record (a new machine of the same name may use the host).
+    let id = capssh::hosts::work::reset_job_id("prod", "m-1", "rack1-07");
+    let journal = farm.exec_ok(0, "cat /var/lib/capssh/jobs/journal").unwrap();
+    assert_eq!(journal.matches(&id).count(), 1, "{journal}");
+    assert!(farm.exec(0, &format!("ls -d /var/lib/capssh/jobs/{id}")).unwrap().stdout.is_empty(), "the record is forgotten");
+    assert!(farm.exec(0, "ls -d /var/lib/capssh/jobs/bootstrap-*").unwrap().stdout.is_empty(), "the bootstrap's record went with the reset");
+}

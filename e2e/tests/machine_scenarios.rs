@@ -311,7 +311,8 @@ async fn a_host_that_cannot_be_reset_is_quarantined_and_the_delete_completes() {
 /// again. It says so; deleting it releases the host.
 #[tokio::test]
 async fn a_moved_copy_of_a_machine_whose_host_was_reset_is_not_bootstrapped_again() {
-    use capssh::controllers::sshmachine::{CLEANUP_SCRIPT, cleanup_job_id};
+    use capssh::bootstrap::scripts::RESET;
+    use capssh::hosts::work::reset_job_id;
     use capssh::ssh::job::{JobSpec, JobState};
     let bed = bed("moved-mid-reset", 1).await;
     let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
@@ -329,8 +330,8 @@ async fn a_moved_copy_of_a_machine_whose_host_was_reset_is_not_bootstrapped_agai
     let host = hosts.get("h0").await.unwrap();
     let (target, _) = capssh::controllers::target_for(&bed.client, &host).await.unwrap();
     let session = capssh::ssh::Session::connect(&target, &capssh::ssh::Timeouts::default()).await.unwrap();
-    let reset_id = cleanup_job_id(&original, &host);
-    session.start_job(&JobSpec { id: &reset_id, script: CLEANUP_SCRIPT.as_bytes() }).await.unwrap();
+    let reset_id = reset_job_id(NS, "m1", "h0");
+    session.start_job(&JobSpec { id: &reset_id, script: RESET.as_bytes() }).await.unwrap();
     eventually(60, "the reset to finish", || async {
         matches!(session.job_status(&reset_id, &[]).await.ok()?.state, JobState::Finished { .. }).then_some(())
     })
@@ -383,4 +384,46 @@ async fn a_moved_copy_of_a_machine_whose_host_was_reset_is_not_bootstrapped_agai
     scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
     eventually(120, "the new m1 provisioned", || async { provisioned(&machines.get("m1").await.ok()?).then_some(()) }).await.unwrap();
     assert_eq!(bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count").unwrap(), "ran\nran\n", "the new machine bootstrapped the host");
+}
+
+/// Ready is kept current for a machine's whole life: once provisioned, its host is checked every
+/// health interval; a host that stops answering shows as Ready False with the reason (and a
+/// Warning event), the phase stays Provisioned, and Ready is True again once it answers.
+#[tokio::test]
+async fn a_provisioned_machine_shows_a_host_that_stops_answering_and_its_recovery() {
+    let bed = bed_with("health", 1, &["--health-check-interval-seconds", "2"]).await;
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
+    eventually(120, "provisioned", || async { provisioned(&machines.get("m1").await.ok()?).then_some(()) }).await.unwrap();
+    assert_eq!(condition_reason(&machines.get("m1").await.unwrap(), "Ready").as_deref(), Some("Provisioned"));
+
+    // The host goes away: no sshd, its open connections cut (as a crash or a reboot does).
+    bed.farm.stop_sshd(0).unwrap();
+    bed.farm.drop_sessions(0).unwrap();
+    let down = eventually(60, "Ready=False HostUnreachable", || async {
+        let m = machines.get("m1").await.ok()?;
+        (condition_reason(&m, "Ready")? == "HostUnreachable").then_some(m)
+    })
+    .await
+    .unwrap();
+    assert_eq!(down.status.as_ref().and_then(|s| s.phase), Some(MachinePhase::Provisioned), "nothing was undone");
+    assert_eq!(condition_reason(&down, "HostConnected").as_deref(), Some("HostUnreachable"));
+    assert!(condition_message(&down, "Ready").contains("h0"), "the message names the host: {}", condition_message(&down, "Ready"));
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(bed.client.clone(), NS);
+    eventually(30, "a Warning event", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("HostUnreachable") && e.type_.as_deref() == Some("Warning")).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Back: Ready again, and the bootstrap did not run a second time.
+    bed.farm.start_sshd(0).unwrap();
+    eventually(60, "Ready=True again", || async {
+        let m = machines.get("m1").await.ok()?;
+        (condition_reason(&m, "Ready")? == "Provisioned" && condition_reason(&m, "HostConnected")? == "Connected").then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count").unwrap(), "ran\n");
 }

@@ -48,6 +48,8 @@ pub const REFUSED_PREPARATION_RECHECK: Duration = Duration::from_secs(120);
 pub const FAILED_JOB_RECHECK: Duration = Duration::from_secs(300);
 /// A bootstrap past spec.bootstrapTimeoutSeconds is left running and looked at again after this.
 pub const TIMED_OUT_RECHECK: Duration = Duration::from_secs(60);
+/// A provisioned host that does not answer its health check within this does not answer.
+pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// SSHCluster: hosts come and go; their failure-domain labels are read again after this.
 pub const CLUSTER_RESYNC: Duration = Duration::from_secs(60);
 

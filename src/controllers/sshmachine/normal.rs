@@ -188,7 +188,12 @@ async fn ensure_healthy(ctx: &Context, machine: &SSHMachine, report: &mut Report
 async fn check_host(ctx: &Context, host: &SSHHost) -> Result<String, ReconcileError> {
     let (target, key) = target_for(&ctx.client, host).await?;
     let session = ctx.pool.lease(&key, &target).await?;
-    let uid = session.check(crate::bootstrap::scripts::HEALTH).await?;
+    let uid = match session.run_checked(crate::bootstrap::scripts::HEALTH, None, timing::HEALTH_CHECK_TIMEOUT).await {
+        Ok(output) => output.stdout_text(),
+        // No answer in time is a host that does not answer, whatever the connection still believes.
+        Err(SshError::CommandTimeout { target, after }) => return Err(SshError::Timeout { target, during: "checking", after }.into()),
+        Err(err) => return Err(err.into()),
+    };
     if uid.trim() != "0" {
         return Err(SshError::Protocol { target: session.target().to_string(), reason: "commands do not run as root".into() }.into());
     }
