@@ -26,6 +26,16 @@ e2e: deps tools build ## The main job: a cluster's whole lifecycle on real kubea
 demo: tools build release-manifests ## Publish the provider to a local clusterctl repository and render a cluster
 	hack/demo.sh
 
+unit: ## The decision tests: no root, no sshd, no API server (seconds)
+	cargo test --locked -p capssh --lib --bins
+
+lint: ## rustfmt, clippy (warnings are errors) and shellcheck over every shell script
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	shellcheck -s sh src/bootstrap/scripts/*.sh
+	shellcheck -s bash hack/*.sh hack/tools/*.sh .ci/run
+	shellcheck e2e/src/nodes/boot.sh
+
 test: deps tools build ## Unit tests and the suites against real kube-apiserver, clusterctl and sshd (root)
 	cargo test --workspace --locked
 
@@ -34,4 +44,4 @@ bench: tools ## Benchmark capssh against plain OpenSSH on N local hosts (root); 
 	cargo build --release --locked -p capssh -p capssh-e2e --bin capssh --bin bench
 	BENCH_SIZES=$(BENCH_SIZES) $${CARGO_TARGET_DIR:-target}/release/bench
 
-.PHONY: help deps tools build crds release-manifests e2e demo test bench
+.PHONY: help deps tools build crds release-manifests e2e demo unit lint test bench

@@ -3,7 +3,8 @@
 set -euo pipefail
 # debootstrap: the base rootfs of the systemd test nodes (e2e/src/nodes/rootfs.rs).
 # libc6-dev: `gcc -static` builds the pause program of the e2e images (e2e/src/images.rs).
-packages=(git make gcc libc6-dev debootstrap pkg-config openssl openssh-client openssh-server iproute2 procps python3 sudo util-linux)
+# ShellCheck: `make lint` checks every host script and hack script.
+packages=(git make gcc libc6-dev debootstrap pkg-config openssl openssh-client openssh-server iproute2 procps python3 sudo util-linux shellcheck)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -16,3 +17,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v go >/dev/null || { echo "Go is needed to build the upstream test tools (hack/tools)" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "Rust (cargo) is needed" >&2; exit 1; }
+for component in fmt clippy; do
+  cargo "$component" --version >/dev/null 2>&1 || { echo "cargo $component is needed: rustup component add ${component/fmt/rustfmt}" >&2; exit 1; }
+done

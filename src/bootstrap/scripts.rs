@@ -63,10 +63,7 @@ mod tests {
     #[test]
     fn every_script_is_valid_sh() {
         for (name, script) in ALL {
-            let check = std::process::Command::new("sh")
-                .args(["-n", "-c", script])
-                .output()
-                .expect("sh runs");
+            let check = std::process::Command::new("sh").args(["-n", "-c", script]).output().expect("sh runs");
             assert!(check.status.success(), "{name}: {}", String::from_utf8_lossy(&check.stderr));
         }
     }

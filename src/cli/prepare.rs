@@ -52,8 +52,10 @@ impl PrepareArgs {
             (None, PreparationMode::Artifacts) => return Err(CliError::Usage("--mode Artifacts needs --artifacts-url".into())),
             _ => None,
         };
-        let packages = (mode == PreparationMode::Packages)
-            .then(|| PackagesSource { repository_url: self.repository_url.clone(), container_runtime_package: self.container_runtime_package.clone() });
+        let packages = (mode == PreparationMode::Packages).then(|| PackagesSource {
+            repository_url: self.repository_url.clone(),
+            container_runtime_package: self.container_runtime_package.clone(),
+        });
         Ok(Preparation { mode, artifacts, packages })
     }
 }
@@ -79,7 +81,8 @@ pub async fn run(args: &PrepareArgs) -> Result<(), CliError> {
         eprintln!("job {id} on {}", session.target());
     }
     let about = PrepareContext { host, version, mode: &args.mode, os: &facts.os, arch: &facts.arch };
-    let step = until_done(args.timeout, || advance_prepare(&session, &work, id.as_deref(), &about), |s| matches!(s, Preparing::Running { .. })).await?;
+    let step =
+        until_done(args.timeout, || advance_prepare(&session, &work, id.as_deref(), &about), |s| matches!(s, Preparing::Running { .. })).await?;
     if let (Some(id), Work::Job(job)) = (&id, &work) {
         let log = session.job_log_tail(id, 200).await?;
         print!("{}", crate::redact::Redactor::new(job.secrets.clone()).redact(&log));

@@ -22,52 +22,55 @@ pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, 
         tracing::warn!(error = %err, host = host.metadata.name.as_deref().unwrap_or_default(), "could not label the host's Secrets for clusterctl move");
     }
     let mut status = host.status.clone().unwrap_or_default();
-    let generation = host.metadata.generation;
-    let quarantine = host.metadata.annotations.as_ref().and_then(|a| a.get(QUARANTINE_ANNOTATION));
-    if let Some(reason) = quarantine {
-        status.phase = Some(HostPhase::Quarantined);
-        status.quarantine_reason = Some(reason.clone());
-        let message = format!("{reason}; inspect the host, then remove the annotation {QUARANTINE_ANNOTATION} and spec.consumerRef");
-        conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reasons::QUARANTINED, &message, generation);
-        write_status(&ctx, &host, &status).await?;
-        return Ok(Action::await_change());
-    }
-    if let Some(consumer) = &host.spec.consumer_ref {
-        // The machine that claimed the host reports its progress; the host's phase follows it.
+    let action = if let Some(reason) = host.metadata.annotations.as_ref().and_then(|a| a.get(QUARANTINE_ANNOTATION)) {
+        report_quarantined(&host, reason, &mut status)
+    } else if let Some(consumer) = &host.spec.consumer_ref {
         let machine = consumer_machine(&ctx, &host, &consumer.name).await?;
-        status.phase = Some(claimed_phase(machine.as_deref()));
-        status.quarantine_reason = None;
-        let message = format!("claimed by SSHMachine {}", consumer.name);
-        conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reasons::IN_USE, &message, generation);
-        write_status(&ctx, &host, &status).await?;
-        return Ok(Action::await_change());
-    }
-    // Probed recently, spec unchanged since: wait for the next probe. (A probe's own status write
-    // — its lastProbeTime — wakes this controller again; without this every free host was probed
-    // back to back instead of every probe interval.)
-    if let Some(left) = next_probe_in(&host, ctx.timing.probe_interval, jiff::Timestamp::now()) {
+        report_claimed(&host, &consumer.name, machine.as_deref(), &mut status)
+    } else if let Some(left) = next_probe_in(&host, ctx.timing.probe_interval, jiff::Timestamp::now()) {
+        // Probed recently, spec unchanged since: wait for the next probe. (A probe's own status
+        // write — its lastProbeTime — wakes this controller again; without this every free host
+        // was probed back to back instead of every probe interval.)
         return Ok(Action::requeue(left));
-    }
+    } else {
+        ensure_probed(&ctx, &host, &mut status).await?
+    };
+    write_status(&ctx, &host, &status).await?;
+    Ok(action)
+}
+
+/// A quarantined host stays out of the pool, claim and all, until a person clears the mark.
+fn report_quarantined(host: &SSHHost, reason: &str, status: &mut SSHHostStatus) -> Action {
+    status.phase = Some(HostPhase::Quarantined);
+    status.quarantine_reason = Some(reason.to_string());
+    let message = format!("{reason}; inspect the host, then remove the annotation {QUARANTINE_ANNOTATION} and spec.consumerRef");
+    conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reasons::QUARANTINED, &message, host.metadata.generation);
+    Action::await_change()
+}
+
+/// The machine that claimed the host reports its progress; the host's phase follows it.
+fn report_claimed(host: &SSHHost, consumer: &str, machine: Option<&SSHMachine>, status: &mut SSHHostStatus) -> Action {
+    status.phase = Some(claimed_phase(machine));
     status.quarantine_reason = None;
-    match probe(&ctx, &host, &mut status).await {
-        Ok(()) => {
-            write_status(&ctx, &host, &status).await?;
-            Ok(Action::requeue(ctx.timing.probe_interval))
-        }
-        Err(err) => {
-            let was_reachable = host.status.as_ref().and_then(|s| s.phase) != Some(HostPhase::Unreachable);
-            status.phase = Some(HostPhase::Unreachable);
-            let reason = err.connection_reason();
-            let message = err.to_string();
-            conditions::set(&mut status.conditions, types::REACHABLE, ConditionStatus::False, reason, &message, generation);
-            conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reason, &message, generation);
-            write_status(&ctx, &host, &status).await?;
-            if was_reachable {
-                ctx.event(&*host, true, reason, &message).await;
-            }
-            Ok(Action::requeue(err.requeue_after()))
-        }
+    let message = format!("claimed by SSHMachine {consumer}");
+    conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reasons::IN_USE, &message, host.metadata.generation);
+    Action::await_change()
+}
+
+/// Probes a free host: Available with its facts, or Unreachable with the reason (a Warning
+/// event when it stops answering).
+async fn ensure_probed(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Result<Action, ReconcileError> {
+    status.quarantine_reason = None;
+    let Err(err) = probe(ctx, host, status).await else { return Ok(Action::requeue(ctx.timing.probe_interval)) };
+    let was_reachable = host.status.as_ref().and_then(|s| s.phase) != Some(HostPhase::Unreachable);
+    status.phase = Some(HostPhase::Unreachable);
+    let (reason, message, generation) = (err.connection_reason(), err.to_string(), host.metadata.generation);
+    conditions::set(&mut status.conditions, types::REACHABLE, ConditionStatus::False, reason, &message, generation);
+    conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reason, &message, generation);
+    if was_reachable {
+        ctx.event(host, true, reason, &message).await;
     }
+    Ok(Action::requeue(err.requeue_after()))
 }
 
 /// A claimed host's phase, from its consumer's.

@@ -8,7 +8,7 @@ use kube::api::{Api, PostParams};
 
 #[derive(Debug)]
 pub enum ClaimOutcome {
-    Claimed(SSHHost),
+    Claimed(Box<SSHHost>),
     /// Someone else changed the host first (usually another machine claimed it).
     LostRace,
 }
@@ -23,7 +23,7 @@ pub async fn claim(api: &Api<SSHHost>, host: &SSHHost, machine: &str) -> Result<
     claimed.spec.consumer_ref = Some(consumer(machine));
     // `replace` sends metadata.resourceVersion: the API server refuses a stale write with 409.
     match api.replace(host.metadata.name.as_deref().unwrap_or_default(), &PostParams::default(), &claimed).await {
-        Ok(host) => Ok(ClaimOutcome::Claimed(host)),
+        Ok(host) => Ok(ClaimOutcome::Claimed(Box::new(host))),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(ClaimOutcome::LostRace),
         Err(err) => Err(err),
     }

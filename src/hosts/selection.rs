@@ -118,10 +118,10 @@ fn skip_reason(host: &SSHHost, selector: &LabelSelector, fd: Option<FailureDomai
     if !matches(selector, &labels) {
         return Some(Skip::LabelsDoNotMatch);
     }
-    if let Some(fd) = fd {
-        if labels.get(fd.label).map(String::as_str) != Some(fd.value) {
-            return Some(Skip::OtherFailureDomain);
-        }
+    if let Some(fd) = fd
+        && labels.get(fd.label).map(String::as_str) != Some(fd.value)
+    {
+        return Some(Skip::OtherFailureDomain);
     }
     None
 }

@@ -126,12 +126,23 @@ pub async fn step_job(host: &impl HostOps, job: &JobSpec<'_>, required: &[&str])
 #[derive(Debug, PartialEq, Eq)]
 pub enum Preparing {
     /// Prepared or verified: the bootstrap may run. `reason` is Prepared or Verified.
-    Done { reason: &'static str, message: String },
-    Running { message: String },
+    Done {
+        reason: &'static str,
+        message: String,
+    },
+    Running {
+        message: String,
+    },
     /// Mode None, and the host does not match: checked again later, nothing changed on it.
-    Mismatch { reason: &'static str, message: String },
+    Mismatch {
+        reason: &'static str,
+        message: String,
+    },
     /// The job failed: never run again by itself (the machine is replaced).
-    Failed { reason: String, message: String },
+    Failed {
+        reason: String,
+        message: String,
+    },
 }
 
 /// What a preparation step is about, for its messages.

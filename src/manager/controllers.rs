@@ -38,9 +38,9 @@ impl Scope {
     }
 }
 
-fn api<K: Resource<DynamicType = ()>>(client: kube::Client, namespace: &Option<String>) -> Api<K>
+fn api<K>(client: kube::Client, namespace: &Option<String>) -> Api<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {
     match namespace {
         Some(ns) => Api::namespaced(client, ns),
@@ -70,10 +70,11 @@ pub async fn run_hosts(client: kube::Client, scope: Scope, ctx: Arc<Context>) ->
     use crate::api::v1alpha1::{HostPhase, SSHMachine};
     // A machine's phase change wakes the host it holds: the host's phase follows it.
     let machines = api::<SSHMachine>(client.clone(), &scope.namespace);
-    let controller = Controller::new(api::<SSHHost>(client, &scope.namespace), scope.config()).watches(machines, scope.config(), |machine: SSHMachine| {
-        let namespace = machine.metadata.namespace.clone().unwrap_or_default();
-        machine.spec.host_ref.map(|host| ObjectRef::<SSHHost>::new(&host.name).within(&namespace))
-    });
+    let controller =
+        Controller::new(api::<SSHHost>(client, &scope.namespace), scope.config()).watches(machines, scope.config(), |machine: SSHMachine| {
+            let namespace = machine.metadata.namespace.clone().unwrap_or_default();
+            machine.spec.host_ref.map(|host| ObjectRef::<SSHHost>::new(&host.name).within(&namespace))
+        });
     let store = controller.store();
     // The same cache is what an unplaced machine chooses from (see Context::host_cache).
     let _ = ctx.host_cache.set(store.clone());

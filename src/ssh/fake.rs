@@ -1,9 +1,9 @@
 //! An in-memory host for unit tests of decisions: jobs start when asked, finish when the test
 //! says, and every call fails while the host is "down".
 
+use super::SshError;
 use super::job::{JobRecord, JobRecords, JobSpec, JobState, Start};
 use super::ops::HostOps;
-use super::SshError;
 use crate::api::v1alpha1::HostFacts;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -30,7 +30,9 @@ pub struct FakeHost {
 impl FakeHost {
     pub fn new() -> Self {
         let host = Self::default();
-        host.with(|s| s.facts = HostFacts { os: "debian".into(), os_version: "12".into(), arch: "amd64".into(), hostname: "fake".into(), ..Default::default() });
+        host.with(|s| {
+            s.facts = HostFacts { os: "debian".into(), os_version: "12".into(), arch: "amd64".into(), hostname: "fake".into(), ..Default::default() }
+        });
         host
     }
 

@@ -116,7 +116,7 @@ mod tests {
             "198.18.0.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".into(),
             fp,
         ] {
-            let policy = HostKeyPolicy::parse(&[pin.clone()], false).unwrap();
+            let policy = HostKeyPolicy::parse(std::slice::from_ref(&pin), false).unwrap();
             assert_eq!(policy.judge(&seen), Verdict::Pinned, "{pin}");
         }
     }

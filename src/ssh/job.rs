@@ -47,7 +47,9 @@ pub enum JobState {
     /// Never started on this host.
     Absent,
     Running,
-    Finished { exit_code: i32 },
+    Finished {
+        exit_code: i32,
+    },
     /// Started, not finished, and its process is gone (the host rebooted, or someone killed
     /// it). It is not started again: a person must look at the host.
     Lost,
@@ -179,7 +181,8 @@ impl Session {
         let ids = ids.iter().map(|id| check_id(id)).collect::<Result<Vec<_>, _>>()?;
         let script = with_inputs(scripts::JOB_RECORDS, &[("JOBS_DIR", JOBS_DIR), ("JOB_IDS", &ids.join(" ")), ("PATHS", &paths.join("\n"))]);
         let output = self.run_checked(&script, None, Duration::from_secs(30)).await?;
-        parse_records(&output.stdout_text(), ids.len(), paths.len()).map_err(|reason| SshError::Protocol { target: self.target().to_string(), reason })
+        parse_records(&output.stdout_text(), ids.len(), paths.len())
+            .map_err(|reason| SshError::Protocol { target: self.target().to_string(), reason })
     }
 
     /// The job's state, plus whether each of `paths` exists on the host.

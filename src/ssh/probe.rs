@@ -5,7 +5,6 @@ use crate::api::v1alpha1::HostFacts;
 use crate::bootstrap::scripts::PROBE;
 use std::time::Duration;
 
-
 impl Session {
     pub async fn probe(&self) -> Result<HostFacts, SshError> {
         let output = self.run_checked(PROBE, None, Duration::from_secs(30)).await?;

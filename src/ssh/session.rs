@@ -190,10 +190,10 @@ impl Session {
         sink: impl FnMut(bool, &[u8]),
     ) -> Result<Output, SshError> {
         let result = self.exec(shell, stdin, timeout, sink).await;
-        if let Err(err) = &result {
-            if !matches!(err, SshError::SudoNeedsPassword { .. }) {
-                self.broken.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
+        if let Err(err) = &result
+            && !matches!(err, SshError::SudoNeedsPassword { .. })
+        {
+            self.broken.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         result
     }
@@ -245,10 +245,8 @@ impl Session {
             return Err(SshError::Disconnected { target: self.target.clone(), reason: "the connection closed before the command finished".into() });
         }
         // 124: coreutils timeout sent TERM; 137: it had to KILL.
-        if output.status == 124 || output.status == 137 {
-            if String::from_utf8_lossy(&output.stderr).contains("capssh: command timed out") {
-                return Err(SshError::CommandTimeout { target: self.target.clone(), after: timeout });
-            }
+        if (output.status == 124 || output.status == 137) && String::from_utf8_lossy(&output.stderr).contains("capssh: command timed out") {
+            return Err(SshError::CommandTimeout { target: self.target.clone(), after: timeout });
         }
         if self.user != "root" && output.status == 1 {
             let stderr = String::from_utf8_lossy(&output.stderr);

@@ -114,6 +114,7 @@ ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $
 EOF
 units="/etc/systemd/system/containerd.service /etc/systemd/system/kubelet.service /etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
 containerd_config "$(pause_image)"
+# shellcheck disable=SC2086 # one word per unit file
 daemon_reload $units
 start_containerd /etc/systemd/system/containerd.service /usr/local/bin/containerd /usr/local/bin/containerd-shim-runc-v2 /usr/local/bin/runc
 

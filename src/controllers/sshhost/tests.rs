@@ -57,5 +57,9 @@ fn a_free_host_is_probed_once_per_interval_unless_its_spec_changed() {
     assert_eq!(left, Some(Duration::from_secs(180)));
     assert_eq!(next_probe_in(&probed_host(HostPhase::Available, "2026-01-01T00:00:00Z", 1, 1), interval, now), None, "due");
     assert_eq!(next_probe_in(&probed_host(HostPhase::Available, "2026-01-01T00:08:00Z", 2, 1), interval, now), None, "spec changed");
-    assert_eq!(next_probe_in(&probed_host(HostPhase::Unreachable, "2026-01-01T00:08:00Z", 1, 1), interval, now), None, "unreachable: retried by its error's backoff");
+    assert_eq!(
+        next_probe_in(&probed_host(HostPhase::Unreachable, "2026-01-01T00:08:00Z", 1, 1), interval, now),
+        None,
+        "unreachable: retried by its error's backoff"
+    );
 }

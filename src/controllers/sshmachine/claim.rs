@@ -50,7 +50,7 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
         match claim(&hosts, chosen, &name).await? {
             ClaimOutcome::Claimed(host) => {
                 report.note(reasons::CLAIMED_EVENT, format!("claimed host {}", host.metadata.name.as_deref().unwrap_or_default()));
-                host
+                *host
             }
             ClaimOutcome::LostRace => {
                 let message = "another machine claimed the chosen host first; choosing again";
@@ -96,7 +96,9 @@ pub(super) async fn host_by_name(ctx: &Context, namespace: &str, name: &str) -> 
 async fn record_host(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<(), ReconcileError> {
     let host_name = host.metadata.name.clone().unwrap_or_default();
     let provider_id = provider_id(host.metadata.namespace.as_deref().unwrap_or_default(), &host_name);
-    if machine.spec.host_ref.as_ref().map(|h| h.name.as_str()) == Some(host_name.as_str()) && machine.spec.provider_id.as_deref() == Some(provider_id.as_str()) {
+    if machine.spec.host_ref.as_ref().map(|h| h.name.as_str()) == Some(host_name.as_str())
+        && machine.spec.provider_id.as_deref() == Some(provider_id.as_str())
+    {
         return Ok(());
     }
     let api: Api<SSHMachine> = Api::namespaced(ctx.client.clone(), machine.metadata.namespace.as_deref().unwrap_or_default());

@@ -87,10 +87,10 @@ async fn ensure_bootstrap_data(ctx: &Context, machine: &SSHMachine, inputs: &Inp
     let secret = &inputs.secret_name;
     let (data, format) = bootstrap_data(ctx, namespace, secret).await.map_err(|message| invalid_data(report, &message))?;
     // Once a host is recorded, the real rendering (ensure_rendered) does this check.
-    if machine.spec.host_ref.is_none() {
-        if let Err(err) = plan(&data, format, &placeholder_metadata()) {
-            return Err(invalid_data(report, &format!("bootstrap Secret {secret}: {err}")));
-        }
+    if machine.spec.host_ref.is_none()
+        && let Err(err) = plan(&data, format, &placeholder_metadata())
+    {
+        return Err(invalid_data(report, &format!("bootstrap Secret {secret}: {err}")));
     }
     Ok((data, format))
 }
@@ -125,16 +125,23 @@ async fn ensure_bootstrapped(
     let progress = on_host(advance_bootstrap(session, id, &job.script, records).await, report)?;
     match progress {
         Progress::Running if decisions::bootstrap_overdue(records.bootstrap.age, machine.spec.bootstrap_timeout_seconds) => {
-            let message = format!("job {id} on host {host_name} still runs after spec.bootstrapTimeoutSeconds; it is left running, see {JOBS_DIR}/{id}/log");
+            let message =
+                format!("job {id} on host {host_name} still runs after spec.bootstrapTimeoutSeconds; it is left running, see {JOBS_DIR}/{id}/log");
             report.fail(types::BOOTSTRAP_SUCCEEDED, reasons::BOOTSTRAP_TIMED_OUT, &message, MachinePhase::Failed);
             Err(Outcome::After(timing::TIMED_OUT_RECHECK))
         }
         Progress::Running => {
-            report.wait(types::BOOTSTRAP_SUCCEEDED, reasons::BOOTSTRAPPING, &format!("job {id} is running on host {host_name}"), MachinePhase::Provisioning);
+            report.wait(
+                types::BOOTSTRAP_SUCCEEDED,
+                reasons::BOOTSTRAPPING,
+                &format!("job {id} is running on host {host_name}"),
+                MachinePhase::Provisioning,
+            );
             Err(Outcome::After(timing::BOOTSTRAP_POLL))
         }
         Progress::Failed { reason, log_tail } => {
-            let message = Redactor::new(job.secrets.clone()).redact(&format!("{reason}; last lines of {JOBS_DIR}/{id}/log on {host_name}:\n{log_tail}"));
+            let message =
+                Redactor::new(job.secrets.clone()).redact(&format!("{reason}; last lines of {JOBS_DIR}/{id}/log on {host_name}:\n{log_tail}"));
             // Never run again by itself: a person (or MachineHealthCheck) replaces the machine.
             report.fail(types::BOOTSTRAP_SUCCEEDED, reasons::BOOTSTRAP_FAILED, &message, MachinePhase::Failed);
             Err(Outcome::After(timing::FAILED_JOB_RECHECK))
@@ -250,7 +257,8 @@ fn placeholder_metadata() -> MachineMetadata {
 }
 
 fn addresses(host: &SSHHost) -> Vec<MachineAddress> {
-    let address_type = if host.spec.address.parse::<std::net::IpAddr>().is_ok() { MachineAddressType::InternalIP } else { MachineAddressType::InternalDNS };
+    let address_type =
+        if host.spec.address.parse::<std::net::IpAddr>().is_ok() { MachineAddressType::InternalIP } else { MachineAddressType::InternalDNS };
     let mut addresses = vec![MachineAddress { r#type: address_type, address: host.spec.address.clone() }];
     if let Some(hostname) = host.status.as_ref().and_then(|s| s.facts.as_ref()).map(|f| f.hostname.clone()).filter(|h| !h.is_empty()) {
         addresses.push(MachineAddress { r#type: MachineAddressType::Hostname, address: hostname });

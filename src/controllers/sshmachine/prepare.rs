@@ -15,7 +15,13 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 /// Prepares (or verifies) the host; goes on once it is ready for the bootstrap.
-pub(super) async fn ensure_prepared(machine: &SSHMachine, owner: &DynamicObject, host: &SSHHost, session: &impl HostOps, report: &mut Report<'_>) -> Step<()> {
+pub(super) async fn ensure_prepared(
+    machine: &SSHMachine,
+    owner: &DynamicObject,
+    host: &SSHHost,
+    session: &impl HostOps,
+    report: &mut Report<'_>,
+) -> Step<()> {
     let Some(preparation) = &machine.spec.preparation else { return Ok(()) };
     let host_name = host.metadata.name.clone().unwrap_or_default();
     let version = owner.data.pointer("/spec/version").and_then(Value::as_str);
@@ -66,7 +72,11 @@ pub(super) fn prepared_before_bootstrap(machine: &SSHMachine, report: &mut Repor
             Some(crate::api::v1alpha1::PreparationMode::None) => reasons::VERIFIED,
             _ => reasons::PREPARED,
         };
-        let kept = machine.status.as_ref().and_then(|s| crate::controllers::conditions::get(&s.conditions, types::HOST_PREPARED)).filter(|c| c.status == ConditionStatus::True);
+        let kept = machine
+            .status
+            .as_ref()
+            .and_then(|s| crate::controllers::conditions::get(&s.conditions, types::HOST_PREPARED))
+            .filter(|c| c.status == ConditionStatus::True);
         // Keep the message of the step that did it, when this status saw it.
         let message = kept.map(|c| c.message.clone()).unwrap_or_else(|| "prepared before the bootstrap started".to_string());
         report.set(types::HOST_PREPARED, ConditionStatus::True, reason, &message);

@@ -157,7 +157,9 @@ async fn a_preparation_job_reports_the_scripts_reason_and_redacts_the_mirror_pas
     let id = prepare_job_id("ns", "m-1", "host-1", &["Artifacts".to_string()]);
     assert!(matches!(advance_prepare(&host, &work, Some(&id), &about()).await.unwrap(), Preparing::Running { .. }));
     host.finish(&id, 1, &[]);
-    host.with(|s| s.logs.insert(id.clone(), "GET https://u:s3cret@mirror/SHA256SUMS\ncapssh-prepare: ChecksumMismatch: kubelet: expected ab, got cd\n".into()));
+    host.with(|s| {
+        s.logs.insert(id.clone(), "GET https://u:s3cret@mirror/SHA256SUMS\ncapssh-prepare: ChecksumMismatch: kubelet: expected ab, got cd\n".into())
+    });
     match advance_prepare(&host, &work, Some(&id), &about()).await.unwrap() {
         Preparing::Failed { reason, message } => {
             assert_eq!(reason, "ChecksumMismatch");
@@ -199,5 +201,8 @@ fn job_ids_are_stable_and_distinct() {
     let other = MachineJobs::new("ns", "m-2", "host-1", "m-2-bootstrap");
     assert_ne!(jobs().bootstrap, other.bootstrap);
     assert_ne!(jobs().reset, other.reset);
-    assert!(jobs().bootstrap.starts_with("bootstrap-") && jobs().reset.starts_with("cleanup-"), "the reset script removes bootstrap-* and prepare-* records");
+    assert!(
+        jobs().bootstrap.starts_with("bootstrap-") && jobs().reset.starts_with("cleanup-"),
+        "the reset script removes bootstrap-* and prepare-* records"
+    );
 }
