@@ -198,7 +198,7 @@ async fn a_swapped_host_key_is_reported_and_nothing_runs() {
     let hosts: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
     // The state right after a claim: the host is the machine's; then the host is reinstalled.
     let mut host = hosts.get("h0").await.unwrap();
-    host.spec.consumer_ref = Some(capssh::hosts::claim::consumer("m1"));
+    host.spec.consumer_ref = Some(capssh::hosts::claim::consumer("m1", None));
     hosts.replace("h0", &PostParams::default(), &host).await.unwrap();
     let old = bed.farm.hosts[0].host_key_fingerprint.clone();
     bed.farm.replace_host_key(0).unwrap();
@@ -304,6 +304,38 @@ async fn a_host_that_cannot_be_reset_is_quarantined_and_the_delete_completes() {
     // Whether the host's files are still there is not asserted: a reset requested just as the link
     // went down can still be delivered when it comes back (TCP retransmits it). That is harmless:
     // the promise is that the host stays out of the pool, which is what is checked above.
+
+    // A machine recreated with the same name (and the same bootstrap Secret, so the same job id)
+    // is another consumer: it does not get the quarantined host back, nor is it reported
+    // provisioned from the old machine's records.
+    let runs_before = bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count 2>/dev/null; true").unwrap();
+    let owner =
+        Api::<DynamicObject>::namespaced_with(bed.client.clone(), NS, &capssh::controllers::capi::machine_resource()).get("m1").await.unwrap();
+    capssh_e2e::apply::apply_one(
+        &bed.client,
+        &json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
+            "metadata": {"name": "m1", "labels": {"cluster.x-k8s.io/cluster-name": "c1"},
+                         "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": "m1", "uid": owner.metadata.uid}]},
+            "spec": {}
+        }),
+        Some(NS),
+        false,
+    )
+    .await
+    .unwrap();
+    let m = eventually(60, "the recreated machine waiting for a host", || async {
+        let m = machines.get("m1").await.ok()?;
+        (condition_reason(&m, "HostClaimed")? == "NoHostAvailable").then_some(m)
+    })
+    .await
+    .unwrap();
+    assert!(condition_message(&m, "HostClaimed").contains("1 claimed"), "{}", condition_message(&m, "HostClaimed"));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let m = machines.get("m1").await.unwrap();
+    assert!(!provisioned(&m), "never reported provisioned from another machine's records");
+    assert_eq!(m.spec.host_ref, None);
+    assert_eq!(bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count 2>/dev/null; true").unwrap(), runs_before, "nothing ran on the host");
 }
 
 /// `clusterctl move` while a machine's host was being reset: the source's reset finishes on the

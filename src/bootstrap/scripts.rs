@@ -12,6 +12,10 @@ pub const JOB_RECORDS: &str = include_str!("scripts/job-records.sh");
 pub const JOB_LOG_TAIL: &str = include_str!("scripts/job-log-tail.sh");
 /// Forgets a finished job.
 pub const JOB_REMOVE: &str = include_str!("scripts/job-remove.sh");
+/// Records on disk that a job succeeded.
+pub const JOB_SUCCEEDED: &str = include_str!("scripts/job-succeeded.sh");
+/// Stops running bootstrap and preparation jobs before a reset.
+pub const JOB_STOP: &str = include_str!("scripts/job-stop.sh");
 /// Host facts for SSHHost.status.facts.
 pub const PROBE: &str = include_str!("scripts/probe.sh");
 /// Whether a provisioned host still answers, as root.
@@ -32,6 +36,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("job-records.sh", JOB_RECORDS),
     ("job-log-tail.sh", JOB_LOG_TAIL),
     ("job-remove.sh", JOB_REMOVE),
+    ("job-succeeded.sh", JOB_SUCCEEDED),
+    ("job-stop.sh", JOB_STOP),
     ("probe.sh", PROBE),
     ("health.sh", HEALTH),
     ("reset.sh", RESET),

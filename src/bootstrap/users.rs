@@ -87,6 +87,27 @@ capssh_sudoers() {
 	mkdir -p /etc/sudoers.d && chmod 0750 /etc/sudoers.d || capssh_fail "$1: could not create /etc/sudoers.d"
 }
 
+# capssh_sudoers_keep: keeps the rules file as it is, to put back if the new rules do not parse
+# (a name with a dot: sudo does not read it).
+capssh_sudoers_keep() {
+	rm -f /etc/sudoers.d/.90-cloud-init-users.capssh
+	if [ -e /etc/sudoers.d/90-cloud-init-users ]; then cp -p /etc/sudoers.d/90-cloud-init-users /etc/sudoers.d/.90-cloud-init-users.capssh; fi
+}
+
+# capssh_sudoers_check LABEL: a rules file sudo cannot parse would lock everyone out of sudo,
+# capssh's own login user included: checked with visudo and, when invalid, put back as it was.
+capssh_sudoers_check() {
+	if command -v visudo > /dev/null 2>&1 && ! capssh_visudo=$(visudo -cf /etc/sudoers.d/90-cloud-init-users 2>&1); then
+		if [ -e /etc/sudoers.d/.90-cloud-init-users.capssh ]; then
+			mv -f /etc/sudoers.d/.90-cloud-init-users.capssh /etc/sudoers.d/90-cloud-init-users
+		else
+			rm -f /etc/sudoers.d/90-cloud-init-users
+		fi
+		capssh_fail "$1: the sudo rules do not parse, so they were not installed (visudo: $capssh_visudo)"
+	fi
+	rm -f /etc/sudoers.d/.90-cloud-init-users.capssh
+}
+
 # capssh_authkeys LABEL USER < keys: adds each key line missing from USER's authorized_keys.
 capssh_authkeys() {
 	capssh_home=$(getent passwd "$2" | cut -d: -f6)
@@ -180,12 +201,12 @@ fn cloud_init(out: &mut String, user: &User, fail: &dyn Fn(&str) -> String) {
         let lines: Vec<String> = user.sudo.iter().map(|rule| format!("{} {rule}", user.name)).collect();
         let block = format!("\n# User rules for {}\n{}\n", user.name, lines.join("\n"));
         let present: Vec<String> = lines.iter().map(|line| format!("grep -qxF -e {} {SUDOERS_FILE} 2> /dev/null", quote(line))).collect();
-        out.push_str(&format!("capssh_sudoers {}\nif ! {{ {}; }}; then\n", quote(&user.label), present.join(" && ")));
+        out.push_str(&format!("capssh_sudoers {}\nif ! {{ {}; }}; then\n\tcapssh_sudoers_keep\n", quote(&user.label), present.join(" && ")));
         out.push_str(&format!("\tif [ -e {SUDOERS_FILE} ]; then\n"));
         put(out, &user.label, SUDOERS_FILE, "-", block.as_bytes(), "append");
         out.push_str("\telse\n");
         put(out, &user.label, SUDOERS_FILE, "0440", format!("# Created by capssh\n{block}").as_bytes(), "replace");
-        out.push_str("\tfi\nfi\n");
+        out.push_str(&format!("\tfi\n\tcapssh_sudoers_check {}\nfi\n", quote(&user.label)));
     }
 }
 

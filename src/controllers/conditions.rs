@@ -3,9 +3,26 @@
 
 use crate::api::v1alpha1::{Condition, ConditionStatus};
 
+/// The longest condition message stored (the CRD allows 32768 characters; a status the API
+/// server refuses would leave the machine without any condition at all).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, saying so when it was cut.
+pub fn bounded(text: &str, max: usize) -> String {
+    const CUT: &str = " … (truncated)";
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(CUT.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT}", &text[..end])
+}
+
 /// Sets (or replaces) the condition of type `kind`.
 pub fn set(conditions: &mut Vec<Condition>, kind: &str, status: ConditionStatus, reason: &str, message: &str, generation: Option<i64>) {
-    let message = crate::redact::redact(message);
+    let message = bounded(&crate::redact::redact(message), MAX_MESSAGE_BYTES);
     let now = now();
     match conditions.iter_mut().find(|c| c.r#type == kind) {
         Some(existing) => {
@@ -53,6 +70,16 @@ mod tests {
         set(&mut conditions, READY, ConditionStatus::True, "Ready", "", Some(2));
         assert_ne!(conditions[0].last_transition_time, "2020-01-01T00:00:00Z");
         assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn messages_are_bounded_in_bytes_on_a_character_boundary() {
+        let mut conditions = Vec::new();
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        set(&mut conditions, READY, ConditionStatus::False, "Failed", &long, None);
+        assert!(conditions[0].message.len() <= MAX_MESSAGE_BYTES);
+        assert!(conditions[0].message.ends_with("(truncated)"));
+        assert_eq!(bounded("short", 10), "short");
     }
 
     #[test]

@@ -4,12 +4,13 @@ use super::error::ReconcileError;
 use crate::api::MOVE_LABEL;
 use crate::api::v1alpha1::{Bastion, HostKeyPolicy as HostKeySpec, SSHAuth, SSHHost};
 use crate::ssh::hostkey::HostKeyPolicy;
-use crate::ssh::{Credentials, Endpoint, Target};
+use crate::ssh::{Credentials, Endpoint, PoolKey, Target};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 
-/// The target and a key that changes whenever anything deciding trust changes (for the pool).
-pub async fn target_for(client: &kube::Client, host: &SSHHost) -> Result<(Target, String), ReconcileError> {
+/// The target and the pool's key: the host, and what decides trust in it (it changes whenever
+/// any of that changes, and the pool then connects afresh).
+pub async fn target_for(client: &kube::Client, host: &SSHHost) -> Result<(Target, PoolKey), ReconcileError> {
     let namespace = host.metadata.namespace.clone().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let spec = &host.spec;
@@ -21,7 +22,7 @@ pub async fn target_for(client: &kube::Client, host: &SSHHost) -> Result<(Target
         }
         None => None,
     };
-    let key = format!("{namespace}/{}/{}", host.metadata.name.clone().unwrap_or_default(), fingerprint.join("|"));
+    let key = PoolKey { host: format!("{namespace}/{}", host.metadata.name.clone().unwrap_or_default()), trust: fingerprint.join("|") };
     Ok((Target { host: main, bastion }, key))
 }
 

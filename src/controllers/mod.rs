@@ -26,11 +26,18 @@ pub const FIELD_MANAGER: &str = "capssh";
 /// annotation, not status, because `clusterctl move` does not carry status over.
 pub const QUARANTINE_ANNOTATION: &str = "infrastructure.cluster.x-k8s.io/capssh-quarantine";
 
+/// events.k8s.io/v1 refuses a note over 1 kB.
+const MAX_EVENT_NOTE_BYTES: usize = 1000;
+
 pub struct Context {
     pub client: kube::Client,
     pub pool: SessionPool,
     pub recorder: Recorder,
     pub timing: Timing,
+    /// Consecutive failures to reach each object's host (exponential backoff of retries).
+    pub unreachable: timing::Failures,
+    /// The manager's `--watch-filter`: what it lists must be what it watches.
+    pub watch_filter: Option<String>,
     pub metrics: metrics::Metrics,
     /// The SSHHost controller's watch cache of the hosts: an unplaced machine
     /// chooses from it instead of listing the pool (with N machines placed at once, N lists of
@@ -70,6 +77,8 @@ impl Context {
             pool: SessionPool::new(max_concurrent_hosts, Timeouts::default()),
             client,
             timing,
+            unreachable: timing::Failures::default(),
+            watch_filter: None,
             metrics,
             host_cache: std::sync::OnceLock::new(),
             machine_cache: std::sync::OnceLock::new(),
@@ -77,12 +86,30 @@ impl Context {
         }
     }
 
-    /// Publishes an Event on `obj`; the note is redacted. Failing to publish is only logged.
+    /// A list of the objects this manager watches: with a watch filter, only those labelled.
+    pub fn list_params(&self) -> kube::api::ListParams {
+        match &self.watch_filter {
+            Some(value) => kube::api::ListParams::default().labels(&format!("cluster.x-k8s.io/watch-filter={value}")),
+            None => kube::api::ListParams::default(),
+        }
+    }
+
+    /// When to try again after failing to reach an object's host: transient failures back off
+    /// exponentially per object, the rest as the error says.
+    pub fn retry_after(&self, object: &str, err: &ReconcileError) -> std::time::Duration {
+        match err {
+            ReconcileError::Ssh(ssh) if ssh.is_transient() => self.unreachable.record(object),
+            _ => err.requeue_after(),
+        }
+    }
+
+    /// Publishes an Event on `obj`; the note is redacted and bounded (the API server refuses a
+    /// note over 1 kB). Failing to publish is only logged.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: &str) {
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_string(),
-            note: Some(crate::redact::redact(note)),
+            note: Some(conditions::bounded(&crate::redact::redact(note), MAX_EVENT_NOTE_BYTES)),
             action: reason.to_string(),
             secondary: None,
         };

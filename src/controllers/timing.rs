@@ -53,6 +53,58 @@ pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// SSHCluster: hosts come and go; their failure-domain labels are read again after this.
 pub const CLUSTER_RESYNC: Duration = Duration::from_secs(60);
 
+/// A host that does not answer is tried again after 15 s, then 30 s, 60 s, … up to this: a rack
+/// gone dark is not hammered, and the hosts that answer get the connections.
+pub const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The wait before the `failures`-th retry (1 = the first) of a host that does not answer.
+pub fn unreachable_backoff(failures: u32) -> Duration {
+    use backon::BackoffBuilder;
+    let mut delays = backon::ExponentialBuilder::new()
+        .with_min_delay(errors::TRANSIENT_SSH)
+        .with_max_delay(UNREACHABLE_BACKOFF_MAX)
+        .with_factor(2.0)
+        .without_max_times()
+        .build();
+    delays.nth(failures.saturating_sub(1) as usize).unwrap_or(UNREACHABLE_BACKOFF_MAX)
+}
+
+/// Consecutive failures to reach each object's host, for [`unreachable_backoff`].
+#[derive(Default)]
+pub struct Failures(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl Failures {
+    /// Counts one more failure of `object`'s host; the wait before trying it again.
+    pub fn record(&self, object: &str) -> Duration {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(object.to_string()).or_insert(0);
+        *count = count.saturating_add(1);
+        unreachable_backoff(*count)
+    }
+
+    /// The host answered: the next failure starts from the shortest wait again.
+    pub fn clear(&self, object: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(object);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_host_is_retried_less_and_less_often_up_to_a_cap() {
+        let waits: Vec<u64> = (1..=7).map(|n| unreachable_backoff(n).as_secs()).collect();
+        assert_eq!(waits, vec![15, 30, 60, 120, 240, 300, 300]);
+        let failures = Failures::default();
+        assert_eq!(failures.record("ns/m1"), Duration::from_secs(15));
+        assert_eq!(failures.record("ns/m1"), Duration::from_secs(30));
+        assert_eq!(failures.record("ns/m2"), Duration::from_secs(15), "per object");
+        failures.clear("ns/m1");
+        assert_eq!(failures.record("ns/m1"), Duration::from_secs(15));
+    }
+}
+
 /// Requeues after an error (see `ReconcileError::requeue_after`).
 pub mod errors {
     use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Choosing a host for a machine. Pure: decided from an in-memory view of the SSHHosts, so the
 //! API server is only written to for the claim itself.
 
+use super::claim::MachineIdentity;
 use crate::api::v1alpha1::{HostPhase, LabelSelector, LabelSelectorOperator, SSHHost};
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, hash_map::DefaultHasher};
@@ -13,6 +14,7 @@ pub enum Skip {
     Maintenance,
     BeingDeleted,
     Quarantined,
+    NotPinned,
     Unreachable,
     NotReady,
     LabelsDoNotMatch,
@@ -26,6 +28,7 @@ impl Skip {
             Skip::Maintenance => "in maintenance",
             Skip::BeingDeleted => "being deleted",
             Skip::Quarantined => "quarantined",
+            Skip::NotPinned => "host key not pinned yet",
             Skip::Unreachable => "unreachable",
             Skip::NotReady => "not probed or not ready yet",
             Skip::LabelsDoNotMatch => "labels do not match",
@@ -62,14 +65,14 @@ pub struct FailureDomainRequirement<'a> {
     pub value: &'a str,
 }
 
-/// Picks a host for `machine` (the SSHMachine's name). A host already claimed by this machine
-/// is returned first (the claim survived a crash). Otherwise, among the eligible hosts, the
+/// Picks a host for `machine`. A host already claimed by this machine is returned first (the
+/// claim survived a crash), unless it is quarantined. Otherwise, among the eligible hosts, the
 /// choice is spread by rendezvous hashing on (machine, host): machines that select at the same
 /// moment rarely race for the same host, and a machine asks for the same host again after a
 /// lost race only if it is still free.
 pub fn select<'a, H: Borrow<SSHHost>>(
     hosts: &'a [H],
-    machine: &str,
+    machine: &MachineIdentity<'_>,
     selector: &LabelSelector,
     failure_domain: Option<FailureDomainRequirement<'_>>,
 ) -> Selection<'a> {
@@ -77,14 +80,13 @@ pub fn select<'a, H: Borrow<SSHHost>>(
     let mut best: Option<(u64, &SSHHost)> = None;
     for host in hosts {
         let host: &SSHHost = host.borrow();
-        let consumer = host.spec.consumer_ref.as_ref();
-        if consumer.is_some_and(|c| c.name == machine && c.kind == "SSHMachine") {
+        if machine.holds(host) && !quarantined(host) {
             return Selection { chosen: Some(host), total: hosts.len(), skipped: BTreeMap::new() };
         }
         match skip_reason(host, selector, failure_domain) {
             Some(reason) => *skipped.entry(reason).or_insert(0) += 1,
             None => {
-                let score = rendezvous(machine, host.metadata.name.as_deref().unwrap_or_default());
+                let score = rendezvous(machine.name, host.metadata.name.as_deref().unwrap_or_default());
                 if best.is_none_or(|(top, _)| score > top) {
                     best = Some((score, host));
                 }
@@ -105,8 +107,12 @@ fn skip_reason(host: &SSHHost, selector: &LabelSelector, fd: Option<FailureDomai
     if host.metadata.deletion_timestamp.is_some() {
         return Some(Skip::BeingDeleted);
     }
-    if host.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(crate::controllers::QUARANTINE_ANNOTATION)) {
+    if quarantined(host) {
         return Some(Skip::Quarantined);
+    }
+    // Work runs only over pinned keys; a host with trust on first use is pinned by its first probe.
+    if host.spec.host_key.public_keys.is_empty() {
+        return Some(Skip::NotPinned);
     }
     match host.status.as_ref().and_then(|s| s.phase) {
         Some(HostPhase::Available) => {}
@@ -124,6 +130,11 @@ fn skip_reason(host: &SSHHost, selector: &LabelSelector, fd: Option<FailureDomai
         return Some(Skip::OtherFailureDomain);
     }
     None
+}
+
+/// Kept out of the pool until a person clears the mark, whoever claimed it.
+pub fn quarantined(host: &SSHHost) -> bool {
+    host.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(crate::controllers::QUARANTINE_ANNOTATION))
 }
 
 /// metav1.LabelSelector semantics: every requirement must hold; an empty selector matches all.
@@ -149,7 +160,7 @@ fn rendezvous(machine: &str, host: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::v1alpha1::{ConsumerRef, HostKeyPolicy, LabelSelectorRequirement, PrivateKeyRef, SSHAuth, SSHHostSpec, SSHHostStatus};
+    use crate::api::v1alpha1::{HostKeyPolicy, LabelSelectorRequirement, PrivateKeyRef, SSHAuth, SSHHostSpec, SSHHostStatus};
 
     fn host(name: &str, labels: &[(&str, &str)], phase: Option<HostPhase>) -> SSHHost {
         let mut host = SSHHost::new(
@@ -174,8 +185,12 @@ mod tests {
     }
 
     fn claimed_by(mut h: SSHHost, machine: &str) -> SSHHost {
-        h.spec.consumer_ref = Some(ConsumerRef { api_group: crate::api::GROUP.into(), kind: "SSHMachine".into(), name: machine.into() });
+        h.spec.consumer_ref = Some(crate::hosts::claim::consumer(machine, None));
         h
+    }
+
+    fn id(name: &str) -> MachineIdentity<'_> {
+        MachineIdentity { name, uid: None, host_ref: None }
     }
 
     fn role(value: &str) -> LabelSelector {
@@ -195,7 +210,7 @@ mod tests {
             host("cp", &[("role", "control-plane")], Some(HostPhase::Available)),
             host("new", &[("role", "worker")], None),
         ];
-        let selection = select(&hosts, "machine-a", &role("worker"), None);
+        let selection = select(&hosts, &id("machine-a"), &role("worker"), None);
         assert!(selection.chosen.is_none());
         assert_eq!(
             selection.explain(),
@@ -206,15 +221,25 @@ mod tests {
     #[test]
     fn a_host_already_claimed_by_the_machine_wins() {
         let hosts = vec![host("free", &[], Some(HostPhase::Available)), claimed_by(host("mine", &[], Some(HostPhase::Provisioning)), "machine-a")];
-        let chosen = select(&hosts, "machine-a", &LabelSelector::default(), None).chosen.unwrap();
+        let chosen = select(&hosts, &id("machine-a"), &LabelSelector::default(), None).chosen.unwrap();
         assert_eq!(chosen.metadata.name.as_deref(), Some("mine"));
+    }
+
+    #[test]
+    fn a_quarantined_host_is_not_handed_back_even_to_its_claimant() {
+        let mut quarantined = claimed_by(host("q", &[], Some(HostPhase::Quarantined)), "machine-a");
+        quarantined.metadata.annotations = Some([(crate::controllers::QUARANTINE_ANNOTATION.to_string(), "dirty".to_string())].into());
+        let hosts = vec![quarantined];
+        let selection = select(&hosts, &id("machine-a"), &LabelSelector::default(), None);
+        assert!(selection.chosen.is_none());
+        assert_eq!(selection.explain(), "0 of 1 hosts free: 1 claimed");
     }
 
     #[test]
     fn failure_domains_are_honoured() {
         let hosts = vec![host("a1", &[("zone", "a")], Some(HostPhase::Available)), host("b1", &[("zone", "b")], Some(HostPhase::Available))];
         let fd = FailureDomainRequirement { label: "zone", value: "b" };
-        let selection = select(&hosts, "m", &LabelSelector::default(), Some(fd));
+        let selection = select(&hosts, &id("m"), &LabelSelector::default(), Some(fd));
         assert_eq!(selection.chosen.unwrap().metadata.name.as_deref(), Some("b1"));
         assert_eq!(selection.explain(), "1 of 2 hosts free: 1 in another failure domain");
     }
@@ -223,13 +248,13 @@ mod tests {
     fn concurrent_machines_spread_over_free_hosts() {
         let hosts: Vec<SSHHost> = (0..10).map(|i| host(&format!("h{i}"), &[], Some(HostPhase::Available))).collect();
         let picks: std::collections::BTreeSet<String> = (0..10)
-            .map(|m| select(&hosts, &format!("machine-{m}"), &LabelSelector::default(), None).chosen.unwrap().metadata.name.clone().unwrap())
+            .map(|m| select(&hosts, &id(&format!("machine-{m}")), &LabelSelector::default(), None).chosen.unwrap().metadata.name.clone().unwrap())
             .collect();
         // Not all on one host: ten machines starting together mostly do not collide.
         assert!(picks.len() >= 4, "{picks:?}");
         // Deterministic for one machine.
-        let again = select(&hosts, "machine-3", &LabelSelector::default(), None).chosen.unwrap();
-        let first = select(&hosts, "machine-3", &LabelSelector::default(), None).chosen.unwrap();
+        let again = select(&hosts, &id("machine-3"), &LabelSelector::default(), None).chosen.unwrap();
+        let first = select(&hosts, &id("machine-3"), &LabelSelector::default(), None).chosen.unwrap();
         assert_eq!(again.metadata.name, first.metadata.name);
     }
 

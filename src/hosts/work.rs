@@ -97,15 +97,22 @@ pub fn next_work(records: &MachineRecords) -> NextWork {
     }
 }
 
-/// One step of a job whose record was just read: start it if it never ran, else judge it.
+/// One step of a job whose record was just read: start it if it never ran, else judge it. A
+/// success proven by paths (the sentinel in /run) is recorded on the host's disk, so that it is
+/// still a success after a reboot, for whoever judges it next (a moved or restarted controller).
 pub async fn advance(host: &impl HostOps, job: &JobSpec<'_>, record: JobRecord, required: &[&str], present: &[bool]) -> Result<Progress, SshError> {
-    Ok(match judge(job.id, record.state, required, present) {
+    Ok(match judge(job.id, record, required, present) {
         Verdict::Start => {
             host.start_job(job).await?;
             Progress::Running
         }
         Verdict::Running => Progress::Running,
-        Verdict::Succeeded => Progress::Succeeded,
+        Verdict::Succeeded => {
+            if !record.succeeded && !required.is_empty() {
+                host.mark_succeeded(job.id).await?;
+            }
+            Progress::Succeeded
+        }
         Verdict::Failed(reason) => Progress::Failed { reason, log_tail: host.job_log_tail(job.id, FAILURE_LOG_LINES, FAILURE_LOG_BYTES).await? },
     })
 }
@@ -204,14 +211,35 @@ pub enum Resetting {
     Dirty(String),
 }
 
-/// One step of resetting a host: start the reset job once, follow it, then judge the host by
-/// what is on it now (whatever the job said). A verified-clean host forgets the reset, in the
-/// same session: while the claim stands, the record tells a moved copy of the machine not to
-/// bootstrap the host again (`NextWork::AlreadyReset`); once released, a new machine of the
-/// same name must not be mistaken for it. A crash in between only repeats the idempotent reset.
+/// How long a bootstrap or preparation job gets to end after TERM before the reset KILLs it.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// One step of resetting a host: stop the machine's running jobs (a `kubeadm join` must not
+/// finish after the reset), start the reset job once, follow it, then judge the host by what is
+/// on it now (whatever the job said). A reset lost to a reboot is started again: it is
+/// idempotent. A verified-clean host forgets the reset, in the same session: while the claim
+/// stands, the record tells a moved copy of the machine not to bootstrap the host again
+/// (`NextWork::AlreadyReset`); once released, a new machine of the same name must not be
+/// mistaken for it. A crash in between only repeats the reset.
 pub async fn advance_reset(host: &impl HostOps, id: &str, host_name: &str) -> Result<Resetting, SshError> {
     let job = JobSpec { id, script: RESET.as_bytes() };
-    if step_job(host, &job, &[]).await? == Progress::Running {
+    let record = host.job_records(&[id], &[]).await?.jobs[0];
+    match record.state {
+        JobState::Absent => {
+            let stopped = host.stop_jobs(STOP_GRACE).await?;
+            if !stopped.is_empty() {
+                tracing::info!(host = host_name, jobs = ?stopped, "stopped running jobs before the reset");
+            }
+        }
+        JobState::Lost => {
+            tracing::info!(host = host_name, job = id, "the reset was lost (the host rebooted?): starting it again");
+            host.remove_job(id).await?;
+            host.start_job(&job).await?;
+            return Ok(Resetting::Running);
+        }
+        _ => {}
+    }
+    if advance(host, &job, record, &[], &[]).await? == Progress::Running {
         return Ok(Resetting::Running);
     }
     let problems = host.check(VERIFY_RESET).await?.trim().to_string();

@@ -13,6 +13,19 @@ pub struct LeaderElection {
     identity: String,
     lease_duration: Duration,
     renew_every: Duration,
+    /// The Lease's resourceVersion as last seen, and when (by this process's monotonic clock).
+    /// Another holder's lease expires when it has not changed for its duration as *we* measure
+    /// it: its renewTime is the other Pod's clock, which may be minutes off ours.
+    observed: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+}
+
+/// Whether another holder's lease may be taken: unchanged for longer than its duration since
+/// we first saw this version of it.
+fn expired(unchanged_for: Duration, lease_duration_seconds: Option<i32>) -> bool {
+    match lease_duration_seconds {
+        Some(seconds) => unchanged_for > Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
+        None => true,
+    }
 }
 
 impl LeaderElection {
@@ -23,6 +36,7 @@ impl LeaderElection {
             identity: identity.to_string(),
             lease_duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
+            observed: std::sync::Mutex::new(None),
         }
     }
 
@@ -77,11 +91,19 @@ impl LeaderElection {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(renewed), Some(seconds)) => renewed.0 + jiff::SignedDuration::from_secs(seconds as i64) < now,
-            _ => true,
+        let version = lease.metadata.resource_version.clone().unwrap_or_default();
+        let unchanged_for = {
+            let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            match observed.as_ref() {
+                Some((seen, since)) if *seen == version => since.elapsed(),
+                _ => {
+                    *observed = Some((version, std::time::Instant::now()));
+                    Duration::ZERO
+                }
+            }
         };
-        if !ours && !expired {
+        let free = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+        if !ours && !free && !expired(unchanged_for, spec.lease_duration_seconds) {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!ours);
@@ -104,5 +126,17 @@ impl LeaderElection {
             lease_transitions: Some(transitions),
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_holders_lease_expires_by_our_own_clock() {
+        assert!(!expired(Duration::from_secs(14), Some(15)), "renewed (changed) recently as we saw it");
+        assert!(expired(Duration::from_secs(16), Some(15)));
+        assert!(expired(Duration::ZERO, None), "a lease without a duration is free");
     }
 }

@@ -88,7 +88,9 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         health_interval: std::time::Duration::from_secs(args.health_check_interval_seconds.max(1)),
         cleanup_give_up: std::time::Duration::from_secs(args.cleanup_give_up_seconds),
     };
-    let ctx = std::sync::Arc::new(crate::controllers::Context::new(client.clone(), args.max_concurrent_hosts, timing, metrics));
+    let mut ctx = crate::controllers::Context::new(client.clone(), args.max_concurrent_hosts, timing, metrics);
+    ctx.watch_filter = args.watch_filter.clone();
+    let ctx = std::sync::Arc::new(ctx);
     let scope = controllers::Scope { namespace: args.namespace.clone(), watch_filter: args.watch_filter.clone() };
     servers.spawn(controllers::run_hosts(client.clone(), scope.clone(), ctx.clone()));
     servers.spawn(controllers::run_clusters(client.clone(), scope.clone(), ctx.clone()));

@@ -20,6 +20,12 @@ pub enum SshError {
     #[error("{target} has no pinned host key and trust on first use is off (seen {seen})")]
     HostKeyNotPinned { target: String, seen: String },
 
+    #[error(
+        "the host key {seen} of {target} is not pinned yet: capssh runs work only on hosts reached through pinned keys. \
+         The SSHHost controller pins a key seen on first use when it probes a free host; or pin it in spec.hostKey.publicKeys"
+    )]
+    NotPinnedYet { target: String, seen: String },
+
     #[error("authentication as {user} on {target} failed: the server refused the {method}")]
     AuthFailed { target: String, user: String, method: &'static str },
 
@@ -66,7 +72,7 @@ impl SshError {
         match self {
             SshError::Unreachable { .. } | SshError::Timeout { .. } | SshError::Disconnected { .. } => reasons::HOST_UNREACHABLE,
             SshError::HostKeyMismatch { .. } => reasons::HOST_KEY_MISMATCH,
-            SshError::HostKeyNotPinned { .. } => reasons::HOST_KEY_NOT_PINNED,
+            SshError::HostKeyNotPinned { .. } | SshError::NotPinnedYet { .. } => reasons::HOST_KEY_NOT_PINNED,
             SshError::AuthFailed { .. } | SshError::InvalidKey { .. } => reasons::AUTHENTICATION_FAILED,
             SshError::SudoNeedsPassword { .. } => reasons::SUDO_NEEDS_PASSWORD,
             SshError::InvalidPin { .. } => reasons::INVALID_HOST_KEY_PIN,

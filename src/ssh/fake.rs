@@ -43,7 +43,7 @@ impl FakeHost {
     /// Ends a started job with `exit_code`, creating `files`.
     pub fn finish(&self, id: &str, exit_code: i32, files: &[&str]) {
         self.with(|s| {
-            s.jobs.insert(id.to_string(), JobRecord { state: JobState::Finished { exit_code }, age: Some(Duration::from_secs(1)) });
+            s.jobs.insert(id.to_string(), JobRecord::new(JobState::Finished { exit_code }, Some(Duration::from_secs(1))));
             s.files.extend(files.iter().map(|f| f.to_string()));
         });
     }
@@ -85,7 +85,7 @@ impl HostOps for FakeHost {
             if s.jobs.contains_key(job.id) {
                 return Start::AlreadyStarted;
             }
-            s.jobs.insert(job.id.to_string(), JobRecord { state: JobState::Running, age: Some(Duration::ZERO) });
+            s.jobs.insert(job.id.to_string(), JobRecord::new(JobState::Running, Some(Duration::ZERO)));
             s.journal.push(job.id.to_string());
             Start::Started
         }))
@@ -102,6 +102,26 @@ impl HostOps for FakeHost {
         self.fail_if_down()?;
         self.with(|s| s.jobs.remove(id));
         Ok(())
+    }
+    async fn mark_succeeded(&self, id: &str) -> Result<(), SshError> {
+        self.fail_if_down()?;
+        self.with(|s| s.jobs.get_mut(id).map(|j| j.succeeded = true));
+        Ok(())
+    }
+    async fn stop_jobs(&self, _grace: Duration) -> Result<Vec<String>, SshError> {
+        self.fail_if_down()?;
+        Ok(self.with(|s| {
+            let running: Vec<String> = s
+                .jobs
+                .iter()
+                .filter(|(id, j)| j.state == JobState::Running && (id.starts_with("bootstrap-") || id.starts_with("prepare-")))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &running {
+                s.jobs.insert(id.clone(), JobRecord::new(JobState::Finished { exit_code: 143 }, Some(Duration::from_secs(1))));
+            }
+            running
+        }))
     }
     async fn check(&self, _script: &str) -> Result<String, SshError> {
         self.fail_if_down()?;

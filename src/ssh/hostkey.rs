@@ -26,7 +26,13 @@ impl Pin {
         if let Ok(key) = PublicKey::from_openssh(text) {
             return Ok(Pin::Key(key));
         }
-        Entry::from_str(text).map(|entry| Pin::Key(entry.public_key().clone())).map_err(|err| invalid(err.to_string()))
+        let entry = Entry::from_str(text).map_err(|err| invalid(err.to_string()))?;
+        // `@revoked` says never to trust the key; `@cert-authority` trusts certificates signed by
+        // it, which capssh does not check: neither is a pin.
+        if let Some(marker) = entry.marker() {
+            return Err(invalid(format!("a known_hosts line marked {} is not a pin of the host's key", marker.as_str())));
+        }
+        Ok(Pin::Key(entry.public_key().clone()))
     }
 
     fn matches(&self, seen: &PublicKey) -> bool {
@@ -100,6 +106,14 @@ mod tests {
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl host1";
     const OTHER: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti other";
+
+    #[test]
+    fn revoked_and_certificate_authority_lines_are_not_pins() {
+        let revoked = format!("@revoked host1,198.18.1.2 {KEY}");
+        assert!(matches!(Pin::parse(&revoked), Err(SshError::InvalidPin { reason, .. }) if reason.contains("@revoked")));
+        assert!(Pin::parse(&format!("@cert-authority *.example {KEY}")).is_err());
+        assert!(Pin::parse(&format!("host1,198.18.1.2 {KEY}")).is_ok());
+    }
 
     fn key(text: &str) -> PublicKey {
         PublicKey::from_openssh(text).unwrap()

@@ -53,6 +53,8 @@ pub enum JobState {
     /// Started, not finished, and its process is gone (the host rebooted, or someone killed
     /// it). It is not started again: a person must look at the host.
     Lost,
+    /// Ended, but its exit status could not be written (an empty exit file: a full disk).
+    Unreadable,
 }
 
 /// A job as the host records it: its state and, once started, how long ago that was by the
@@ -61,11 +63,21 @@ pub enum JobState {
 pub struct JobRecord {
     pub state: JobState,
     pub age: Option<Duration>,
+    /// capssh recorded on the host's disk that the job succeeded (see [`judge`]).
+    pub succeeded: bool,
 }
 
 impl JobRecord {
-    pub const ABSENT: JobRecord = JobRecord { state: JobState::Absent, age: None };
+    pub const ABSENT: JobRecord = JobRecord { state: JobState::Absent, age: None, succeeded: false };
+
+    pub fn new(state: JobState, age: Option<Duration>) -> Self {
+        Self { state, age, succeeded: false }
+    }
 }
+
+/// The line job-records.sh prints before its answer: what a login shell printed before it
+/// (a banner, a profile's echo) is not taken for a job's state.
+pub const RECORDS_MARKER: &str = "capssh-records";
 
 /// The records of the jobs asked about, and whether each path asked about exists.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +115,9 @@ fn check_id(id: &str) -> Result<&str, SshError> {
 /// Reads job-records.sh's output for `jobs` ids and `paths` paths.
 pub fn parse_records(text: &str, jobs: usize, paths: usize) -> Result<JobRecords, String> {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    if !lines.any(|l| l == RECORDS_MARKER) {
+        return Err("no job records in the host's answer".into());
+    }
     let mut records = JobRecords { jobs: Vec::with_capacity(jobs), present: Vec::with_capacity(paths) };
     for _ in 0..jobs {
         let line = lines.next().ok_or("fewer job lines than jobs asked about")?;
@@ -110,10 +125,13 @@ pub fn parse_records(text: &str, jobs: usize, paths: usize) -> Result<JobRecords
         let age = |field: Option<&&str>| field.and_then(|f| f.parse::<u64>().ok()).map(Duration::from_secs);
         let record = match fields.as_slice() {
             ["absent"] => JobRecord::ABSENT,
-            ["running", rest @ ..] => JobRecord { state: JobState::Running, age: age(rest.first()) },
-            ["lost", rest @ ..] => JobRecord { state: JobState::Lost, age: age(rest.first()) },
+            ["running", rest @ ..] => JobRecord::new(JobState::Running, age(rest.first())),
+            ["lost", rest @ ..] => JobRecord::new(JobState::Lost, age(rest.first())),
+            ["unreadable", rest @ ..] => JobRecord::new(JobState::Unreadable, age(rest.first())),
             ["exit", code, rest @ ..] => match code.parse() {
-                Ok(exit_code) => JobRecord { state: JobState::Finished { exit_code }, age: age(rest.first()) },
+                Ok(exit_code) => {
+                    JobRecord { succeeded: rest.get(1) == Some(&"succeeded"), ..JobRecord::new(JobState::Finished { exit_code }, age(rest.first())) }
+                }
                 Err(_) => return Err(format!("unexpected job status {line:?}")),
             },
             _ => return Err(format!("unexpected job status {line:?}")),
@@ -142,7 +160,9 @@ pub enum Progress {
 }
 
 /// What a job's record says, before its log is read: success is exit 0 **and** every required
-/// path present (for a bootstrap, the Cluster API sentinel).
+/// path present (for a bootstrap, the Cluster API sentinel) — or, once capssh saw that and
+/// recorded it on disk, exit 0 and that record (the sentinel lives in /run, which a reboot
+/// empties).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Not started yet: start it.
@@ -153,10 +173,11 @@ pub enum Verdict {
     Failed(String),
 }
 
-pub fn judge(id: &str, state: JobState, required: &[&str], present: &[bool]) -> Verdict {
-    match state {
+pub fn judge(id: &str, record: JobRecord, required: &[&str], present: &[bool]) -> Verdict {
+    match record.state {
         JobState::Absent => Verdict::Start,
         JobState::Running => Verdict::Running,
+        JobState::Finished { exit_code: 0 } if record.succeeded => Verdict::Succeeded,
         JobState::Finished { exit_code: 0 } => match required.iter().zip(present.iter().chain(std::iter::repeat(&false))).find(|(_, p)| !**p) {
             None => Verdict::Succeeded,
             Some((path, _)) => Verdict::Failed(format!("the job exited 0 but {path} is missing")),
@@ -164,6 +185,9 @@ pub fn judge(id: &str, state: JobState, required: &[&str], present: &[bool]) -> 
         JobState::Finished { exit_code } => Verdict::Failed(format!("the job exited with status {exit_code}")),
         JobState::Lost => Verdict::Failed(format!(
             "the job's process is gone without an exit status (host rebooted or process killed); inspect {JOBS_DIR}/{id} on the host"
+        )),
+        JobState::Unreadable => Verdict::Failed(format!(
+            "the job ended but its exit status could not be written (is the disk full? see df {JOBS_DIR}); inspect {JOBS_DIR}/{id} on the host"
         )),
     }
 }
@@ -173,7 +197,8 @@ impl Session {
     pub async fn start_job(&self, job: &JobSpec<'_>) -> Result<Start, SshError> {
         let script = with_inputs(scripts::JOB_START, &[("JOBS_DIR", JOBS_DIR), ("JOB_ID", check_id(job.id)?), ("JOURNAL", JOURNAL)]);
         let output = self.run_checked(&script, Some(job.script), Duration::from_secs(60)).await?;
-        Ok(if output.stdout_text().trim() == "started" { Start::Started } else { Start::AlreadyStarted })
+        // The last line: a login shell may have printed something before it.
+        Ok(if output.stdout_text().lines().last().map(str::trim) == Some("started") { Start::Started } else { Start::AlreadyStarted })
     }
 
     /// The records of several jobs, and whether each of `paths` exists: one round trip.
@@ -189,6 +214,22 @@ impl Session {
     pub async fn job_status(&self, id: &str, paths: &[&str]) -> Result<JobStatus, SshError> {
         let records = self.job_records(&[id], paths).await?;
         Ok(JobStatus { state: records.jobs[0].state, present: records.present })
+    }
+
+    /// Records on the host's disk that the job succeeded.
+    pub async fn mark_succeeded(&self, id: &str) -> Result<(), SshError> {
+        let script = with_inputs(scripts::JOB_SUCCEEDED, &[("JOBS_DIR", JOBS_DIR), ("JOB_ID", check_id(id)?)]);
+        self.run_checked(&script, None, Duration::from_secs(30)).await?;
+        Ok(())
+    }
+
+    /// Stops every running bootstrap and preparation job (process groups, TERM then KILL after
+    /// `grace`) and waits for them; the ids of the jobs stopped.
+    pub async fn stop_jobs(&self, grace: Duration) -> Result<Vec<String>, SshError> {
+        let seconds = grace.as_secs().to_string();
+        let script = with_inputs(scripts::JOB_STOP, &[("JOBS_DIR", JOBS_DIR), ("GRACE", &seconds)]);
+        let output = self.run_checked(&script, None, grace + Duration::from_secs(60)).await?;
+        Ok(output.stdout_text().lines().filter_map(|l| l.strip_prefix("stopped ")).map(str::to_string).collect())
     }
 
     /// Forgets a finished job: its folder goes (the journal keeps its start), so the same id
@@ -216,12 +257,12 @@ impl Session {
     /// Starts the job if it never ran on this host, otherwise re-attaches, and judges it (see
     /// [`judge`]). Called again and again until it is no longer Running; never starts a job twice.
     pub async fn advance_job(&self, job: &JobSpec<'_>, required: &[&str], log_lines: usize) -> Result<Progress, SshError> {
-        let mut status = self.job_status(job.id, required).await?;
-        if status.state == JobState::Absent {
+        let mut records = self.job_records(&[job.id], required).await?;
+        if records.jobs[0].state == JobState::Absent {
             self.start_job(job).await?;
-            status = self.job_status(job.id, required).await?;
+            records = self.job_records(&[job.id], required).await?;
         }
-        Ok(match judge(job.id, status.state, required, &status.present) {
+        Ok(match judge(job.id, records.jobs[0], required, &records.present) {
             Verdict::Start | Verdict::Running => Progress::Running,
             Verdict::Succeeded => Progress::Succeeded,
             Verdict::Failed(reason) => Progress::Failed { reason, log_tail: self.job_log_tail(job.id, log_lines).await? },
@@ -243,52 +284,97 @@ mod tests {
 
     #[test]
     fn records_are_parsed_in_order() {
-        let text = "absent\nrunning 12\nexit 0 30\nexit 2 5\nlost 700\nyes\nno\n";
-        let records = parse_records(text, 5, 2).unwrap();
+        let text = "Welcome to rack1-07!\nyes\ncapssh-records\nabsent\nrunning 12\nexit 0 30 succeeded\nexit 2 5\nlost 700\nunreadable 3\nyes\nno\n";
+        let records = parse_records(text, 6, 2).unwrap();
         assert_eq!(records.jobs[0], JobRecord::ABSENT);
-        assert_eq!(records.jobs[1], JobRecord { state: JobState::Running, age: Some(Duration::from_secs(12)) });
+        assert_eq!(records.jobs[1], JobRecord::new(JobState::Running, Some(Duration::from_secs(12))));
         assert_eq!(records.jobs[2].state, JobState::Finished { exit_code: 0 });
+        assert!(records.jobs[2].succeeded);
         assert_eq!(records.jobs[3].state, JobState::Finished { exit_code: 2 });
-        assert_eq!(records.jobs[4], JobRecord { state: JobState::Lost, age: Some(Duration::from_secs(700)) });
+        assert!(!records.jobs[3].succeeded);
+        assert_eq!(records.jobs[4], JobRecord::new(JobState::Lost, Some(Duration::from_secs(700))));
+        assert_eq!(records.jobs[5].state, JobState::Unreadable);
         assert_eq!(records.present, vec![true, false]);
     }
 
     #[test]
     fn short_or_strange_output_is_an_error_not_a_guess() {
-        assert!(parse_records("absent\n", 2, 0).is_err());
-        assert!(parse_records("exit x 3\n", 1, 0).is_err());
-        assert!(parse_records("Welcome to host!\nabsent\n", 1, 0).is_err());
-        assert!(parse_records("absent\nmaybe\n", 1, 1).is_err());
+        assert!(parse_records("capssh-records\nabsent\n", 2, 0).is_err());
+        assert!(parse_records("capssh-records\nexit x 3\n", 1, 0).is_err());
+        assert!(parse_records("Welcome to host!\nabsent\n", 1, 0).is_err(), "no marker: not an answer");
+        assert!(parse_records("capssh-records\nabsent\nmaybe\n", 1, 1).is_err());
     }
 
     #[test]
     fn success_needs_exit_zero_and_every_required_path() {
         let sentinel = ["/run/cluster-api/bootstrap-success.complete"];
-        assert_eq!(judge("j", JobState::Absent, &sentinel, &[false]), Verdict::Start);
-        assert_eq!(judge("j", JobState::Running, &sentinel, &[false]), Verdict::Running);
-        assert_eq!(judge("j", JobState::Finished { exit_code: 0 }, &sentinel, &[true]), Verdict::Succeeded);
-        assert!(matches!(judge("j", JobState::Finished { exit_code: 0 }, &sentinel, &[false]), Verdict::Failed(r) if r.contains("is missing")));
-        assert!(matches!(judge("j", JobState::Finished { exit_code: 0 }, &sentinel, &[]), Verdict::Failed(_)));
-        assert!(matches!(judge("j", JobState::Finished { exit_code: 1 }, &[], &[]), Verdict::Failed(r) if r.contains("status 1")));
-        assert!(matches!(judge("j", JobState::Lost, &[], &[]), Verdict::Failed(r) if r.contains("process is gone")));
+        let record = |state| JobRecord::new(state, None);
+        let exit_0 = record(JobState::Finished { exit_code: 0 });
+        assert_eq!(judge("j", record(JobState::Absent), &sentinel, &[false]), Verdict::Start);
+        assert_eq!(judge("j", record(JobState::Running), &sentinel, &[false]), Verdict::Running);
+        assert_eq!(judge("j", exit_0, &sentinel, &[true]), Verdict::Succeeded);
+        assert!(matches!(judge("j", exit_0, &sentinel, &[false]), Verdict::Failed(r) if r.contains("is missing")));
+        assert!(matches!(judge("j", exit_0, &sentinel, &[]), Verdict::Failed(_)));
+        assert!(matches!(judge("j", record(JobState::Finished { exit_code: 1 }), &[], &[]), Verdict::Failed(r) if r.contains("status 1")));
+        assert!(matches!(judge("j", record(JobState::Lost), &[], &[]), Verdict::Failed(r) if r.contains("process is gone")));
+        assert!(matches!(judge("j", record(JobState::Unreadable), &[], &[]), Verdict::Failed(r) if r.contains("disk full")));
     }
 
     #[test]
-    fn the_records_script_reports_what_is_on_disk() {
+    fn a_success_recorded_on_disk_outlives_the_sentinel_in_run() {
+        let sentinel = ["/run/cluster-api/bootstrap-success.complete"];
+        let recorded = JobRecord { succeeded: true, ..JobRecord::new(JobState::Finished { exit_code: 0 }, None) };
+        assert_eq!(judge("j", recorded, &sentinel, &[false]), Verdict::Succeeded, "after a reboot emptied /run");
+        let recorded_failure = JobRecord { succeeded: true, ..JobRecord::new(JobState::Finished { exit_code: 1 }, None) };
+        assert!(matches!(judge("j", recorded_failure, &sentinel, &[true]), Verdict::Failed(_)));
+    }
+
+    /// job-records.sh run by the local `sh` over job folders made as job-start.sh makes them.
+    #[test]
+    fn the_records_script_tells_running_from_lost_after_a_reboot_or_a_reused_pid() {
         let root = std::env::temp_dir().join(format!("capssh-records-{}", std::process::id()));
         let jobs = root.join("jobs");
-        std::fs::create_dir_all(jobs.join("done/run")).unwrap();
-        std::fs::write(jobs.join("done/exit"), "3\n").unwrap();
-        std::fs::create_dir_all(jobs.join("gone/run")).unwrap();
-        std::fs::write(jobs.join("gone/pid"), "999999999\n").unwrap();
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = sleeper.id().to_string();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let started = stat.rsplit(") ").next().unwrap().split(' ').nth(19).unwrap().to_string();
+        let job = |name: &str, files: &[(&str, &str)]| {
+            std::fs::create_dir_all(jobs.join(name).join("run")).unwrap();
+            for (file, content) in files {
+                std::fs::write(jobs.join(name).join(file), content).unwrap();
+            }
+        };
+        job("done", &[("exit", "3\n")]);
+        job("proven", &[("exit", "0\n"), ("succeeded", "")]);
+        job("full-disk", &[("exit", "")]);
+        job("gone", &[("pid", "999999999\n")]);
+        job("alive", &[("pid", &pid), ("boot", &boot), ("started", &started)]);
+        job("other-boot", &[("pid", &pid), ("boot", "00000000-0000-0000-0000-000000000000\n"), ("started", &started)]);
+        job("reused-pid", &[("pid", &pid), ("boot", &boot), ("started", "1\n")]);
+        let ids = "done proven full-disk gone alive other-boot reused-pid never";
         let paths = format!("{}\n{}", jobs.join("done/exit").display(), jobs.join("nothing").display());
-        let script = with_inputs(scripts::JOB_RECORDS, &[("JOBS_DIR", &jobs.to_string_lossy()), ("JOB_IDS", "done gone never"), ("PATHS", &paths)]);
+        let script = with_inputs(scripts::JOB_RECORDS, &[("JOBS_DIR", &jobs.to_string_lossy()), ("JOB_IDS", ids), ("PATHS", &paths)]);
         let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
-        let records = parse_records(&String::from_utf8_lossy(&out.stdout), 3, 2).unwrap();
+        sleeper.kill().unwrap();
+        let _ = sleeper.wait();
         std::fs::remove_dir_all(&root).unwrap();
-        assert_eq!(records.jobs[0].state, JobState::Finished { exit_code: 3 });
-        assert_eq!(records.jobs[1].state, JobState::Lost);
-        assert_eq!(records.jobs[2], JobRecord::ABSENT);
+        let records = parse_records(&String::from_utf8_lossy(&out.stdout), 8, 2).unwrap();
+        let states: Vec<JobState> = records.jobs.iter().map(|r| r.state).collect();
+        assert_eq!(
+            states,
+            vec![
+                JobState::Finished { exit_code: 3 },
+                JobState::Finished { exit_code: 0 },
+                JobState::Unreadable,
+                JobState::Lost,
+                JobState::Running,
+                JobState::Lost,
+                JobState::Lost,
+                JobState::Absent
+            ]
+        );
+        assert!(records.jobs[1].succeeded && !records.jobs[0].succeeded);
         assert_eq!(records.present, vec![true, false]);
     }
 }

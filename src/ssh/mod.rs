@@ -16,5 +16,5 @@ mod session;
 
 pub use error::SshError;
 pub use ops::HostOps;
-pub use pool::{Lease, SessionPool};
+pub use pool::{Lease, PoolKey, SessionPool};
 pub use session::{Credentials, Endpoint, Output, Session, Target, Timeouts};

@@ -21,6 +21,10 @@ pub trait HostOps: Send + Sync {
     fn start_job(&self, job: &JobSpec<'_>) -> impl Future<Output = Result<Start, SshError>> + Send;
     /// The end of a job's log: at most `lines` lines and `max_bytes` bytes, not redacted.
     fn job_log_tail(&self, id: &str, lines: usize, max_bytes: usize) -> impl Future<Output = Result<String, SshError>> + Send;
+    /// Records on the host's disk that a job succeeded (its proof may live in /run).
+    fn mark_succeeded(&self, id: &str) -> impl Future<Output = Result<(), SshError>> + Send;
+    /// Stops every running bootstrap and preparation job and waits for them; their ids.
+    fn stop_jobs(&self, grace: Duration) -> impl Future<Output = Result<Vec<String>, SshError>> + Send;
     /// Forgets a finished job (the journal keeps its start).
     fn remove_job(&self, id: &str) -> impl Future<Output = Result<(), SshError>> + Send;
     /// Runs a read-only script (a check) and returns what it printed.
@@ -51,6 +55,12 @@ impl HostOps for Session {
     }
     async fn remove_job(&self, id: &str) -> Result<(), SshError> {
         Session::remove_job(self, id).await
+    }
+    async fn mark_succeeded(&self, id: &str) -> Result<(), SshError> {
+        Session::mark_succeeded(self, id).await
+    }
+    async fn stop_jobs(&self, grace: Duration) -> Result<Vec<String>, SshError> {
+        Session::stop_jobs(self, grace).await
     }
     async fn check(&self, script: &str) -> Result<String, SshError> {
         Ok(self.run_checked(script, None, CHECK_TIMEOUT).await?.stdout_text())

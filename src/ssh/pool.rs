@@ -6,9 +6,22 @@ use std::ops::Deref;
 use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
+/// Which host a session is for, and everything that decides trust in it (address, user,
+/// credentials' versions, pins): a change of the latter opens a new connection, verified again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolKey {
+    pub host: String,
+    pub trust: String,
+}
+
 pub struct SessionPool {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// One session per host: a session made under older trust is dropped when a new one is made.
+    sessions: Mutex<HashMap<String, (String, Arc<Session>)>>,
+    /// Hosts worked on at once (held while a lease lives).
     limit: Arc<Semaphore>,
+    /// Connections being opened at once. Separate from `limit`: a rack of unreachable hosts
+    /// waiting out their connect timeouts must not hold up work on the hosts that answer.
+    connecting: Arc<Semaphore>,
     timeouts: Timeouts,
 }
 
@@ -26,32 +39,37 @@ impl Deref for Lease {
 }
 
 impl SessionPool {
-    /// `max_concurrent`: how many leases (hosts being worked on) may exist at once.
+    /// `max_concurrent`: how many leases (hosts being worked on) may exist at once; as many
+    /// connections again may be opening.
     pub fn new(max_concurrent: usize, timeouts: Timeouts) -> Self {
-        Self { sessions: Mutex::new(HashMap::new()), limit: Arc::new(Semaphore::new(max_concurrent.max(1))), timeouts }
+        let max = max_concurrent.max(1);
+        Self { sessions: Mutex::new(HashMap::new()), limit: Arc::new(Semaphore::new(max)), connecting: Arc::new(Semaphore::new(max)), timeouts }
     }
 
-    /// A session to `target`, reusing the open one stored under `key`. The key must change
-    /// whenever anything that decides trust changes (address, user, credentials, pins), so that
-    /// a re-pinned host is verified again on a fresh connection.
-    pub async fn lease(&self, key: &str, target: &Target) -> Result<Lease, SshError> {
+    /// A session to `target`, reusing the host's open one when it was made under the same trust.
+    pub async fn lease(&self, key: &PoolKey, target: &Target) -> Result<Lease, SshError> {
+        let reusable = self.sessions.lock().await.get(&key.host).filter(|(trust, s)| *trust == key.trust && s.is_usable()).map(|(_, s)| s.clone());
+        let session = match reusable {
+            Some(session) => session,
+            None => {
+                let _connecting = self.connecting.clone().acquire_owned().await.expect("the pool's semaphore is never closed");
+                let session = Arc::new(Session::connect(target, &self.timeouts).await?);
+                self.sessions.lock().await.insert(key.host.clone(), (key.trust.clone(), session.clone()));
+                session
+            }
+        };
         let permit = self.limit.clone().acquire_owned().await.expect("the pool's semaphore is never closed");
-        if let Some(session) = self.sessions.lock().await.get(key).filter(|s| s.is_usable()).cloned() {
-            return Ok(Lease { session, _permit: permit });
-        }
-        let session = Arc::new(Session::connect(target, &self.timeouts).await?);
-        self.sessions.lock().await.insert(key.to_string(), session.clone());
         Ok(Lease { session, _permit: permit })
     }
 
-    /// Drops the connection stored under `key` (when the host is released). A session that
-    /// failed needs no call: it marked itself broken and is replaced on the next lease.
-    pub async fn forget(&self, key: &str) {
-        self.sessions.lock().await.remove(key);
+    /// Drops the host's connection (when the host is released). A session that failed needs no
+    /// call: it marked itself broken and is replaced on the next lease.
+    pub async fn forget(&self, host: &str) {
+        self.sessions.lock().await.remove(host);
     }
 
     /// Open connections (for metrics).
     pub async fn open_connections(&self) -> usize {
-        self.sessions.lock().await.values().filter(|s| !s.is_closed()).count()
+        self.sessions.lock().await.values().filter(|(_, s)| !s.is_closed()).count()
     }
 }

@@ -68,12 +68,20 @@ impl Default for Timeouts {
     }
 }
 
+/// The most of a command's stdout (and of its stderr) kept in memory: capssh's own commands
+/// print little; a host that prints without end must not exhaust the manager's memory.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+
 /// What a command printed and how it ended.
 #[derive(Debug, Default)]
 pub struct Output {
     pub status: i32,
+    /// The first [`MAX_OUTPUT_BYTES`] of stdout.
     pub stdout: Vec<u8>,
+    /// The first [`MAX_OUTPUT_BYTES`] of stderr.
     pub stderr: Vec<u8>,
+    /// How many bytes were dropped beyond those limits.
+    pub dropped: usize,
 }
 
 impl Output {
@@ -118,6 +126,8 @@ pub struct Session {
     user: String,
     host_key: PublicKey,
     trusted_on_first_use: bool,
+    /// The jump host's key, when it was accepted only by trust on first use.
+    bastion_key_on_first_use: Option<PublicKey>,
     /// Set by the first failure that may have left the connection unusable: the pool then
     /// opens a new one instead of handing this out again.
     broken: std::sync::atomic::AtomicBool,
@@ -126,12 +136,12 @@ pub struct Session {
 impl Session {
     pub async fn connect(target: &Target, timeouts: &Timeouts) -> Result<Session, SshError> {
         let config = Arc::new(client::Config { keepalive_interval: Some(timeouts.keepalive), keepalive_max: 3, nodelay: true, ..Default::default() });
-        let bastion = match &target.bastion {
+        let (bastion, bastion_key_on_first_use) = match &target.bastion {
             Some(jump) => {
-                let (handle, _, _) = open(jump, config.clone(), timeouts, None).await?;
-                Some(handle)
+                let (handle, key, verdict) = open(jump, config.clone(), timeouts, None).await?;
+                (Some(handle), (verdict == Verdict::TrustedOnFirstUse).then_some(key))
             }
-            None => None,
+            None => (None, None),
         };
         let (handle, host_key, verdict) = open(&target.host, config, timeouts, bastion.as_ref()).await?;
         Ok(Session {
@@ -141,6 +151,7 @@ impl Session {
             user: target.host.user.clone(),
             host_key,
             trusted_on_first_use: verdict == Verdict::TrustedOnFirstUse,
+            bastion_key_on_first_use,
             broken: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -158,6 +169,24 @@ impl Session {
     /// record [`Session::host_key_openssh`] as the pin before relying on the host.
     pub fn trusted_on_first_use(&self) -> bool {
         self.trusted_on_first_use
+    }
+
+    /// The jump host's key (OpenSSH line) when it was accepted by trust on first use: the
+    /// caller records it as the bastion's pin.
+    pub fn bastion_key_on_first_use(&self) -> Option<String> {
+        self.bastion_key_on_first_use.as_ref().map(|k| k.to_openssh().unwrap_or_default())
+    }
+
+    /// Refuses a session whose host or jump host was accepted only by trust on first use: work
+    /// (prepare, bootstrap, reset) runs only on hosts reached through pinned keys.
+    pub fn require_pinned(&self) -> Result<(), SshError> {
+        if self.trusted_on_first_use {
+            return Err(SshError::NotPinnedYet { target: self.target.clone(), seen: self.host_key_fingerprint() });
+        }
+        if let Some(key) = &self.bastion_key_on_first_use {
+            return Err(SshError::NotPinnedYet { target: format!("the jump host of {}", self.target), seen: fingerprint(key) });
+        }
+        Ok(())
     }
 
     pub fn target(&self) -> &str {
@@ -224,11 +253,11 @@ impl Session {
             match message {
                 ChannelMsg::Data { data } => {
                     sink(false, &data);
-                    output.stdout.extend_from_slice(&data);
+                    output.dropped += keep_bounded(&mut output.stdout, &data);
                 }
                 ChannelMsg::ExtendedData { data, ext: 1 } => {
                     sink(true, &data);
-                    output.stderr.extend_from_slice(&data);
+                    output.dropped += keep_bounded(&mut output.stderr, &data);
                 }
                 ChannelMsg::ExitStatus { exit_status } => {
                     output.status = exit_status as i32;
@@ -261,7 +290,13 @@ impl Session {
     pub async fn run_checked(&self, shell: &str, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, SshError> {
         let output = self.run(shell, stdin, timeout).await?;
         if output.status != 0 {
-            let stderr = crate::redact::redact(output.stderr_text().trim());
+            // Its end says what went wrong; a few kB of it are enough for any message.
+            let text = output.stderr_text();
+            let mut from = text.len().saturating_sub(4096);
+            while !text.is_char_boundary(from) {
+                from += 1;
+            }
+            let stderr = crate::redact::redact(text[from..].trim());
             return Err(SshError::CommandFailed { target: self.target.clone(), status: output.status, stderr });
         }
         Ok(output)
@@ -361,6 +396,13 @@ async fn authenticate(handle: &mut Handle<Verifier>, endpoint: &Endpoint, target
         AuthResult::Success => Ok(()),
         AuthResult::Failure { .. } => Err(SshError::AuthFailed { target: target.to_string(), user: endpoint.user.clone(), method }),
     }
+}
+
+/// Appends what fits under [`MAX_OUTPUT_BYTES`]; returns how many bytes it dropped.
+fn keep_bounded(buffer: &mut Vec<u8>, data: &[u8]) -> usize {
+    let room = MAX_OUTPUT_BYTES.saturating_sub(buffer.len()).min(data.len());
+    buffer.extend_from_slice(&data[..room]);
+    data.len() - room
 }
 
 /// Single-quotes a string for POSIX sh.

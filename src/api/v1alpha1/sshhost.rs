@@ -152,7 +152,7 @@ pub struct Bastion {
     pub host_key: HostKeyPolicy,
 }
 
-/// The SSHMachine that has claimed a host. Names only, no UID: a move gives objects new UIDs.
+/// The SSHMachine that has claimed a host.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerRef {
@@ -162,6 +162,12 @@ pub struct ConsumerRef {
     pub kind: String,
     /// Name of the consumer, in the host's namespace.
     pub name: String,
+    /// UID of the consumer that claimed the host: a machine recreated with the same name is
+    /// another consumer and does not get the host (nor its records) back. A copy made by
+    /// `clusterctl move` has a new UID; it proves it is the same machine by its spec.hostRef
+    /// (set at claim time and moved with it), and the claim is left as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
 }
 
 /// Where a host is in its lifecycle.

@@ -1,7 +1,7 @@
 # shellcheck shell=sh
 # Starts host-side job $JOB_ID at most once. Its script arrives on stdin; `mkdir run` is the
 # atomic claim, so concurrent starters (replicas, a moved controller) start it once.
-# Inputs: JOBS_DIR, JOB_ID, JOURNAL. Prints "started" or "already-started".
+# Inputs: JOBS_DIR, JOB_ID, JOURNAL. Prints "started" or "already-started" as its last line.
 set -eu
 : "${JOBS_DIR:?}" "${JOB_ID:?}" "${JOURNAL:?}"
 d="$JOBS_DIR/$JOB_ID"
@@ -16,9 +16,17 @@ cat > "$tmp"
 if [ -d "$d/run" ]; then rm -f "$tmp"; echo already-started; exit 0; fi
 mv -f "$tmp" "$d/script"
 if ! mkdir "$d/run" 2>/dev/null; then echo already-started; exit 0; fi
-# Detached in its own session: it outlives this connection and capssh.
+# Which boot this is, and (below) when the process started in it: after a reboot, or once PIDs
+# wrap around, the PID may name another process, which must not read as the job still running.
+cat /proc/sys/kernel/random/boot_id > "$d/boot" 2>/dev/null || true
+# Detached in its own session (its PID is its process group): it outlives this connection and
+# capssh, and can be stopped as a whole. An exit status that cannot be written (a full disk)
+# leaves an empty file, which capssh reports as such.
 # shellcheck disable=SC2016
 setsid sh -c 'sh "$1/script" > "$1/log" 2>&1; echo $? > "$1/exit.tmp"; mv -f "$1/exit.tmp" "$1/exit"' capssh-job "$d" < /dev/null > /dev/null 2>&1 &
-echo $! > "$d/pid"
+pid=$!
+echo "$pid" > "$d/pid"
+# Field 22 of stat (start time in clock ticks since boot); the comm field may hold spaces.
+sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f20 > "$d/started" || true
 echo "$(date -u +%Y-%m-%dT%H:%M:%SZ) $JOB_ID started" >> "$JOURNAL"
 echo started

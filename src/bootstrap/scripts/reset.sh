@@ -1,24 +1,42 @@
 # shellcheck shell=sh
-# capssh host cleanup: undo what kubeadm and the bootstrap did, so the host can join again.
-# Every step tolerates a host where that part never existed; the verification that follows
-# decides whether the host is clean.
+# capssh host reset: undo what kubeadm and the bootstrap did, so the host can join again.
+# Every step tolerates a host where that part never existed and is bounded in time (a hung
+# mount or runtime must not hang the reset forever); the verification that follows decides
+# whether the host is clean.
 set -u
 say() { echo "[capssh] $*"; }
+bounded() { # seconds command...: runs it, killed after that long
+  limit=$1
+  shift
+  timeout -k 10 "$limit" "$@"
+}
 if command -v kubeadm >/dev/null 2>&1; then
-  kubeadm reset -f 2>&1 || say "kubeadm reset exited with status $?"
+  bounded 180 kubeadm reset -f 2>&1 || say "kubeadm reset exited with status $?"
 fi
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  systemctl stop kubelet 2>/dev/null
-  systemctl disable kubeadm.service 2>/dev/null
+  bounded 60 systemctl stop kubelet 2>/dev/null
+  bounded 60 systemctl disable kubeadm.service 2>/dev/null
 else
   # Without systemd, only a kubelet of this host's own PID namespace can be ours.
   pkill -x --ns $$ --nslist pid kubelet 2>/dev/null
 fi
 if command -v crictl >/dev/null 2>&1; then
-  crictl rmp -af >/dev/null 2>&1 || say "crictl could not remove every pod"
+  bounded 120 crictl rmp -af >/dev/null 2>&1 || say "crictl could not remove every pod"
 fi
-rm -rf /etc/kubernetes/* /var/lib/kubelet/* /var/lib/etcd/* /etc/cni/net.d/* \
-  /run/cluster-api /run/kubeadm /etc/kubeadm.yml /etc/kubeadm.sh /etc/systemd/system/kubeadm.service
+# Volumes still mounted under the kubelet's and etcd's folders are unmounted, never deleted
+# through: an NFS or iSCSI volume holds someone's data. A mount that will not go (busy, or a
+# hung server) is detached lazily; the removal below stays on each folder's own file system.
+for top in /var/lib/kubelet /var/lib/etcd; do
+  awk -v top="$top/" 'index($2, top) == 1 {print $2}' /proc/mounts | sort -r | while IFS= read -r mount; do
+    mount=$(printf '%b' "$mount") # /proc/mounts escapes spaces as \040
+    bounded 30 umount "$mount" 2>/dev/null || umount -l "$mount" 2>/dev/null || say "could not unmount $mount"
+  done
+done
+for dir in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/cni/net.d; do
+  [ -d "$dir" ] || continue
+  find "$dir" -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system {} + 2>/dev/null || say "could not empty $dir"
+done
+rm -rf /run/cluster-api /run/kubeadm /etc/kubeadm.yml /etc/kubeadm.sh /etc/systemd/system/kubeadm.service
 # Only Kubernetes' and CNI plugins' rules: the host's own firewall stays as it was.
 if command -v iptables-save >/dev/null 2>&1 && command -v iptables-restore >/dev/null 2>&1; then
   iptables-save | grep -v -E 'KUBE-|CNI-|cali-|flannel|cilium' | iptables-restore || say "iptables cleanup failed"

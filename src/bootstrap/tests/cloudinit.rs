@@ -245,5 +245,10 @@ fn users_script_keeps_the_hash_off_command_lines() {
     assert!(job.script.contains("capssh_group 'users 1/1' 'adm'"));
     assert!(job.script.contains("capssh_authkeys 'users 1/1' 'capi' <<'CAPSSH_EOF'\nssh-ed25519 "));
     assert!(job.script.contains("grep -qxF -e 'capi ALL=(ALL) NOPASSWD:ALL' /etc/sudoers.d/90-cloud-init-users"));
+    // The rules are checked by visudo once written, and put back as they were when invalid.
+    let keep = job.script.find("\tcapssh_sudoers_keep\n").expect("kept before writing");
+    let check = job.script.find("\tcapssh_sudoers_check 'users 1/1'\n").expect("checked after writing");
+    let write = job.script[keep..].find("/etc/sudoers.d/90-cloud-init-users").map(|i| i + keep).unwrap();
+    assert!(keep < write && write < check, "keep, write, check in that order");
     assert!(job.secrets.iter().any(|s| s.starts_with(hash)));
 }

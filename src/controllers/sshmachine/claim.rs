@@ -6,22 +6,22 @@ use super::report::{Outcome, Report, Step};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{ConditionStatus, MachinePhase, SSHCluster, SSHHost, SSHMachine};
 use crate::controllers::{Context, ReconcileError, timing};
-use crate::hosts::claim::{ClaimOutcome, claim};
-use crate::hosts::selection::{FailureDomainRequirement, select};
+use crate::hosts::claim::{ClaimOutcome, MachineIdentity, claim};
+use crate::hosts::selection::{FailureDomainRequirement, quarantined, select};
 use crate::hosts::work::provider_id;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: &Inputs, report: &mut Report<'_>) -> Step<SSHHost> {
     let namespace = machine.metadata.namespace.clone().unwrap_or_default();
-    let name = machine.metadata.name.clone().unwrap_or_default();
+    let identity = MachineIdentity::of(machine);
     let hosts: Api<SSHHost> = Api::namespaced(ctx.client.clone(), &namespace);
     // A recorded (or pinned) host is read by name; only an unplaced machine looks at the pool.
     let candidates: Vec<Arc<SSHHost>> = match &machine.spec.host_ref {
         Some(pinned) => {
             let host = hosts.get_opt(&pinned.name).await?;
-            if let Some(host) = host.as_ref().filter(|h| h.spec.consumer_ref.as_ref().is_some_and(|c| c.name == name)) {
+            if let Some(host) = host.as_ref().filter(|h| identity.holds(h) && !quarantined(h)) {
                 record_host(ctx, machine, host).await?; // no API call when already recorded
                 return Ok(claimed(report, host.clone()));
             }
@@ -35,7 +35,7 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
         (Some(label), Some(value)) => Some(FailureDomainRequirement { label, value }),
         _ => None,
     };
-    let selection = select(&candidates, &name, &machine.spec.host_selector, requirement);
+    let selection = select(&candidates, &identity, &machine.spec.host_selector, requirement);
     let Some(chosen) = selection.chosen else {
         let message = match &machine.spec.host_ref {
             Some(pinned) if candidates.is_empty() => format!("the pinned host {} does not exist", pinned.name),
@@ -44,10 +44,10 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
         report.wait(types::HOST_CLAIMED, reasons::NO_HOST_AVAILABLE, &message, MachinePhase::WaitingForHost);
         return Err(Outcome::After(timing::NO_HOST_RETRY));
     };
-    let host = if chosen.spec.consumer_ref.as_ref().is_some_and(|c| c.name == name) {
+    let host = if identity.holds(chosen) {
         chosen.clone()
     } else {
-        match claim(&hosts, chosen, &name).await? {
+        match claim(&hosts, chosen, &identity).await? {
             ClaimOutcome::Claimed(host) => {
                 report.note(reasons::CLAIMED_EVENT, format!("claimed host {}", host.metadata.name.as_deref().unwrap_or_default()));
                 *host
@@ -80,7 +80,7 @@ async fn pool(ctx: &Context, hosts: &Api<SSHHost>, namespace: &str) -> Result<Ve
     if !cached.is_empty() {
         return Ok(cached);
     }
-    Ok(hosts.list(&ListParams::default()).await?.items.into_iter().map(Arc::new).collect())
+    Ok(hosts.list(&ctx.list_params()).await?.items.into_iter().map(Arc::new).collect())
 }
 
 /// One host by name: from the watch cache when it holds it, else from the API server.

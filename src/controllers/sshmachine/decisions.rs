@@ -41,20 +41,23 @@ pub fn bootstrap_overdue(age: Option<Duration>, limit_seconds: Option<i32>) -> b
 /// What to do with a deleted machine's host after a reset step.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AfterReset {
-    /// The reset job still runs: look again soon.
+    /// The reset job still runs, within the give-up time: look again soon.
     Wait,
     /// Verified clean: release the claim.
     Release,
     /// Unreachable or dirty, still within the give-up time: try again.
     Retry(String),
-    /// Unreachable or dirty for too long: keep the claim, mark the host, let the Machine go.
+    /// Unreachable, dirty or still resetting for too long: keep the claim, mark the host, let
+    /// the Machine go.
     Quarantine(String),
 }
 
 /// `step`: the reset step's result (an error is the problem, worded for a person).
 pub fn after_reset(step: Result<Resetting, String>, deleting_for: Duration, give_up: Duration) -> AfterReset {
     let problem = match step {
-        Ok(Resetting::Running) => return AfterReset::Wait,
+        Ok(Resetting::Running) if deleting_for < give_up => return AfterReset::Wait,
+        // A reset that hangs (a hung mount, a wedged runtime) is given up like any other failure.
+        Ok(Resetting::Running) => format!("the reset still runs after {}s (a hung mount or process?)", give_up.as_secs()),
         Ok(Resetting::Clean) => return AfterReset::Release,
         Ok(Resetting::Dirty(problem)) | Err(problem) => problem,
     };
@@ -106,7 +109,11 @@ mod tests {
         let give_up = Duration::from_secs(300);
         let early = Duration::from_secs(10);
         let late = Duration::from_secs(301);
-        assert_eq!(after_reset(Ok(Resetting::Running), late, give_up), AfterReset::Wait, "a running reset is never given up here");
+        assert_eq!(after_reset(Ok(Resetting::Running), early, give_up), AfterReset::Wait);
+        assert!(
+            matches!(after_reset(Ok(Resetting::Running), late, give_up), AfterReset::Quarantine(p) if p.contains("still runs")),
+            "a hung reset is given up"
+        );
         assert_eq!(after_reset(Ok(Resetting::Clean), early, give_up), AfterReset::Release);
         assert_eq!(after_reset(Ok(Resetting::Dirty("kubelet-running".into())), early, give_up), AfterReset::Retry("kubelet-running".into()));
         assert_eq!(after_reset(Err("unreachable".into()), early, give_up), AfterReset::Retry("unreachable".into()));

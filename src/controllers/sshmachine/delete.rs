@@ -8,7 +8,7 @@ use super::report::{Outcome, Report, Step};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{MachinePhase, SSHHost, SSHMachine};
 use crate::controllers::{Context, QUARANTINE_ANNOTATION, ReconcileError, target_for, timing};
-use crate::hosts::claim::release;
+use crate::hosts::claim::{MachineIdentity, release};
 use crate::hosts::work::{Resetting, advance_reset, reset_job_id};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -39,7 +39,7 @@ async fn delete_steps(machine: &SSHMachine, ctx: &Context, report: &mut Report<'
         }
         AfterReset::Release => {
             let hosts: Api<SSHHost> = Api::namespaced(ctx.client.clone(), host.metadata.namespace.as_deref().unwrap_or_default());
-            release(&hosts, &host_name, machine.metadata.name.as_deref().unwrap_or_default()).await?;
+            release(&hosts, &host_name, &MachineIdentity::of(machine)).await?;
             report.note(reasons::HOST_RELEASED, format!("host {host_name} reset and returned to the pool"));
             Ok(Outcome::Gone)
         }
@@ -58,7 +58,7 @@ async fn ensure_own_host(ctx: &Context, machine: &SSHMachine) -> Step<SSHHost> {
     let Some(host_ref) = &machine.spec.host_ref else { return Err(Outcome::Gone) };
     let hosts: Api<SSHHost> = Api::namespaced(ctx.client.clone(), machine.metadata.namespace.as_deref().unwrap_or_default());
     let Some(host) = hosts.get_opt(&host_ref.name).await? else { return Err(Outcome::Gone) };
-    if host.spec.consumer_ref.as_ref().is_none_or(|c| Some(c.name.as_str()) != machine.metadata.name.as_deref()) {
+    if !MachineIdentity::of(machine).holds(&host) {
         return Err(Outcome::Gone);
     }
     Ok(host)
@@ -68,9 +68,15 @@ async fn ensure_own_host(ctx: &Context, machine: &SSHMachine) -> Step<SSHHost> {
 async fn reset_step(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Result<Resetting, String> {
     let (target, key) = target_for(&ctx.client, host).await.map_err(|err| err.to_string())?;
     let session = ctx.pool.lease(&key, &target).await.map_err(|err| format!("cannot reach the host to reset it: {err}"))?;
+    session.require_pinned().map_err(|err| err.to_string())?;
     let host_name = host.metadata.name.as_deref().unwrap_or_default();
     let id = reset_job_id(machine.metadata.namespace.as_deref().unwrap_or_default(), machine.metadata.name.as_deref().unwrap_or_default(), host_name);
-    advance_reset(&*session, &id, host_name).await.map_err(|err| err.to_string())
+    let step = advance_reset(&*session, &id, host_name).await.map_err(|err| err.to_string());
+    if step == Ok(Resetting::Clean) {
+        // Released: its connection is not needed until it is claimed again.
+        ctx.pool.forget(&key.host).await;
+    }
+    step
 }
 
 /// Keeps the claim and marks the host: it stays out of the pool until a person clears it.

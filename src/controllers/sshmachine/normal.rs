@@ -107,7 +107,9 @@ fn ensure_rendered(data: &[u8], format: Format, host: &SSHHost, inputs: &Inputs,
 async fn ensure_connected(ctx: &Context, host: &SSHHost, report: &mut Report<'_>) -> Step<Lease> {
     let (target, key) = target_for(&ctx.client, host).await.map_err(|err| connection_failed(report, err))?;
     let session = ctx.pool.lease(&key, &target).await.map_err(|err| connection_failed(report, err.into()))?;
+    session.require_pinned().map_err(|err| connection_failed(report, err.into()))?;
     report.set(types::HOST_CONNECTED, ConditionStatus::True, reasons::CONNECTED, &format!("host key {}", session.host_key_fingerprint()));
+    report.host_answered = true;
     Ok(session)
 }
 
@@ -195,6 +197,7 @@ async fn ensure_healthy(ctx: &Context, machine: &SSHMachine, report: &mut Report
 async fn check_host(ctx: &Context, host: &SSHHost) -> Result<String, ReconcileError> {
     let (target, key) = target_for(&ctx.client, host).await?;
     let session = ctx.pool.lease(&key, &target).await?;
+    session.require_pinned()?;
     let uid = match session.run_checked(crate::bootstrap::scripts::HEALTH, None, timing::HEALTH_CHECK_TIMEOUT).await {
         Ok(output) => output.stdout_text(),
         // No answer in time is a host that does not answer, whatever the connection still believes.
@@ -212,9 +215,10 @@ fn on_host<T>(result: Result<T, SshError>, report: &mut Report<'_>) -> Step<T> {
     result.map_err(|err| connection_failed(report, err.into()))
 }
 
-fn connection_failed(report: &mut Report<'_>, err: ReconcileError) -> Outcome {
+pub(super) fn connection_failed(report: &mut Report<'_>, err: ReconcileError) -> Outcome {
     report.fail(types::HOST_CONNECTED, err.connection_reason(), &err.to_string(), MachinePhase::Provisioning);
-    Outcome::After(err.requeue_after())
+    report.host_answered = false;
+    Outcome::HostFailed(err)
 }
 
 fn invalid_data(report: &mut Report<'_>, message: &str) -> Outcome {

@@ -4,6 +4,7 @@
 //! Machine's spec.version. Its condition is HostPrepared. The work itself is
 //! `hosts::work::advance_prepare`, shared with `capssh prepare run`.
 
+use super::normal::connection_failed;
 use super::report::{Outcome, Report, Step};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{ConditionStatus, MachinePhase, SSHHost, SSHMachine};
@@ -27,7 +28,7 @@ pub(super) async fn ensure_prepared(
     let version = owner.data.pointer("/spec/version").and_then(Value::as_str);
     let facts = match host.status.as_ref().and_then(|s| s.facts.clone()).filter(|f| !f.os.is_empty() && !f.arch.is_empty()) {
         Some(facts) => facts,
-        None => session.probe().await.map_err(|err| connection_failed(report, err))?,
+        None => session.probe().await.map_err(|err| connection_failed(report, err.into()))?,
     };
     let work = match plan(preparation, version, &host_name, &facts) {
         Ok(work) => work,
@@ -46,7 +47,7 @@ pub(super) async fn ensure_prepared(
     };
     let mode = format!("{:?}", preparation.mode);
     let about = PrepareContext { host: &host_name, version: version.unwrap_or_default(), mode: &mode, os: &facts.os, arch: &facts.arch };
-    match advance_prepare(session, &work, id.as_deref(), &about).await.map_err(|err| connection_failed(report, err))? {
+    match advance_prepare(session, &work, id.as_deref(), &about).await.map_err(|err| connection_failed(report, err.into()))? {
         Preparing::Done { reason, message } => {
             report.set(types::HOST_PREPARED, ConditionStatus::True, reason, &message);
             if id.is_some() {
@@ -86,10 +87,4 @@ pub(super) fn prepared_before_bootstrap(machine: &SSHMachine, report: &mut Repor
 fn not_prepared(report: &mut Report<'_>, reason: &str, message: &str, retry: std::time::Duration) -> Outcome {
     report.fail(types::HOST_PREPARED, reason, message, MachinePhase::Failed);
     Outcome::After(retry)
-}
-
-fn connection_failed(report: &mut Report<'_>, err: crate::ssh::SshError) -> Outcome {
-    let err = crate::controllers::ReconcileError::from(err);
-    report.fail(types::HOST_CONNECTED, err.connection_reason(), &err.to_string(), MachinePhase::Provisioning);
-    Outcome::After(err.requeue_after())
 }

@@ -18,6 +18,9 @@ pub(super) enum Outcome {
     StillWorking { what: String, after: Duration },
     /// A failure for the error policy (which logs it and requeues); the status is still saved.
     Error(ReconcileError),
+    /// The host could not be reached or used; the condition says why. Transient failures are
+    /// retried with a per-machine exponential backoff.
+    HostFailed(ReconcileError),
     /// The object is about to go (its finalizer is removed): nothing is written.
     Gone,
 }
@@ -51,11 +54,13 @@ pub(super) struct Report<'a> {
     machine: &'a SSHMachine,
     pub status: SSHMachineStatus,
     events: Vec<PendingEvent>,
+    /// The host answered in this reconcile (its backoff starts over).
+    pub host_answered: bool,
 }
 
 impl<'a> Report<'a> {
     pub fn new(machine: &'a SSHMachine) -> Self {
-        Self { machine, status: machine.status.clone().unwrap_or_default(), events: Vec::new() }
+        Self { machine, status: machine.status.clone().unwrap_or_default(), events: Vec::new(), host_answered: false }
     }
 
     pub fn set(&mut self, kind: &str, status: ConditionStatus, reason: &str, message: &str) {
@@ -111,7 +116,16 @@ impl<'a> Report<'a> {
             }
             ctx.event(self.machine, event.warning, &event.reason, &event.message).await;
         }
+        let object = format!(
+            "{}/{}",
+            self.machine.metadata.namespace.as_deref().unwrap_or_default(),
+            self.machine.metadata.name.as_deref().unwrap_or_default()
+        );
+        if self.host_answered {
+            ctx.unreachable.clear(&object);
+        }
         match outcome {
+            Outcome::HostFailed(err) => Ok(Action::requeue(ctx.retry_after(&object, &err))),
             Outcome::AwaitChange | Outcome::Gone => Ok(Action::await_change()),
             Outcome::After(after) => Ok(Action::requeue(after)),
             Outcome::StillWorking { what, after } => Err(ReconcileError::StillWorking { what, retry_after: after }),

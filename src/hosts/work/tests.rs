@@ -54,7 +54,7 @@ async fn a_lost_job_is_a_failure_and_is_never_started_again() {
     let host = FakeHost::new();
     let jobs = jobs();
     bootstrap_step(&host, &jobs).await;
-    host.with(|s| s.jobs.insert(jobs.bootstrap.clone(), JobRecord { state: JobState::Lost, age: Some(Duration::from_secs(90)) }));
+    host.with(|s| s.jobs.insert(jobs.bootstrap.clone(), JobRecord::new(JobState::Lost, Some(Duration::from_secs(90)))));
     let (_, progress) = bootstrap_step(&host, &jobs).await;
     assert!(matches!(progress, Some(Progress::Failed { ref reason, .. }) if reason.contains("process is gone")), "{progress:?}");
     bootstrap_step(&host, &jobs).await;
@@ -72,7 +72,7 @@ async fn a_moved_copy_never_bootstraps_a_host_its_source_began_to_reset() {
     host.with(|s| {
         s.jobs.remove(&jobs.bootstrap);
         s.files.clear();
-        s.jobs.insert(jobs.reset.clone(), JobRecord { state: JobState::Finished { exit_code: 0 }, age: Some(Duration::from_secs(5)) });
+        s.jobs.insert(jobs.reset.clone(), JobRecord::new(JobState::Finished { exit_code: 0 }, Some(Duration::from_secs(5))));
     });
     assert_eq!(bootstrap_step(&host, &jobs).await, (NextWork::AlreadyReset, None));
     assert_eq!(host.starts(&jobs.bootstrap), 1, "the wiped host is not bootstrapped again");
@@ -205,4 +205,40 @@ fn job_ids_are_stable_and_distinct() {
         jobs().bootstrap.starts_with("bootstrap-") && jobs().reset.starts_with("cleanup-"),
         "the reset script removes bootstrap-* and prepare-* records"
     );
+}
+
+#[tokio::test]
+async fn a_bootstraps_success_is_recorded_on_disk_and_survives_a_reboot_emptying_run() {
+    let host = FakeHost::new();
+    let jobs = jobs();
+    bootstrap_step(&host, &jobs).await;
+    host.finish(&jobs.bootstrap, 0, &[SENTINEL]);
+    assert_eq!(bootstrap_step(&host, &jobs).await.1, Some(Progress::Succeeded));
+    assert!(host.with(|s| s.jobs[&jobs.bootstrap].succeeded), "recorded");
+    // A reboot empties /run; a moved copy (no status) judges the job again.
+    host.with(|s| s.files.clear());
+    assert_eq!(bootstrap_step(&host, &jobs).await, (NextWork::Bootstrap, Some(Progress::Succeeded)));
+}
+
+#[tokio::test]
+async fn a_reset_first_stops_the_machines_running_jobs() {
+    let host = FakeHost::new();
+    let jobs = jobs();
+    bootstrap_step(&host, &jobs).await;
+    assert_eq!(host.with(|s| s.jobs[&jobs.bootstrap].state), JobState::Running);
+    assert_eq!(advance_reset(&host, &jobs.reset, "host-1").await.unwrap(), Resetting::Running);
+    assert_eq!(host.with(|s| s.jobs[&jobs.bootstrap].state), JobState::Finished { exit_code: 143 }, "stopped before the reset started");
+    assert_eq!(host.with(|s| s.journal.clone()), vec![jobs.bootstrap.clone(), jobs.reset.clone()]);
+}
+
+#[tokio::test]
+async fn a_reset_lost_to_a_reboot_runs_again() {
+    let host = FakeHost::new();
+    let id = reset_job_id("ns", "m-1", "host-1");
+    advance_reset(&host, &id, "host-1").await.unwrap();
+    host.with(|s| s.jobs.insert(id.clone(), JobRecord::new(JobState::Lost, Some(Duration::from_secs(60)))));
+    assert_eq!(advance_reset(&host, &id, "host-1").await.unwrap(), Resetting::Running);
+    assert_eq!(host.starts(&id), 2, "idempotent, so started again");
+    host.finish(&id, 0, &[]);
+    assert_eq!(advance_reset(&host, &id, "host-1").await.unwrap(), Resetting::Clean);
 }
