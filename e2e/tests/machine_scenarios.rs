@@ -459,3 +459,51 @@ async fn a_provisioned_machine_shows_a_host_that_stops_answering_and_its_recover
     .unwrap();
     assert_eq!(bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count").unwrap(), "ran\n");
 }
+
+/// Deleting a machine while its bootstrap runs: the job (and everything it started) is stopped
+/// before the reset, so no `kubeadm join` can finish after the host was released.
+#[tokio::test]
+async fn deleting_a_machine_mid_bootstrap_stops_the_job_before_the_reset() {
+    let bed = bed("delete-mid-bootstrap", 1).await;
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    let hosts: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
+    let slow = "#cloud-config\nruncmd:\n  - echo ran >> /var/lib/capssh/bootstrap-count\n  - sleep 347\n  - touch /var/lib/capssh/joined-late\n  - mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete\n";
+    scenario::machine(&bed.client, NS, "c1", "m1", slow).await.unwrap();
+    eventually(120, "the bootstrap running", || async { bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count").ok().filter(|c| c == "ran\n") })
+        .await
+        .unwrap();
+
+    machines.delete("m1", &DeleteParams::default()).await.unwrap();
+    eventually(120, "the host released", || async { hosts.get("h0").await.ok()?.spec.consumer_ref.is_none().then_some(()) }).await.unwrap();
+    let sleeping = std::process::Command::new("pgrep").args(["-f", "sleep 347"]).output().unwrap();
+    assert!(sleeping.stdout.is_empty(), "the bootstrap's processes were stopped before the release");
+    assert!(bed.farm.exec(0, "ls /var/lib/capssh/joined-late").unwrap().stdout.is_empty(), "nothing after the stop ran");
+    let journal = bed.farm.exec_ok(0, "cat /var/lib/capssh/jobs/journal").unwrap();
+    let bootstrap = journal.find(" bootstrap-").expect("the bootstrap started");
+    let reset = journal.find(" cleanup-").expect("the reset started");
+    assert!(bootstrap < reset, "{journal}");
+    eventually(60, "the machine gone", || async { machines.get_opt("m1").await.ok()?.is_none().then_some(()) }).await.unwrap();
+}
+
+/// A provisioned machine whose host rebooted (Cluster API's sentinel lived in /run, now empty)
+/// and which is then judged afresh (a copy made by `clusterctl move` has no status): still
+/// provisioned, from the success capssh recorded on the host's disk, and nothing runs again.
+#[tokio::test]
+async fn a_reboot_then_a_move_does_not_fail_a_healthy_machine() {
+    let bed = bed("reboot-then-move", 1).await;
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
+    eventually(120, "provisioned", || async { provisioned(&machines.get("m1").await.ok()?).then_some(()) }).await.unwrap();
+
+    bed.farm.exec_ok(0, "rm -rf /run/cluster-api").unwrap();
+    // What the target of a move sees: the same spec, no status.
+    machines.patch_status("m1", &PatchParams::default(), &Patch::Merge(json!({"status": null}))).await.unwrap();
+    let m = eventually(120, "provisioned again", || async {
+        let m = machines.get("m1").await.ok()?;
+        provisioned(&m).then_some(m)
+    })
+    .await
+    .unwrap();
+    assert_eq!(condition_reason(&m, "BootstrapSucceeded").as_deref(), Some("Succeeded"));
+    assert_eq!(bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count").unwrap(), "ran\n", "the bootstrap ran once");
+}

@@ -271,3 +271,51 @@ async fn passwords_and_jump_hosts_work() {
     let err = Session::connect(&bad_bastion, &Timeouts::default()).await.err().expect("the bastion's key is checked");
     assert!(matches!(err, SshError::HostKeyMismatch { .. }), "{err}");
 }
+
+/// What a host can throw at the engine: endless output, a reboot under a running job, a full
+/// disk under a finishing one, and a job that must be stopped with everything it started.
+#[tokio::test]
+async fn output_is_bounded_and_jobs_survive_reboots_full_disks_and_stop_as_a_group() {
+    use capssh::ssh::MAX_OUTPUT_BYTES;
+    use capssh::ssh::job::JobState;
+    let farm = HostFarm::start("engine-hardening", 1).unwrap();
+    let s = root_session(&farm, 0).await;
+
+    // 50 MB on one line: the first MAX_OUTPUT_BYTES are kept, the rest only counted.
+    let out = s.run("head -c 50000000 /dev/zero | tr '\\0' x", None, MINUTE).await.unwrap();
+    assert_eq!(out.status, 0);
+    assert_eq!(out.stdout.len(), MAX_OUTPUT_BYTES);
+    assert_eq!(out.dropped, 50_000_000 - MAX_OUTPUT_BYTES);
+
+    // A job still running when its host "reboots": its recorded boot is not this boot, so its
+    // PID (reused after a real reboot) is not taken for the job.
+    s.start_job(&JobSpec { id: "boot-1", script: b"sleep 313\n" }).await.unwrap();
+    assert_eq!(s.job_status("boot-1", &[]).await.unwrap().state, JobState::Running);
+    farm.exec_ok(0, "echo 00000000-0000-0000-0000-000000000000 > /var/lib/capssh/jobs/boot-1/boot").unwrap();
+    assert_eq!(s.job_status("boot-1", &[]).await.unwrap().state, JobState::Lost);
+    kill_host_processes(&farm, 0, "sleep 313", "");
+
+    // A real full disk: the job's folder is a 256 kB file system that the job fills, so its exit
+    // status cannot be written. That is reported as such, not polled for ever.
+    farm.exec_ok(0, "mkdir -p /var/lib/capssh/jobs/disk-1 && mount -t tmpfs -o size=256k capssh-full /var/lib/capssh/jobs/disk-1").unwrap();
+    let fill = JobSpec { id: "disk-1", script: b"head -c 10000000 /dev/zero > /var/lib/capssh/jobs/disk-1/fill\nexit 0\n" };
+    let progress = loop {
+        match s.advance_job(&fill, &[], 20).await.unwrap() {
+            Progress::Running => tokio::time::sleep(Duration::from_millis(200)).await,
+            done => break done,
+        }
+    };
+    farm.exec_ok(0, "umount /var/lib/capssh/jobs/disk-1").unwrap();
+    assert!(matches!(&progress, Progress::Failed { reason, .. } if reason.contains("disk full")), "{progress:?}");
+
+    // Stopping: a bootstrap job and what it started (a child in the background) go as a group.
+    let group = JobSpec { id: "bootstrap-stop-1", script: b"sleep 311 &\nsleep 312\nwait\n" };
+    s.start_job(&group).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(host_processes(&farm, 0, "sleep 31").len(), 2, "both sleeps run");
+    let stopped = s.stop_jobs(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(stopped, vec!["bootstrap-stop-1".to_string()]);
+    assert!(host_processes(&farm, 0, "sleep 31").is_empty(), "the whole group is gone when stop_jobs returns");
+    assert_eq!(s.job_status("bootstrap-stop-1", &[]).await.unwrap().state, JobState::Finished { exit_code: 143 });
+    assert!(s.stop_jobs(Duration::from_secs(5)).await.unwrap().is_empty(), "nothing left to stop");
+}

@@ -21,6 +21,11 @@ pub enum ReconcileError {
     /// so that the finalizer stays until the host is released or quarantined.
     #[error("{what}")]
     StillWorking { what: String, retry_after: Duration },
+    /// The object changed since the copy this reconcile started from (kube-runtime's finalizer
+    /// helper guards its patch with a test of the finalizers it saw): the next reconcile sees
+    /// the new version.
+    #[error("{0} changed meanwhile; trying again with its new version")]
+    Stale(String),
 }
 
 impl ReconcileError {
@@ -29,6 +34,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Kube(_) => errors::API,
             ReconcileError::StillWorking { retry_after, .. } => *retry_after,
+            ReconcileError::Stale(_) => errors::STALE,
             ReconcileError::Ssh(err) if err.is_transient() => errors::TRANSIENT_SSH,
             // Secrets are not watched: look again soon.
             ReconcileError::MissingSecret { .. } => errors::MISSING_SECRET,
@@ -42,7 +48,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Ssh(err) => err.reason(),
             ReconcileError::Secret { .. } | ReconcileError::MissingSecret { .. } | ReconcileError::Invalid(_) => reasons::CREDENTIALS_UNAVAILABLE,
-            ReconcileError::Kube(_) | ReconcileError::StillWorking { .. } => reasons::PROBE_FAILED,
+            ReconcileError::Kube(_) | ReconcileError::StillWorking { .. } | ReconcileError::Stale(_) => reasons::PROBE_FAILED,
         }
     }
 }

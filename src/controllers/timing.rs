@@ -110,6 +110,8 @@ pub mod errors {
     use std::time::Duration;
     /// Conflicts and API hiccups: soon.
     pub const API: Duration = Duration::from_secs(2);
+    /// The object changed under the reconcile: at once, from its new version.
+    pub const STALE: Duration = Duration::from_secs(1);
     /// The host may answer again by itself.
     pub const TRANSIENT_SSH: Duration = Duration::from_secs(15);
     /// Often only not yet: objects applied together, or moved by clusterctl, arrive in any order.

@@ -1,6 +1,7 @@
 //! `capssh manager`: the long-running process. Wires the HTTP servers (health, metrics, webhook)
 //! and the controllers; owns signals and shutdown.
 
+mod api_log;
 mod controllers;
 mod http;
 mod leader;
@@ -65,7 +66,8 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         let addr: SocketAddr = args.webhook_addr.parse()?;
         servers.spawn(http::serve_webhook(addr, args.webhook_cert_dir.clone()));
     }
-    let client = kube::Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let client = kube::client::ClientBuilder::try_from(config)?.with_layer(&api_log::LogFailedCalls).build();
     // Probes and the webhook serve on every replica; controllers only on the leader.
     state.set_ready(true);
     if args.leader_elect {

@@ -17,4 +17,4 @@ mod session;
 pub use error::SshError;
 pub use ops::HostOps;
 pub use pool::{Lease, PoolKey, SessionPool};
-pub use session::{Credentials, Endpoint, Output, Session, Target, Timeouts};
+pub use session::{Credentials, Endpoint, MAX_OUTPUT_BYTES, Output, Session, Target, Timeouts};

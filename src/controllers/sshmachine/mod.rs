@@ -51,6 +51,7 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: Arc<Context>) -> Result<Ac
         Entry::Proceed => {}
     }
     let api: Api<SSHMachine> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = machine.metadata.name.clone().unwrap_or_default();
     finalizer(&api, FINALIZER, machine, |event| async {
         match event {
             Event::Apply(machine) => normal::reconcile_normal(&machine, &ctx, cluster).await,
@@ -60,6 +61,14 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: Arc<Context>) -> Result<Ac
     .await
     .map_err(|err| match err {
         kube::runtime::finalizer::Error::ApplyFailed(err) | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
+        // The helper's JSON patch tests the finalizers of the (cached) copy it was given: a copy
+        // older than the object fails that test with 422 Invalid, which is staleness, not an error.
+        kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status))
+        | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
+            if status.code == 422 =>
+        {
+            ReconcileError::Stale(format!("SSHMachine {namespace}/{name}"))
+        }
         kube::runtime::finalizer::Error::AddFinalizer(err) | kube::runtime::finalizer::Error::RemoveFinalizer(err) => ReconcileError::Kube(err),
         other => ReconcileError::Invalid(other.to_string()),
     })
@@ -69,7 +78,7 @@ pub fn error_policy(machine: Arc<SSHMachine>, err: &ReconcileError, _ctx: Arc<Co
     let name = machine.metadata.name.as_deref().unwrap_or_default();
     let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
     match err {
-        ReconcileError::StillWorking { .. } => tracing::debug!(namespace, name, status = %err, "SSHMachine still working"),
+        ReconcileError::StillWorking { .. } | ReconcileError::Stale(_) => tracing::debug!(namespace, name, status = %err, "SSHMachine still working"),
         _ => tracing::warn!(namespace, name, error = %err, "SSHMachine reconcile failed"),
     }
     Action::requeue(err.requeue_after())
