@@ -1,6 +1,9 @@
 //! A Kubernetes package repository for preparation mode Packages, laid out as pkgs.k8s.io
 //! (`<root>/core:/stable:/v1.36/deb/`: a flat apt repository with `InRelease` signed by a key
 //! made here and published as `Release.key`), because the real one cannot be reached from here.
+//! It is served over plain http, so a preparation must name its key
+//! ([`PackageRepository::signing_key`], for `packages.signingKey`): capssh does not trust a
+//! Release.key fetched over http.
 //!
 //! It holds kubelet, kubeadm and kubectl packages built with `dpkg-deb` from hack/tools' binaries
 //! (kubelet with the systemd unit and kubeadm drop-in the real packages ship), kubernetes-cni from
@@ -20,6 +23,8 @@ pub struct PackageRepository {
     pub root: PathBuf,
     /// The Debian version of the Kubernetes packages (`1.36.3-1.1`).
     pub package_version: String,
+    /// The ASCII-armored public key InRelease is signed with (also served as Release.key).
+    pub signing_key: String,
 }
 
 impl Drop for PackageRepository {
@@ -97,8 +102,8 @@ pub fn build_package_repository(root: &Path, version: &str) -> anyhow::Result<Pa
         std::fs::copy(&deb, repo.join(deb.file_name().unwrap_or_default()))?;
     }
     let _ = std::fs::remove_dir_all(&work);
-    index_and_sign(&repo, root)?;
-    Ok(PackageRepository { root: root.to_path_buf(), package_version })
+    let signing_key = index_and_sign(&repo, root)?;
+    Ok(PackageRepository { root: root.to_path_buf(), package_version, signing_key })
 }
 
 enum Content {
@@ -138,8 +143,8 @@ fn build_deb(dir: &Path, out: &Path, name: &str, version: &str, depends: &str, f
 }
 
 /// Packages, Release and InRelease (clear-signed with a key made for this repository), and
-/// Release.key (the armoured public key, which apt reads as `signed-by=….asc`).
-fn index_and_sign(repo: &Path, root: &Path) -> anyhow::Result<()> {
+/// Release.key (the armoured public key, which apt reads as `signed-by=….asc`); returns that key.
+fn index_and_sign(repo: &Path, root: &Path) -> anyhow::Result<String> {
     let scan = Command::new("dpkg-scanpackages")
         .args(["--multiversion", ".", "/dev/null"])
         .current_dir(repo)
@@ -173,9 +178,10 @@ fn index_and_sign(repo: &Path, root: &Path) -> anyhow::Result<()> {
     };
     gpg(&["--quick-gen-key", "capssh e2e package repository", "ed25519", "sign", "never"])?;
     gpg(&["--clearsign", "--output", "InRelease", "Release"])?;
-    std::fs::write(repo.join("Release.key"), gpg(&["--armor", "--export"])?)?;
+    let key = String::from_utf8(gpg(&["--armor", "--export"])?).context("gpg --armor --export printed no text")?;
+    std::fs::write(repo.join("Release.key"), &key)?;
     // The agent gpg started for the key must not outlive the repository.
     let _ = Command::new("gpgconf").env("GNUPGHOME", &home).args(["--kill", "gpg-agent"]).status();
     std::fs::remove_dir_all(&home)?;
-    Ok(())
+    Ok(key)
 }

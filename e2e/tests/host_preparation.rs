@@ -11,8 +11,13 @@
 //!   the file, and nothing is installed.
 //! - node-2, mode None with kubelet and kubeadm v1.36.3 and a Machine at v1.36.4: refused with both
 //!   versions named; once the right binaries are there, it passes and the bootstrap runs.
-//! - node-3, mode Packages from a repository laid out as pkgs.k8s.io (e2e/src/pkgrepo.rs):
-//!   containerd from the distribution's package, Kubernetes pinned to the version and held.
+//! - node-3, mode Packages from a repository laid out as pkgs.k8s.io (e2e/src/pkgrepo.rs) over
+//!   plain http, its key given in packages.signingKey (the host never asks for Release.key),
+//!   while another package manager run holds dpkg's lock: preparation waits it out, then installs
+//!   containerd from the distribution's package and Kubernetes pinned to the version and held.
+//!
+//! Every mirror here is plain http, so every Artifacts machine pins SHA256SUMS (checksumsSHA256):
+//! without the pin capssh refuses an http mirror.
 
 use capssh::api::v1alpha1::{ConditionStatus, SSHMachine};
 use capssh_e2e::apply::apply_one;
@@ -29,6 +34,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 const NS: &str = "preparation";
 const VERSION: &str = "v1.36.3";
@@ -46,6 +52,15 @@ const SNAPSHOT: &str = "find /usr/local/bin /opt/cni/bin /etc/containerd /etc/sy
      -type f -printf '%p %s %T@\\n' 2>/dev/null | sort; systemctl show containerd -p ActiveEnterTimestamp -p MainPID; \
      ctr -n k8s.io images ls -q 2>/dev/null | sort";
 
+/// Another package manager run holding dpkg's locks, as unattended upgrades do on a first boot:
+/// `dpkg --set-selections` takes them before it reads its input, which ends once the test
+/// creates /run/capssh-e2e-release (or after 300 s); it then changes nothing.
+const HOLD_DPKG_LOCK: &str = "systemd-run --quiet --collect --unit=capssh-e2e-dpkg-lock sh -c \
+     'i=0; while [ ! -e /run/capssh-e2e-release ] && [ $i -lt 300 ]; do sleep 1; i=$((i + 1)); done | dpkg --set-selections'";
+
+/// How long the test keeps dpkg's lock after preparation started waiting for it.
+const HELD_WHILE_WAITING: Duration = Duration::from_secs(15);
+
 /// Everything preparation could leave behind; on a refused host none of it may exist.
 const ANY_INSTALLED: &str = "ls -d /usr/local/bin/* /opt/cni /etc/containerd /etc/systemd/system/containerd.service \
      /etc/systemd/system/kubelet.service /etc/sysctl.d/99-capssh-kubernetes.conf /var/lib/capssh/prepared \
@@ -56,7 +71,8 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
     // The mirrors first: a failure here needs no nodes.
     let work = artifacts_dir("host_preparation");
     let mirror = build_mirror(&work.join("mirror"), VERSION).unwrap();
-    build_mirror(&work.join("mirror"), NEXT).map(std::mem::forget).unwrap(); // same root: dropped with `mirror`
+    // Same root: removed when `mirror` is dropped.
+    let next_sums = build_mirror(&work.join("mirror"), NEXT).map(|next| std::mem::ManuallyDrop::new(next).sums_sha256.clone()).unwrap();
     let tampered = tampered_copy(&mirror, &work.join("mirror-tampered")).unwrap();
     let sums = std::fs::read_to_string(mirror.folder().join("SHA256SUMS")).unwrap();
     let listed: Vec<&str> = sums.lines().filter_map(|l| l.split_once("  ").map(|(_, name)| name)).collect();
@@ -124,15 +140,16 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
     // A reused host at the next version: the new Kubernetes binaries, containerd left running.
     let containerd_started = farm.exec_ok(0, "systemctl show containerd -p ActiveEnterTimestamp").unwrap();
     delete_and_wait(&machines, "m-again").await;
-    machine(&client, "m-next", "node-0", NEXT, artifacts(&server.url(), None)).await.unwrap();
+    machine(&client, "m-next", "node-0", NEXT, artifacts(&server.url(), Some(&next_sums))).await.unwrap();
     provisioned(&machines, "m-next").await.unwrap_or_else(|e| panic!("{}", context(&e.to_string())));
     assert_eq!(farm.exec_ok(0, "kubelet --version; kubeadm version -o short").unwrap(), format!("Kubernetes {NEXT}\n{NEXT}\n"));
     assert_eq!(farm.exec_ok(0, "cat /var/lib/capssh/kubeadm-seen-by-bootstrap").unwrap().trim(), NEXT);
     assert_eq!(farm.exec_ok(0, "systemctl show containerd -p ActiveEnterTimestamp").unwrap(), containerd_started);
     assert!(farm.exec_ok(0, "ctr -n k8s.io images ls -q").unwrap().contains("kube-apiserver:v1.36.4"));
 
-    // (b) A tampered artifact: refused by name before anything is installed; no bootstrap.
-    machine(&client, "m-bad", "node-1", VERSION, artifacts(&bad_server.url(), None)).await.unwrap();
+    // (b) A tampered artifact: refused by name before anything is installed; no bootstrap. (Its
+    // SHA256SUMS is the original, so it matches the pin; bin/kubelet does not match SHA256SUMS.)
+    machine(&client, "m-bad", "node-1", VERSION, artifacts(&bad_server.url(), Some(&mirror.sums_sha256))).await.unwrap();
     let m = failed_preparation(&machines, "m-bad").await.unwrap_or_else(|e| panic!("{}", context(&e.to_string())));
     let refused = condition(&m, "HostPrepared").unwrap();
     assert_eq!(refused.reason, "ChecksumMismatch", "{}", refused.message);
@@ -169,13 +186,50 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
     assert_eq!(condition(&m, "HostPrepared").map(|c| c.reason.as_str()), Some("Verified"));
     assert!(farm.exec(2, "test -e /etc/containerd").unwrap().status.code() == Some(1), "mode None installs nothing");
 
-    // Packages: the distribution's containerd, Kubernetes from the repository, pinned and held.
-    machine(&client, "m-pkg", "node-3", VERSION, json!({"mode": "Packages", "packages": {"repositoryURL": package_server.url()}})).await.unwrap();
+    // Packages over plain http with the repository's key in the spec, while another package
+    // manager run holds dpkg's lock: preparation waits for it, then installs the distribution's
+    // containerd and Kubernetes from the repository, pinned and held.
+    farm.exec_ok(3, HOLD_DPKG_LOCK).unwrap();
+    eventually(30, "dpkg to hold its lock on node-3", || async { farm.exec_ok(3, "pgrep -x dpkg && grep ' POSIX ' /proc/locks").ok() })
+        .await
+        .unwrap();
+    let key = &repository.signing_key;
+    let packages = json!({"mode": "Packages", "packages": {"repositoryURL": package_server.url(), "signingKey": key}});
+    machine(&client, "m-pkg", "node-3", VERSION, packages).await.unwrap();
+    let job_log = "cat /var/lib/capssh/jobs/prepare-*/log 2>/dev/null || true";
+    let waiting = eventually(240, "node-3's preparation to wait for dpkg's lock", || async {
+        let log = farm.exec_ok(3, job_log).ok()?;
+        log.lines().find(|l| l.starts_with("[capssh] waiting for the package manager: ")).map(str::to_string)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        farm.collect_logs();
+        panic!("{}", context(&e.to_string()))
+    });
+    assert!(waiting.contains(": /var/lib/dpkg/lock-frontend is held by process ") && waiting.ends_with(" (dpkg)"), "{waiting}");
+    tokio::time::sleep(HELD_WHILE_WAITING).await;
+    let m = machines.get("m-pkg").await.unwrap();
+    let preparing = condition(&m, "HostPrepared").unwrap();
+    assert_eq!(preparing.reason, "Preparing", "still waiting, not failed: {}", preparing.message);
+    assert!(!farm.exec_ok(3, job_log).unwrap().contains("free after"), "dpkg's lock is still held");
+    farm.exec_ok(3, "touch /run/capssh-e2e-release").unwrap();
     let m = provisioned(&machines, "m-pkg").await.unwrap_or_else(|e| {
         farm.collect_logs();
         panic!("{}", context(&e.to_string()))
     });
     assert_eq!(condition(&m, "HostPrepared").map(|c| c.reason.as_str()), Some("Prepared"));
+    let log = farm.exec_ok(3, job_log).unwrap();
+    let waited = log
+        .lines()
+        .find_map(|l| l.strip_prefix("[capssh] the package manager is free after ")?.strip_suffix(" s")?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no wait recorded:\n{log}"));
+    assert!(waited >= HELD_WHILE_WAITING.as_secs(), "waited {waited} s:\n{log}");
+    eprintln!("node-3: {waiting}; the package manager was free after {waited} s");
+    assert_eq!(farm.exec(3, "systemctl is-active capssh-e2e-dpkg-lock").unwrap().status.code(), Some(3), "the other run ended by itself");
+    let asked = package_server.requests();
+    assert!(!asked.iter().any(|path| path.ends_with("Release.key")), "the key came from the spec, not the repository: {asked:?}");
+    assert_eq!(&farm.exec_ok(3, "cat /etc/apt/keyrings/capssh-kubernetes.asc").unwrap(), key);
+    assert!(farm.exec_ok(3, "cat /var/lib/capssh/prepared").unwrap().contains("\nsigning_key=sha256:"));
     let installed = farm.exec_ok(3, "dpkg-query -W -f '${Package} ${Version}\\n' kubelet kubeadm kubectl containerd").unwrap();
     let expected = &repository.package_version;
     for package in ["kubelet", "kubeadm", "kubectl"] {
@@ -197,6 +251,20 @@ async fn cel_refuses_incomplete_preparations(client: &kube::Client) {
         (json!({"mode": "Artifacts", "artifacts": {"url": "ftp://m.example/x"}}), "must be an http:// or https:// URL"),
         (json!({"mode": "Artifacts", "artifacts": {"url": "http://m.example", "checksumsSHA256": "abc"}}), "checksumsSHA256"),
         (json!({"mode": "Sometimes"}), "Unsupported value"),
+        // Plain http: the network is not trusted without a pin or a key.
+        (json!({"mode": "Artifacts", "artifacts": {"url": "http://m.example"}}), "artifacts.url is plain http://: set artifacts.checksumsSHA256"),
+        (
+            json!({"mode": "Packages", "packages": {"repositoryURL": "http://r.example"}}),
+            "packages.repositoryURL is plain http://: set packages.signingKey",
+        ),
+        (
+            json!({"mode": "Packages", "packages": {"signingKey": "-----BEGIN PGP PUBLIC KEY BLOCK----- but nothing that ends it, long enough"}}),
+            "must be an ASCII-armored OpenPGP public key block",
+        ),
+        (
+            json!({"mode": "Packages", "packages": {"signingKey": "-----BEGIN PGP PUBLIC KEY BLOCK-----\n-----BEGIN PGP PRIVATE KEY BLOCK-----\n-----END PGP PUBLIC KEY BLOCK-----"}}),
+            "packages.signingKey holds a private key",
+        ),
     ] {
         let doc = json!({
             "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",

@@ -6,7 +6,8 @@
 //!    prepares from an artifact mirror; the workload cluster's nodes are Ready;
 //! 2. scale the MachineDeployment 1 → 3 → 1: released hosts are reset and Available, and their
 //!    kubeadm state is gone;
-//! 3. roll both to the next Kubernetes patch: every node ends on it;
+//! 3. roll both to the next Kubernetes patch (with new SSHMachineTemplates pinning its mirror's
+//!    SHA256SUMS): every node ends on it;
 //! 4. delete the cluster: every host Available and clean, nothing left behind.
 //!
 //! Everything is real: etcd + kube-apiserver, Cluster API's core/CABPK/KCP managers with their
@@ -26,7 +27,7 @@ use capssh_e2e::nodes::{ENDPOINT, GATEWAY, NodeFarm};
 use capssh_e2e::scenario::{namespace, register_nodes};
 use capssh_e2e::tools::{artifacts_dir, repo_root};
 use capssh_e2e::workload::*;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const SUITE: &str = "lifecycle";
@@ -35,6 +36,7 @@ const NAME: &str = "sandbox";
 const FIRST: &str = "v1.36.3";
 const NEXT: &str = "v1.36.4";
 const NODES: usize = 5;
+const SSH_MACHINE_TEMPLATE: (&str, &str, &str) = ("infrastructure.cluster.x-k8s.io", "v1alpha1", "SSHMachineTemplate");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
@@ -54,7 +56,7 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     timeline.mark(&format!("{NODES} bare Debian nodes booted and registered"));
 
     let mirror_root = work.join("mirror");
-    let _mirrors = (build_mirror(&mirror_root, FIRST)?, build_mirror(&mirror_root, NEXT)?);
+    let mirrors = (build_mirror(&mirror_root, FIRST)?, build_mirror(&mirror_root, NEXT)?);
     // On the node network's gateway (it exists once the nodes do).
     let mirror = MirrorServer::start(&mirror_root, (GATEWAY, 0).into())?;
     timeline.mark(&format!("artifact mirror for {FIRST} and {NEXT}"));
@@ -85,6 +87,7 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
             &[
                 ("SSH_CONTROL_PLANE_ENDPOINT_HOST", &ENDPOINT.to_string()),
                 ("SSH_ARTIFACTS_URL", &mirror.url()),
+                ("SSH_ARTIFACTS_CHECKSUMS_SHA256", &mirrors.0.sums_sha256),
                 ("SSH_CONTROL_PLANE_HOST_ROLE", "kubeadm"),
                 ("SSH_WORKER_HOST_ROLE", "kubeadm"),
             ],
@@ -126,13 +129,24 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     }
     timeline.mark("scale workers 3 -> 1 (released hosts reset, Available)");
 
-    // 3. Rolling upgrade to the next patch.
+    // 3. Rolling upgrade to the next patch, from templates that pin its SHA256SUMS.
     let patches = PatchParams::default();
+    let (control_plane, workers) = (format!("{NAME}-control-plane"), format!("{NAME}-md-0"));
+    let control_plane_next = pinned_copy(&client, &control_plane, NEXT, &mirrors.1.sums_sha256).await?;
+    let workers_next = pinned_copy(&client, &workers, NEXT, &mirrors.1.sums_sha256).await?;
     kind_api(&client, KUBEADM_CONTROL_PLANE)
-        .patch(&format!("{NAME}-control-plane"), &patches, &Patch::Merge(json!({"spec": {"version": NEXT}})))
+        .patch(
+            &control_plane,
+            &patches,
+            &Patch::Merge(json!({"spec": {"version": NEXT, "machineTemplate": {"spec": {"infrastructureRef": {"name": control_plane_next}}}}})),
+        )
         .await?;
     kind_api(&client, MACHINE_DEPLOYMENT)
-        .patch(&format!("{NAME}-md-0"), &patches, &Patch::Merge(json!({"spec": {"template": {"spec": {"version": NEXT}}}})))
+        .patch(
+            &workers,
+            &patches,
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"version": NEXT, "infrastructureRef": {"name": workers_next}}}}})),
+        )
         .await?;
     wait_cluster(&client, NS, &workload, 2, NEXT, 30).await.inspect_err(|_| describe(&repo, &plane))?;
     timeline.mark(&format!("rolling upgrade {FIRST} -> {NEXT}"));
@@ -166,6 +180,23 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     eprintln!("\n{table}\nartifacts (controller logs, node journals, capssh job logs): {}", work.display());
     drop(capi);
     Ok(())
+}
+
+/// A copy of SSHMachineTemplate `name` for Kubernetes `version`, its mirror's SHA256SUMS pinned
+/// to `pin` (a pin names one version); returns the copy's name.
+async fn pinned_copy(client: &kube::Client, name: &str, version: &str, pin: &str) -> anyhow::Result<String> {
+    let templates = kind_api(client, SSH_MACHINE_TEMPLATE);
+    let mut template = templates.get(name).await?;
+    let copy = format!("{name}-{}", version.replace('.', "-"));
+    template.metadata = ObjectMeta { name: Some(copy.clone()), labels: template.metadata.labels.clone(), ..ObjectMeta::default() };
+    let artifacts = template
+        .data
+        .pointer_mut("/spec/template/spec/preparation/artifacts")
+        .and_then(serde_json::Value::as_object_mut)
+        .ok_or_else(|| anyhow::anyhow!("SSHMachineTemplate {name} prepares from no artifact mirror"))?;
+    artifacts.insert("checksumsSHA256".into(), json!(pin));
+    templates.create(&PostParams::default(), &template).await?;
+    Ok(copy)
 }
 
 fn kind_api(client: &kube::Client, kind: (&str, &str, &str)) -> Api<DynamicObject> {

@@ -62,7 +62,7 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     namespace(&client, NS).await?;
     register_nodes(&client, NS, &nodes, json!({"role": "kubeadm"})).await?;
     let mirror_root = work.join("mirror");
-    let _mirror_build = build_mirror(&mirror_root, VERSION)?;
+    let mirror_build = build_mirror(&mirror_root, VERSION)?;
     let mirror = MirrorServer::start(&mirror_root, (GATEWAY, 0).into())?;
     timeline.mark(&format!("{NODES} nodes, artifact mirror for {VERSION}"));
 
@@ -90,6 +90,7 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
             &[
                 ("SSH_CONTROL_PLANE_ENDPOINT_HOST", &ENDPOINT.to_string()),
                 ("SSH_ARTIFACTS_URL", &mirror.url()),
+                ("SSH_ARTIFACTS_CHECKSUMS_SHA256", &mirror_build.sums_sha256),
                 ("SSH_CONTROL_PLANE_HOST_ROLE", "kubeadm"),
                 ("SSH_WORKER_HOST_ROLE", "kubeadm"),
             ],

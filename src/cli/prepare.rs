@@ -28,6 +28,10 @@ pub struct PrepareArgs {
     /// Mode Packages: the Kubernetes package repository (default https://pkgs.k8s.io).
     #[arg(long)]
     pub repository_url: Option<String>,
+    /// Mode Packages: a file holding the repository's ASCII-armored public key
+    /// (spec.preparation.packages.signingKey); required for a plain http:// repository.
+    #[arg(long)]
+    pub signing_key_file: Option<std::path::PathBuf>,
     /// Mode Packages: the container runtime package.
     #[arg(long)]
     pub container_runtime_package: Option<String>,
@@ -52,8 +56,15 @@ impl PrepareArgs {
             (None, PreparationMode::Artifacts) => return Err(CliError::Usage("--mode Artifacts needs --artifacts-url".into())),
             _ => None,
         };
+        let signing_key = match &self.signing_key_file {
+            Some(path) => {
+                Some(std::fs::read_to_string(path).map_err(|err| CliError::Usage(format!("--signing-key-file {}: {err}", path.display())))?)
+            }
+            None => None,
+        };
         let packages = (mode == PreparationMode::Packages).then(|| PackagesSource {
             repository_url: self.repository_url.clone(),
+            signing_key,
             container_runtime_package: self.container_runtime_package.clone(),
         });
         Ok(Preparation { mode, artifacts, packages })

@@ -47,6 +47,9 @@ pub enum PreparationMode {
 /// lists (bin/, cni/, images/), checks every SHA-256, and only then installs.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+// Over plain http anyone on the way could swap SHA256SUMS and the files together.
+#[x_kube(validation = kube::core::Rule::new("!self.url.startsWith('http://') || has(self.checksumsSHA256)")
+    .message("artifacts.url is plain http://: set artifacts.checksumsSHA256 (the SHA-256 of SHA256SUMS that `capssh artifacts build` prints), or serve the mirror over https://"))]
 pub struct ArtifactsSource {
     /// Base URL of the mirror, http:// or https://, without a query. The host itself downloads
     /// from it (with curl or wget), so it must be reachable from the host. Anyone who can read
@@ -58,8 +61,9 @@ pub struct ArtifactsSource {
 
     /// SHA-256 (64 lower-case hex digits) of the mirror's SHA256SUMS file for this version and
     /// architecture, as `capssh artifacts build` prints it. When set, a SHA256SUMS file that does not
-    /// match is refused, so the mirror's server is not trusted at all. Pins one architecture:
-    /// leave it unset for templates whose hosts differ in architecture.
+    /// match is refused, so the mirror's server is not trusted at all. Required when the url is
+    /// plain http://. Pins one version and one architecture: leave it unset only for an https://
+    /// mirror serving templates whose hosts differ in architecture.
     #[serde(rename = "checksumsSHA256", default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
     pub checksums_sha256: Option<String>,
@@ -68,6 +72,9 @@ pub struct ArtifactsSource {
 /// Options of mode Packages.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+// A Release.key fetched over plain http could be swapped on the way, and with it every package.
+#[x_kube(validation = kube::core::Rule::new("!has(self.repositoryURL) || !self.repositoryURL.startsWith('http://') || has(self.signingKey)")
+    .message("packages.repositoryURL is plain http://: set packages.signingKey to the repository's ASCII-armored public key (gpg --armor --export), or use an https:// repository"))]
 pub struct PackagesSource {
     /// Base URL of the Kubernetes package repository, laid out as https://pkgs.k8s.io (the
     /// default): `<url>/core:/stable:/v<major>.<minor>/deb/` and `.../rpm/`. Set it to a mirror
@@ -77,6 +84,19 @@ pub struct PackagesSource {
     #[x_kube(validation = kube::core::Rule::new(r"self.matches('^https?://[^\\s?#]+$')")
         .message("packages.repositoryURL must be an http:// or https:// URL without spaces, query or fragment"))]
     pub repository_url: Option<String>,
+
+    /// The repository's signing key: an ASCII-armored OpenPGP public key block (`gpg --armor
+    /// --export`). When set, it is the key the host's package manager trusts for the repository;
+    /// when unset, the host fetches `Release.key` (apt) or `repodata/repomd.xml.key` (dnf, yum)
+    /// from the repository itself, which capssh allows over https:// only. Required when
+    /// repositoryURL is plain http://.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 64, max = 65536))]
+    #[x_kube(validation = kube::core::Rule::new("self.startsWith('-----BEGIN PGP PUBLIC KEY BLOCK-----') && self.contains('-----END PGP PUBLIC KEY BLOCK-----')")
+        .message("packages.signingKey must be an ASCII-armored OpenPGP public key block (-----BEGIN PGP PUBLIC KEY BLOCK----- ... -----END PGP PUBLIC KEY BLOCK-----)"))]
+    #[x_kube(validation = kube::core::Rule::new("!self.contains('PRIVATE KEY')")
+        .message("packages.signingKey holds a private key: give the public key only (gpg --armor --export); anyone who can read this object sees it"))]
+    pub signing_key: Option<String>,
 
     /// The container runtime package, from the host's configured repositories. Default:
     /// `containerd` on Debian, Ubuntu and Fedora, `containerd.io` (Docker's repository, which must

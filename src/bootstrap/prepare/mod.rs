@@ -140,6 +140,16 @@ pub fn plan(preparation: &Preparation, version: Option<&str>, host: &str, facts:
                     reason: "must be 64 lower-case hex digits".into(),
                 });
             }
+            if pin.is_empty() && url.starts_with("http://") {
+                return Err(PrepareError::InvalidSource {
+                    field: "spec.preparation.artifacts.checksumsSHA256",
+                    reason: format!(
+                        "the mirror {} is plain http, where anyone on the way can swap SHA256SUMS together with the files it lists: set artifacts.checksumsSHA256 to the SHA-256 of SHA256SUMS that `capssh artifacts build` printed for {version}/{}, or serve the mirror over https://",
+                        shown_url(&url),
+                        facts.arch
+                    ),
+                });
+            }
             identity.extend([url.clone(), pin.clone()]);
             let vars = [
                 ("VERSION", version),
@@ -167,13 +177,27 @@ pub fn plan(preparation: &Preparation, version: Option<&str>, host: &str, facts:
                     reason: format!("{:?} is not a package name", shown(&runtime)),
                 });
             }
+            let signing_key = packages.signing_key.as_deref().map(check_signing_key).transpose()?;
+            if signing_key.is_none() && repository.starts_with("http://") {
+                return Err(PrepareError::InvalidSource {
+                    field: "spec.preparation.packages.signingKey",
+                    reason: format!(
+                        "the repository {repository} is plain http, where its signing key (Release.key) could be swapped on the way, and with it every package: set packages.signingKey to the repository's ASCII-armored public key (gpg --armor --export), or use an https:// repository"
+                    ),
+                });
+            }
             identity.extend([repository.clone(), runtime.clone()]);
+            // Only when set: the identity (so the job id) of a preparation without a key stays as it was.
+            if let Some(key) = &signing_key {
+                identity.push(format!("signingKey sha256:{}", sha256_hex(key)));
+            }
             let vars = [
                 ("VERSION", version),
                 ("ARCH", facts.arch.as_str()),
                 ("OS_FAMILY", family.name()),
                 ("REPOSITORY_URL", repository.as_str()),
                 ("RUNTIME_PACKAGE", runtime.as_str()),
+                ("SIGNING_KEY", signing_key.as_deref().unwrap_or_default()),
             ];
             (render(&vars, PACKAGES), Vec::new())
         }
@@ -250,6 +274,46 @@ fn check_url(field: &'static str, url: &str) -> Result<String, PrepareError> {
         return Err(invalid("may hold only printable ASCII without spaces, quotes, backslashes, <>^`{|}, a query or a fragment"));
     }
     Ok(url.trim_end_matches('/').to_string())
+}
+
+const KEY_BEGIN: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+const KEY_END: &str = "-----END PGP PUBLIC KEY BLOCK-----";
+
+/// An ASCII-armored OpenPGP public key block (or several), as apt (`signed-by=….asc`) and rpm
+/// read it; returned with Unix line ends and one final newline.
+fn check_signing_key(key: &str) -> Result<String, PrepareError> {
+    let invalid = |reason: &str| PrepareError::InvalidSource { field: "spec.preparation.packages.signingKey", reason: reason.to_string() };
+    let key = key.replace("\r\n", "\n");
+    let key = key.trim();
+    if key.contains("PRIVATE KEY") {
+        return Err(invalid(
+            "holds a private key: give the repository's public key only (gpg --armor --export); anyone who can read this object sees it",
+        ));
+    }
+    if !key.starts_with(KEY_BEGIN) || !key.ends_with(KEY_END) {
+        return Err(invalid(&format!("must be an ASCII-armored OpenPGP public key block, from {KEY_BEGIN} to {KEY_END} (gpg --armor --export)")));
+    }
+    if key.len() > 65536 || !key.chars().all(|c| c == '\n' || c == '\t' || c.is_ascii_graphic() || c == ' ') {
+        return Err(invalid("may hold at most 64 KiB of printable ASCII"));
+    }
+    Ok(format!("{key}\n"))
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A URL as it may appear in a message: without its user info (a password).
+fn shown_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, String::new()));
+            let host = authority.rsplit_once('@').map(|(_, host)| host).unwrap_or(authority);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_string(),
+    }
 }
 
 /// The password of a `scheme://user:password@host/...` URL (and the whole user info), to redact.

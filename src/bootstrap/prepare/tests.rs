@@ -15,12 +15,24 @@ fn artifacts(url: &str, pin: Option<&str>) -> Preparation {
 }
 
 fn packages(repository: Option<&str>) -> Preparation {
+    signed_packages(repository, None)
+}
+
+fn signed_packages(repository: Option<&str>, key: Option<&str>) -> Preparation {
     Preparation {
         mode: PreparationMode::Packages,
         artifacts: None,
-        packages: Some(PackagesSource { repository_url: repository.map(str::to_string), container_runtime_package: None }),
+        packages: Some(PackagesSource {
+            repository_url: repository.map(str::to_string),
+            signing_key: key.map(str::to_string),
+            container_runtime_package: None,
+        }),
     }
 }
+
+/// The shape of `gpg --armor --export` (the content is not parsed).
+const KEY: &str =
+    "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ8zJwRYJKwYBBAHaRw8BAQdAk0mz0cWvX7y4q8e8t0ZtQk1yb2Zr\n=abcd\n-----END PGP PUBLIC KEY BLOCK-----\n";
 
 fn job(work: Work) -> PrepareJob {
     match work {
@@ -42,7 +54,8 @@ fn assert_parses(script: &str) {
 #[test]
 fn every_mode_renders_a_script_that_parses() {
     let debian = facts("debian", "amd64");
-    let artifacts = job(plan(&artifacts("http://198.18.0.129:8080/mirror/", None), Some("v1.36.3"), "h1", &debian).unwrap());
+    let pin = "a".repeat(64);
+    let artifacts = job(plan(&artifacts("http://198.18.0.129:8080/mirror/", Some(&pin)), Some("v1.36.3"), "h1", &debian).unwrap());
     assert!(artifacts.script.contains("MIRROR_URL='http://198.18.0.129:8080/mirror'\n"), "trailing slash dropped");
     assert!(artifacts.script.contains("VERSION='v1.36.3'\nARCH='amd64'\n"));
     assert_parses(&artifacts.script);
@@ -189,5 +202,192 @@ fn downloads_never_put_the_url_on_a_command_line() {
     let (ok, out) = run_lib(&dir, &body);
     assert!(ok && out.ends_with("payload"), "{out}");
     assert!(!LIB.contains("curl -fsS -L \"$1\""), "the URL stays off curl's command line");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn plain_http_artifacts_need_the_pin() {
+    let debian = facts("debian", "amd64");
+    let err = plan(&artifacts("http://u:s3cret@198.18.0.129:8080/mirror", None), Some("v1.36.3"), "h1", &debian).err().unwrap();
+    assert_eq!(err.reason(), "InvalidSource");
+    let message = err.to_string();
+    assert!(message.starts_with("spec.preparation.artifacts.checksumsSHA256: the mirror http://198.18.0.129:8080/mirror is plain http"), "{message}");
+    assert!(message.contains("set artifacts.checksumsSHA256") && message.contains("v1.36.3/amd64") && message.contains("https://"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
+    // Pinned, or over https: allowed.
+    let pinned = job(plan(&artifacts("http://198.18.0.129:8080/mirror", Some(&"b".repeat(64))), Some("v1.36.3"), "h1", &debian).unwrap());
+    assert!(pinned.script.contains(&format!("SUMS_PIN='{}'\n", "b".repeat(64))));
+    let https = job(plan(&artifacts("https://mirror.example/k8s", None), Some("v1.36.3"), "h1", &debian).unwrap());
+    assert!(https.script.contains("SUMS_PIN=''\n"));
+}
+
+#[test]
+fn a_plain_http_repository_needs_the_signing_key() {
+    let debian = facts("debian", "amd64");
+    let err = plan(&packages(Some("http://198.18.0.129:8080")), Some("v1.36.3"), "h1", &debian).err().unwrap();
+    assert_eq!(err.reason(), "InvalidSource");
+    let message = err.to_string();
+    assert!(message.starts_with("spec.preparation.packages.signingKey: the repository http://198.18.0.129:8080 is plain http"), "{message}");
+    assert!(message.contains("set packages.signingKey") && message.contains("gpg --armor --export") && message.contains("https://"), "{message}");
+    // The same on the RHEL family, whose key would come from the repository too.
+    assert_eq!(
+        plan(&packages(Some("http://198.18.0.129:8080")), Some("v1.36.3"), "h1", &facts("rocky", "amd64")).err().map(|e| e.reason()),
+        Some("InvalidSource")
+    );
+
+    // With the key: written from the spec, nothing fetched to decide whom to trust.
+    let signed = job(plan(&signed_packages(Some("http://198.18.0.129:8080"), Some(KEY)), Some("v1.36.3"), "h1", &debian).unwrap());
+    assert!(signed.script.contains(&format!("SIGNING_KEY='{KEY}'\n")), "the key, quoted, with one final newline");
+    assert_parses(&signed.script);
+    // https without a key: the repository's Release.key, as before.
+    let https = job(plan(&packages(Some("https://pkgs.k8s.io")), Some("v1.36.3"), "h1", &debian).unwrap());
+    assert!(https.script.contains("SIGNING_KEY=''\n"));
+    assert!(https.script.contains(r#"fetch "$repo/deb/Release.key""#));
+    // Windows line ends and surrounding blanks are normalized; the key is the same.
+    let crlf = format!("\n  {}  \n", KEY.replace('\n', "\r\n"));
+    let normalized = job(plan(&signed_packages(Some("http://r.example"), Some(&crlf)), Some("v1.36.3"), "h1", &debian).unwrap());
+    assert!(normalized.script.contains(&format!("SIGNING_KEY='{KEY}'\n")));
+}
+
+#[test]
+fn a_signing_key_must_be_a_public_key_block() {
+    let debian = facts("debian", "amd64");
+    let refused = |key: &str| plan(&signed_packages(Some("https://r.example"), Some(key)), Some("v1.36.3"), "h1", &debian).err();
+    let private = KEY.replace("PUBLIC KEY", "PRIVATE KEY");
+    let err = refused(&private).unwrap();
+    assert!(err.to_string().contains("holds a private key"), "{err}");
+    for bad in ["", "not a key", "-----BEGIN PGP PUBLIC KEY BLOCK-----\nmDMEZ8zJ", &KEY.replace("mDME", "mDMÉ"), &KEY.replace("mDME", "mD\u{7}E")] {
+        assert_eq!(refused(bad).map(|e| e.reason()), Some("InvalidSource"), "{bad:?}");
+    }
+    let huge = KEY.replace("=abcd", &"A".repeat(70_000));
+    assert!(refused(&huge).unwrap().to_string().contains("64 KiB"));
+}
+
+#[test]
+fn the_signing_key_names_the_job_only_when_set() {
+    let debian = facts("debian", "amd64");
+    let identity = |key: Option<&str>| job(plan(&signed_packages(Some("https://r.example"), key), Some("v1.36.3"), "h1", &debian).unwrap()).identity;
+    // Without a key the identity is what it was before the field existed: a running job is found again.
+    assert_eq!(identity(None), ["Packages", "v1.36.3", "amd64", "https://r.example", "containerd"]);
+    let with_key = identity(Some(KEY));
+    assert_eq!(with_key.len(), 6);
+    assert!(with_key[5].starts_with("signingKey sha256:"), "{with_key:?}");
+    assert_ne!(with_key, identity(Some(&KEY.replace("abcd", "abce"))));
+}
+
+#[test]
+fn every_package_manager_command_waits_for_the_lock() {
+    let script = PACKAGES;
+    let commands: Vec<&str> = script.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    // The command lines' words outside double quotes (messages name apt-get too).
+    let unquoted = |line: &str| line.split('"').step_by(2).collect::<Vec<_>>().join("\"\"");
+    for line in commands.iter().filter(|l| unquoted(l).contains("apt-get ")) {
+        assert!(line.contains(r#"apt-get -o "$lock_timeout""#), "apt-get without the lock timeout: {line}");
+    }
+    assert!(script.contains(r#"lock_timeout="DPkg::Lock::Timeout=$LOCK_WAIT""#));
+    assert!(LIB.contains("LOCK_WAIT=${LOCK_WAIT:-600}"));
+    // Each apt-get, apt-mark and dnf/yum run comes after a bounded wait for the other runs' locks.
+    let runs = commands
+        .iter()
+        .filter(|l| l.contains("apt-get -o") || l.contains("apt-mark ") || l.contains("$pm install") || l.contains("$pm downgrade"))
+        .count();
+    assert_eq!(runs, 6, "apt-get update, apt-mark unhold, apt-get install, apt-mark hold, dnf install and downgrade");
+    let waits = commands.iter().filter(|l| **l == "wait_for_package_manager").count();
+    assert_eq!(waits, 5, "update, unhold+install, hold; dnf install, downgrade");
+}
+
+/// A scratch folder for one test.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("capssh-prepare-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// lib.sh's lock functions over the file `lock` in the scratch folder instead of the host's
+/// package manager locks (which other software on this machine may hold).
+fn with_test_locks(body: &str) -> String {
+    format!("package_manager_locks() {{ echo \"$PWD/lock\"; }}\n: > ./lock\n{body}")
+}
+
+/// Starts `flock ./lock sleep SECONDS` in the background and waits until /proc/locks shows it.
+/// (`-o`: flock alone holds it, not its sleep.)
+const HOLD_WITH_FLOCK: &str =
+    r#"hold() { flock -o ./lock sleep "$1" & i=0; while [ -z "$(lock_holder ./lock)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done; }"#;
+
+#[test]
+fn a_held_lock_is_waited_for_and_its_holder_named() {
+    if Command::new("flock").arg("--version").output().is_err() {
+        return;
+    }
+    let dir = scratch("lock-wait");
+    // Free: no holder, no wait.
+    let (ok, out) = run_lib(&dir, &with_test_locks("[ -z \"$(lock_holder ./lock)\" ] && wait_for_package_manager && echo free"));
+    assert!(ok && out.trim() == "free", "{out}");
+    // Held for about 2 s: waited out.
+    let body = format!("{HOLD_WITH_FLOCK}\nLOCK_WAIT=30\nhold 2\nlock_holder ./lock\nwait_for_package_manager\necho done");
+    let (ok, out) = run_lib(&dir, &with_test_locks(&body));
+    assert!(ok, "{out}");
+    assert!(out.lines().next().is_some_and(|l| l.starts_with("process ") && l.ends_with(" (flock)")), "{out}");
+    assert!(out.contains("[capssh] waiting for the package manager: ") && out.contains("/lock is held by process "), "{out}");
+    assert!(out.contains("[capssh] the package manager is free after ") && out.ends_with("done\n"), "{out}");
+    // Held longer than LOCK_WAIT: PackageManagerLocked, naming the holder.
+    let body = format!("{HOLD_WITH_FLOCK}\nLOCK_WAIT=2\nhold 5\nwait_for_package_manager\necho not reached");
+    let (ok, out) = run_lib(&dir, &with_test_locks(&body));
+    assert!(!ok && !out.contains("not reached"), "{out}");
+    let (reason, message) = failure(&out).unwrap();
+    assert_eq!(reason, "PackageManagerLocked");
+    assert!(message.contains("/lock is held by process ") && message.contains("(flock) after 2 s of waiting"), "{message}");
+    assert!(message.contains("unattended upgrades"), "{message}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_posix_lock_like_apts_is_seen() {
+    // apt and dpkg take POSIX (fcntl) locks; perl stands in for them here.
+    if Command::new("perl").arg("-v").output().is_err() {
+        return;
+    }
+    let dir = scratch("posix-lock");
+    let hold = r#"perl -e 'use Fcntl; open(my $f, ">>", "./lock") or die; my $l = pack("s s x4 q q i x4", F_WRLCK, 0, 0, 0, 0); fcntl($f, F_SETLK, $l) or die; sleep 30' & perl_pid=$!
+i=0; while [ -z "$(lock_holder ./lock)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+locks_held; kill "$perl_pid""#;
+    let (ok, out) = run_lib(&dir, &with_test_locks(hold));
+    assert!(ok, "{out}");
+    assert!(out.contains("/lock is held by process ") && out.trim().ends_with(" (perl)"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_pid_file_lock_is_held_while_its_process_lives() {
+    // dnf 4 and yum: the lock is a file holding the PID of the running one.
+    let dir = scratch("pid-lock");
+    let body = "sleep 30 & echo $! > ./dnf.pid\nlock_holder ./dnf.pid\nkill $!; wait $! || true\nlock_holder ./dnf.pid; echo end";
+    let (ok, out) = run_lib(&dir, body);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| *l != "Terminated").collect();
+    assert!(lines.len() == 2 && lines[0].starts_with("process ") && lines[0].ends_with(" (sleep)") && lines[1] == "end", "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_package_manager_that_gave_up_on_the_lock_is_package_manager_locked() {
+    let dir = scratch("pm-failed");
+    // apt names the holder itself when its own wait (DPkg::Lock::Timeout) runs out.
+    let apt = r#"pm_run apt.log sh -c 'echo "Waiting for cache lock: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 4242 (unattended-upgr)... 600s"; echo "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 4242 (unattended-upgr)"; exit 100' || pm_failed apt.log "apt-get install failed""#;
+    let (ok, out) = run_lib(&dir, &with_test_locks(&format!("mkdir -p \"$STAGING\"\n{apt}")));
+    assert!(!ok && out.starts_with("Waiting for cache lock"), "the output stays in the job's log: {out}");
+    let (reason, message) = failure(&out).unwrap();
+    assert_eq!(reason, "PackageManagerLocked");
+    assert!(message.starts_with("apt-get install failed: could not get lock /var/lib/dpkg/lock-frontend. It is held by process 4242 (unattended-upgr) (after waiting up to 600 s)"), "{message}");
+    // Any other failure is the package manager's.
+    let other = r#"pm_run dnf.log sh -c 'echo "No match for argument: kubelet-1.36.3"; exit 1' || pm_failed dnf.log "dnf could not install kubelet""#;
+    let (ok, out) = run_lib(&dir, &with_test_locks(&format!("mkdir -p \"$STAGING\"\n{other}")));
+    assert!(!ok, "{out}");
+    assert_eq!(failure(&out), Some(("PackageManagerFailed".to_string(), "dnf could not install kubelet".to_string())));
+    // pm_run returns the command's status.
+    let (ok, out) =
+        run_lib(&dir, "mkdir -p \"$STAGING\"\npm_run ok.log sh -c 'echo hi; exit 0' && pm_run bad.log sh -c 'exit 3' || echo \"status $?\"");
+    assert!(ok && out == "hi\nstatus 3\n", "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }

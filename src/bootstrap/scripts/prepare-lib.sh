@@ -272,6 +272,99 @@ pick_downloader() {
   fi
 }
 
+# How long (seconds) another package manager run may hold its lock before the job gives up:
+# unattended upgrades on a host's first boot take minutes, and a failed preparation is never
+# run again. Set above lib.sh to change it (the tests do).
+LOCK_WAIT=${LOCK_WAIT:-600}
+
+# package_manager_locks: the lock files of the host's package managers. apt and dpkg (POSIX
+# locks), dnf 5 (a POSIX lock) and rpm itself; dnf 4 and yum write their PID into *.pid files.
+package_manager_locks() {
+  case "$OS_FAMILY" in
+    debian) echo /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock /var/cache/apt/archives/lock ;;
+    redhat) echo /var/lib/rpm/.rpm.lock /run/dnf/rpmtransaction.lock /var/lib/dnf/rpmdb_lock.pid \
+      /var/cache/dnf/metadata_lock.pid /var/cache/dnf/download_lock.pid /var/run/yum.pid ;;
+  esac
+}
+
+# lock_holder FILE: "process PID (NAME)" when another process holds FILE's lock, nothing when it
+# is free. A lock is read from /proc/locks (POSIX, open file description and flock locks alike,
+# so no fuser or lsof is needed); a *.pid file is held while the process it names lives.
+lock_holder() {
+  [ -e "$1" ] || return 0
+  case "$1" in
+    *.pid)
+      pid=$(tr -cd '0-9' < "$1" 2>/dev/null | cut -c1-10)
+      if [ -n "$pid" ] && [ "$pid" != "$$" ] && [ -d "/proc/$pid" ]; then
+        echo "process $pid ($(cat "/proc/$pid/comm" 2>/dev/null || echo unknown))"
+      fi
+      return 0
+      ;;
+  esac
+  id=$(stat -L -c %d:%i "$1" 2>/dev/null) || return 0
+  # Field 6 is MAJOR:MINOR:INODE; a line with "->" in field 2 is a waiter, not a holder.
+  pids=$(awk -v inode="${id#*:}" '$2 != "->" { n = split($6, f, ":"); if (f[n] == inode) print $5 }' /proc/locks 2>/dev/null)
+  for pid in $pids; do
+    if [ "$pid" = -1 ]; then
+      echo "a process (an open file description lock)"
+      return 0
+    fi
+    # The same inode number on another file system is another file: the holder has FILE open.
+    for fd in "/proc/$pid/fd/"*; do
+      if [ "$(stat -L -c %d:%i "$fd" 2>/dev/null)" = "$id" ]; then
+        echo "process $pid ($(cat "/proc/$pid/comm" 2>/dev/null || echo unknown))"
+        return 0
+      fi
+    done
+  done
+}
+
+# locks_held: "FILE is held by process PID (NAME)" for the first package manager lock taken, or nothing.
+locks_held() {
+  for lock in $(package_manager_locks); do
+    holder=$(lock_holder "$lock")
+    if [ -n "$holder" ]; then
+      echo "$lock is held by $holder"
+      return 0
+    fi
+  done
+}
+
+# wait_for_package_manager: returns once no package manager lock is held, waiting up to
+# LOCK_WAIT seconds. apt-get update, apt-mark and dnf do not wait for a lock by themselves (or
+# wait forever), so every package manager command here comes after this.
+wait_for_package_manager() {
+  waited=0
+  while held=$(locks_held) && [ -n "$held" ]; do
+    if [ "$waited" -ge "$LOCK_WAIT" ]; then
+      fail PackageManagerLocked "$held after $waited s of waiting: another package manager run (unattended upgrades on first boot?) did not finish; let it finish or stop it, then replace this Machine (a failed preparation is not run again)"
+    fi
+    [ $((waited % 60)) -ne 0 ] || say "waiting for the package manager: $held"
+    sleep 1
+    waited=$((waited + 1))
+  done
+  [ "$waited" -eq 0 ] || say "the package manager is free after $waited s"
+}
+
+# pm_run LOG COMMAND...: runs a package manager command with its output in the job's log and in
+# $STAGING/LOG (for pm_failed); returns the command's exit status.
+pm_run() {
+  log="$STAGING/$1"
+  shift
+  { rc=0; "$@" 2>&1 || rc=$?; echo "$rc" > "$log.rc"; } | tee "$log"
+  return "$(cat "$log.rc")"
+}
+
+# pm_failed LOG MESSAGE: ends the job after a failed package manager command. When it failed
+# on another run's lock (apt names the holder in its log; otherwise a lock still held now), the
+# reason is PackageManagerLocked, not a failure of the packages.
+pm_failed() {
+  held=$(grep 'Could not get lock' "$STAGING/$1" 2>/dev/null | tail -n 1 | tr -d '\r' | sed -e 's/^.*Could not get lock/could not get lock/' -e 's/\.\.\..*$//')
+  [ -n "$held" ] || held=$(locks_held)
+  [ -z "$held" ] || fail PackageManagerLocked "$2: $held (after waiting up to $LOCK_WAIT s); another package manager run (unattended upgrades on first boot?) did not finish; let it finish or stop it, then replace this Machine"
+  fail PackageManagerFailed "$2"
+}
+
 write_stamp() {
   put_file "$STAMP" 0644 <<EOF
 $1
