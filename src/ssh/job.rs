@@ -377,4 +377,28 @@ mod tests {
         assert!(records.jobs[1].succeeded && !records.jobs[0].succeeded);
         assert_eq!(records.present, vec![true, false]);
     }
+
+    /// job-stop.sh by the local `sh` (dash on Debian) against a real job: a session whose leader
+    /// started a child in the background; the whole group goes, and the exit is recorded.
+    #[test]
+    fn the_stop_script_stops_a_jobs_whole_process_group() {
+        let root = std::env::temp_dir().join(format!("capssh-stop-{}", std::process::id()));
+        let job = root.join("jobs/bootstrap-x");
+        std::fs::create_dir_all(job.join("run")).unwrap();
+        let mut leader = std::process::Command::new("setsid").args(["sh", "-c", "sleep 401 & sleep 402; wait"]).spawn().unwrap();
+        let pid = leader.id();
+        // Reaped as soon as it ends (on a host, init reaps the job's leader).
+        let reaper = std::thread::spawn(move || leader.wait());
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(job.join("pid"), format!("{pid}\n")).unwrap();
+        let script = with_inputs(scripts::JOB_STOP, &[("JOBS_DIR", &root.join("jobs").to_string_lossy()), ("GRACE", "5")]);
+        let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+        let _ = reaper.join();
+        let group_left = std::process::Command::new("pgrep").args(["-g", &pid.to_string()]).output().unwrap();
+        let exit = std::fs::read_to_string(job.join("exit")).unwrap_or_default();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "stopped bootstrap-x\n", "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(group_left.stdout.is_empty(), "left: {}", String::from_utf8_lossy(&group_left.stdout));
+        assert_eq!(exit.trim(), "143");
+    }
 }

@@ -19,7 +19,7 @@ if ! mkdir "$d/run" 2>/dev/null; then echo already-started; exit 0; fi
 # Which boot this is, and (below) when the process started in it: after a reboot, or once PIDs
 # wrap around, the PID may name another process, which must not read as the job still running.
 cat /proc/sys/kernel/random/boot_id > "$d/boot" 2>/dev/null || true
-# Detached in its own session (its PID is its process group): it outlives this connection and
+# Detached in its own session (its PID is its process group; dash's kill takes "-PGID", not "--"): it outlives this connection and
 # capssh, and can be stopped as a whole. An exit status that cannot be written (a full disk)
 # leaves an empty file, which capssh reports as such.
 # shellcheck disable=SC2016

@@ -14,7 +14,7 @@ for d in "$JOBS_DIR"/bootstrap-* "$JOBS_DIR"/prepare-*; do
   # Gone, or the PID now names another process: nothing of the job is left to stop.
   [ -n "$started" ] || continue
   if [ -s "$d/started" ] && [ "$(cat "$d/started")" != "$started" ]; then continue; fi
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+  kill -TERM "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
   stopping="$stopping $pid:$d"
 done
 [ -n "$stopping" ] || exit 0
@@ -22,14 +22,14 @@ waited=0
 while [ "$waited" -lt "$GRACE" ]; do
   alive=""
   for entry in $stopping; do
-    if kill -0 -- "-${entry%%:*}" 2>/dev/null; then alive=yes; fi
+    if kill -0 "-${entry%%:*}" 2>/dev/null; then alive=yes; fi
   done
   [ -n "$alive" ] || break
   sleep 1
   waited=$((waited + 1))
 done
 for entry in $stopping; do
-  kill -KILL -- "-${entry%%:*}" 2>/dev/null
+  kill -KILL "-${entry%%:*}" 2>/dev/null
   d=${entry#*:}
   # The job's own wrapper died with it: record how it ended (128 + SIGTERM).
   if [ ! -f "$d/exit" ]; then echo 143 > "$d/exit.tmp" && mv -f "$d/exit.tmp" "$d/exit"; fi
