@@ -50,7 +50,8 @@ pub mod reasons {
 
     // SSHMachine: connecting (the SSH failure reasons are below).
     pub const CONNECTED: &str = "Connected";
-    /// A credential Secret named by the SSHHost is missing or lacks its key.
+    /// A credential Secret named by the SSHHost is missing, lacks its key, or is not labelled
+    /// infrastructure.cluster.x-k8s.io/capssh-credentials: "true".
     pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
 
     // SSHMachine: preparing (more reasons come from the host: see bootstrap::prepare).

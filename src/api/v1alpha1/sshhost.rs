@@ -5,6 +5,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The label a Secret must carry (value `"true"`) before capssh uses it as an SSHHost's
+/// credentials. Without it, anyone allowed to create SSHHosts could name any Secret of the
+/// namespace and point the address at their own sshd, which would then receive it.
+pub const CREDENTIALS_LABEL: &str = "infrastructure.cluster.x-k8s.io/capssh-credentials";
+
 /// A host that already exists and is reachable over SSH. Register one per machine; capssh probes
 /// it, hands it to one SSHMachine at a time, and resets it when that machine is deleted.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -45,7 +50,9 @@ pub struct SSHHostSpec {
     #[schemars(length(min = 1, max = 32))]
     pub user: String,
 
-    /// How capssh authenticates: exactly one of a private key or a password.
+    /// How capssh authenticates: exactly one of a private key or a password. The Secret must
+    /// carry the label `infrastructure.cluster.x-k8s.io/capssh-credentials: "true"`; capssh
+    /// refuses any other Secret.
     pub auth: SSHAuth,
 
     /// The host's public key, pinned. capssh refuses to talk to a host whose key differs.
@@ -81,10 +88,12 @@ fn default_user() -> String {
     "has(self.privateKeySecretRef) != has(self.passwordSecretRef)"
 ).message("set exactly one of auth.privateKeySecretRef and auth.passwordSecretRef"))]
 pub struct SSHAuth {
-    /// An OpenSSH or PEM private key (ed25519, ecdsa or rsa) in a Secret of this namespace.
+    /// An OpenSSH or PEM private key (ed25519, ecdsa or rsa) in a Secret of this namespace
+    /// labelled `infrastructure.cluster.x-k8s.io/capssh-credentials: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_secret_ref: Option<PrivateKeyRef>,
-    /// A password in a Secret of this namespace.
+    /// A password in a Secret of this namespace labelled
+    /// `infrastructure.cluster.x-k8s.io/capssh-credentials: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
 }
