@@ -1,6 +1,8 @@
 //! The SSHHost controller against a real kube-apiserver and real sshd hosts: probing into
 //! status, pinning a key on first use, refusing a wrong key, maintenance and quarantine;
-//! credential Secrets only when marked for capssh. Every manager here runs as a user holding
+//! credential Secrets only when marked for capssh; the finalizer that keeps a claimed host
+//! until it is released, the CRD rules that keep a claimed host's identity, and the owner
+//! record that catches two SSHHosts for one box. Every manager here runs as a user holding
 //! exactly capssh's RBAC from config/rbac, and none of its requests may be refused.
 
 use capssh::api::v1alpha1::{CREDENTIALS_LABEL, HostPhase, SSHHost};
@@ -11,13 +13,14 @@ use capssh_e2e::manager::eventually;
 use capssh_e2e::mgmt::ManagementPlane;
 use capssh_e2e::process::Daemon;
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use std::path::PathBuf;
 
 const NS: &str = "hosts";
 /// Where the leader-election tests keep their Lease (the manager's Role is bound there).
 const LEASE_NS: &str = "default";
+const FINALIZER: &str = "sshhost.infrastructure.cluster.x-k8s.io";
 
 fn host_object(name: &str, address: &str, host_key: serde_json::Value) -> SSHHost {
     host_with_secret(name, address, host_key, "farm-key")
@@ -212,7 +215,7 @@ async fn a_watch_filter_limits_the_manager_to_labelled_objects() {
 
 #[tokio::test]
 async fn with_leader_election_only_one_replica_reconciles_and_the_other_takes_over() {
-    // Two boxes: one SSHHost each.
+    // Two boxes: one SSHHost each (two SSHHosts for one box would be refused as duplicates).
     let bed = setup("leader-election", 2).await;
     let (farm, plane, client) = (&bed.farm, &bed.plane, &bed.client);
     let args = ["--leader-elect", "--leader-election-namespace", LEASE_NS, "--probe-interval-seconds", "2"];
@@ -294,5 +297,132 @@ async fn a_credential_secret_must_be_marked_for_capssh() {
     })
     .await
     .unwrap();
+    bed.assert_never_forbidden("capssh");
+}
+
+/// Two SSHHosts for one box: the first probe records its SSHHost on the box; the second is
+/// refused as DuplicateHost, naming the first and how to fix it. A recreated SSHHost of the same
+/// namespace and name (what `clusterctl move` makes: new uid) is the same host; once the first
+/// is gone and its record removed, the second is accepted.
+#[tokio::test]
+async fn a_second_sshhost_for_one_box_is_refused() {
+    let bed = setup("duplicate-host", 1).await;
+    let (farm, client) = (&bed.farm, &bed.client);
+    let _manager = bed.manager("capssh", &["--probe-interval-seconds", "2"]);
+    let api: Api<SSHHost> = Api::namespaced(client.clone(), NS);
+    let address = farm.hosts[0].address.to_string();
+    let pin = json!({"publicKeys": [farm.hosts[0].host_key_public]});
+    let record = || farm.exec_ok(0, "cat /var/lib/capssh/owner").unwrap();
+
+    api.create(&PostParams::default(), &host_object("first", &address, pin.clone())).await.unwrap();
+    eventually(60, "first Available", || async { (phase_of(&api, "first").await == Some(HostPhase::Available)).then_some(()) }).await.unwrap();
+    let uid = api.get("first").await.unwrap().metadata.uid.unwrap();
+    assert_eq!(record(), format!("namespace={NS}\nname=first\nuid={uid}\n"));
+
+    api.create(&PostParams::default(), &host_object("second", &address, pin.clone())).await.unwrap();
+    let refused = ready_reason(&api, "second", "DuplicateHost").await;
+    assert!(refused.message.contains(&format!("SSHHost {NS}/first (uid {uid}")), "names the other SSHHost: {}", refused.message);
+    assert!(refused.message.contains("Delete one of the two SSHHosts"), "{}", refused.message);
+    assert!(refused.message.contains("remove /var/lib/capssh/owner on the host"), "{}", refused.message);
+    assert_eq!(phase_of(&api, "second").await, Some(HostPhase::Unreachable), "never Available, so never claimed");
+    warning_event(client, "second", "DuplicateHost").await;
+    assert_eq!(record(), format!("namespace={NS}\nname=first\nuid={uid}\n"), "the refused SSHHost did not take the record");
+    assert_eq!(phase_of(&api, "first").await, Some(HostPhase::Available), "the first keeps the box");
+
+    // The first, deleted and created again under its name (a move): the same host, new uid.
+    api.delete("first", &DeleteParams::default()).await.unwrap();
+    eventually(30, "first gone", || async { api.get_opt("first").await.ok()?.is_none().then_some(()) }).await.unwrap();
+    api.create(&PostParams::default(), &host_object("first", &address, pin.clone())).await.unwrap();
+    let new_uid = eventually(60, "the new first Available", || async {
+        let host = api.get("first").await.ok()?;
+        (host.status.as_ref()?.phase == Some(HostPhase::Available)).then_some(host.metadata.uid?)
+    })
+    .await
+    .unwrap();
+    assert_ne!(new_uid, uid);
+    assert_eq!(record(), format!("namespace={NS}\nname=first\nuid={new_uid}\n"), "the record follows the move");
+
+    // The fix the message gives: delete one SSHHost and, with it gone, remove its record.
+    api.delete("first", &DeleteParams::default()).await.unwrap();
+    eventually(30, "first gone", || async { api.get_opt("first").await.ok()?.is_none().then_some(()) }).await.unwrap();
+    farm.exec_ok(0, "rm /var/lib/capssh/owner").unwrap();
+    nudge(&api, "second", "fixed").await;
+    eventually(60, "second Available", || async { (phase_of(&api, "second").await == Some(HostPhase::Available)).then_some(()) }).await.unwrap();
+    let second_uid = api.get("second").await.unwrap().metadata.uid.unwrap();
+    assert_eq!(record(), format!("namespace={NS}\nname=second\nuid={second_uid}\n"));
+    bed.assert_never_forbidden("capssh");
+}
+
+/// A claimed host keeps its identity and is not let go while claimed: the API server refuses
+/// edits of address, port, user, bastion and hostKey (credentials may still rotate); its
+/// deletion waits, saying for what, until the machine releases it. An unclaimed host goes at
+/// once; a source copy handed over by `clusterctl move` is left to clusterctl.
+#[tokio::test]
+async fn a_claimed_host_keeps_its_identity_and_is_kept_until_released() {
+    let bed = setup("claimed-host", 1).await;
+    let (farm, client) = (&bed.farm, &bed.client);
+    let _manager = bed.manager("capssh", &["--probe-interval-seconds", "2"]);
+    let api: Api<SSHHost> = Api::namespaced(client.clone(), NS);
+    let address = farm.hosts[0].address.to_string();
+    let pin = json!({"publicKeys": [farm.hosts[0].host_key_public]});
+    let has_finalizer = |host: &SSHHost| host.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|f| f == FINALIZER));
+    api.create(&PostParams::default(), &host_object("h0", &address, pin.clone())).await.unwrap();
+    eventually(60, "h0 Available, with the finalizer", || async {
+        let host = api.get("h0").await.ok()?;
+        (host.status.as_ref()?.phase == Some(HostPhase::Available) && has_finalizer(&host)).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Free, the host may be edited; claimed, not what says which box it is.
+    api.patch("h0", &PatchParams::default(), &Patch::Merge(json!({"spec": {"port": 22, "user": "root"}}))).await.unwrap();
+    let claim = |name: Option<&str>| json!({"spec": {"consumerRef": name.map(|n| json!({"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": n}))}});
+    api.patch("h0", &PatchParams::default(), &Patch::Merge(claim(Some("m1")))).await.unwrap();
+    let bastion = json!({"address": "198.18.0.1", "auth": {"privateKeySecretRef": {"name": "farm-key"}}, "hostKey": pin});
+    for (what, edit) in [
+        ("address", json!({"address": "198.18.255.1"})),
+        ("port", json!({"port": 2222})),
+        ("user", json!({"user": "capssh-sudo"})),
+        ("hostKey", json!({"hostKey": {"publicKeys": [farm.hosts[0].host_key_fingerprint]}})),
+        ("hostKey", json!({"hostKey": {"trustOnFirstUse": true}})),
+        ("bastion", json!({"bastion": bastion})),
+    ] {
+        let err = api.patch("h0", &PatchParams::default(), &Patch::Merge(json!({"spec": edit}))).await.expect_err(what).to_string();
+        assert!(err.contains("cannot change while the host is claimed") && err.contains("release the host first"), "{what}: {err}");
+    }
+    // What does not say which box it is stays editable: credentials rotate, maintenance toggles.
+    let rotate = json!({"spec": {"auth": {"privateKeySecretRef": {"name": "farm-key", "key": "ssh-privatekey"}}, "maintenance": true}});
+    api.patch("h0", &PatchParams::default(), &Patch::Merge(rotate)).await.expect("credentials and maintenance may change while claimed");
+
+    // Deleted while claimed: kept, and Ready says why and what releases it.
+    api.delete("h0", &DeleteParams::default()).await.unwrap();
+    let waiting = ready_reason(&api, "h0", "WaitingForRelease").await;
+    assert!(waiting.message.contains("claimed by SSHMachine m1") && waiting.message.contains("delete its Machine"), "{}", waiting.message);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let host = api.get("h0").await.expect("a claimed host is not let go");
+    assert!(host.metadata.deletion_timestamp.is_some() && has_finalizer(&host));
+    // The machine releases it (as the SSHMachine controller does after the reset): it goes.
+    api.patch("h0", &PatchParams::default(), &Patch::Merge(claim(None))).await.unwrap();
+    eventually(30, "h0 gone once released", || async { api.get_opt("h0").await.ok()?.is_none().then_some(()) }).await.unwrap();
+
+    // Unclaimed: the finalizer goes at once.
+    api.create(&PostParams::default(), &host_object("free", &address, pin.clone())).await.unwrap();
+    eventually(60, "free with the finalizer", || async { has_finalizer(&api.get("free").await.ok()?).then_some(()) }).await.unwrap();
+    api.delete("free", &DeleteParams::default()).await.unwrap();
+    eventually(30, "free gone at once", || async { api.get_opt("free").await.ok()?.is_none().then_some(()) }).await.unwrap();
+
+    // clusterctl move's source copy, claimed: marked (its JSON patch replaces the annotations),
+    // deleted, finalizers stripped. capssh leaves it alone and it goes.
+    api.create(&PostParams::default(), &host_object("moving", &address, pin.clone())).await.unwrap();
+    eventually(60, "moving with the finalizer", || async { has_finalizer(&api.get("moving").await.ok()?).then_some(()) }).await.unwrap();
+    api.patch("moving", &PatchParams::default(), &Patch::Merge(claim(Some("m2")))).await.unwrap();
+    let mark = json!([{"op": "add", "path": "/metadata/annotations", "value": {"clusterctl.cluster.x-k8s.io/delete-for-move": ""}}]);
+    api.patch("moving", &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(mark).unwrap())).await.unwrap();
+    api.delete("moving", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let source = api.get("moving").await.unwrap();
+    assert_ne!(ready(&source).map(|c| c.reason).as_deref(), Some("WaitingForRelease"), "a source copy being moved is left alone");
+    api.patch("moving", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": []}}))).await.unwrap();
+    eventually(30, "the source copy gone", || async { api.get_opt("moving").await.ok()?.is_none().then_some(()) }).await.unwrap();
     bed.assert_never_forbidden("capssh");
 }

@@ -14,6 +14,8 @@ pub const JOB_LOG_TAIL: &str = include_str!("scripts/job-log-tail.sh");
 pub const JOB_REMOVE: &str = include_str!("scripts/job-remove.sh");
 /// Host facts for SSHHost.status.facts.
 pub const PROBE: &str = include_str!("scripts/probe.sh");
+/// Records which SSHHost stands for the box, and reports another one already recorded there.
+pub const OWNER_RECORD: &str = include_str!("scripts/owner-record.sh");
 /// Whether a provisioned host still answers, as root.
 pub const HEALTH: &str = include_str!("scripts/health.sh");
 /// The reset run (as a job) when a machine is deleted.
@@ -33,6 +35,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("job-log-tail.sh", JOB_LOG_TAIL),
     ("job-remove.sh", JOB_REMOVE),
     ("probe.sh", PROBE),
+    ("owner-record.sh", OWNER_RECORD),
     ("health.sh", HEALTH),
     ("reset.sh", RESET),
     ("verify-reset.sh", VERIFY_RESET),

@@ -95,6 +95,11 @@ pub mod reasons {
     pub const IN_USE: &str = "InUse";
     pub const PROBE_FAILED: &str = "ProbeFailed";
     pub const HOST_KEY_PINNED: &str = "HostKeyPinned";
+    /// The box is recorded (in /var/lib/capssh/owner) as another SSHHost's: one machine, two
+    /// SSHHosts. Refused until one of them goes.
+    pub const DUPLICATE_HOST: &str = "DuplicateHost";
+    /// Deleted while claimed: the deletion waits until the machine resets and releases the host.
+    pub const WAITING_FOR_RELEASE: &str = "WaitingForRelease";
     /// The event on a machine whose preparation finished.
     pub const HOST_PREPARED_EVENT: &str = "HostPrepared";
 
