@@ -1,8 +1,9 @@
 //! Building blocks for controller tests that play Cluster API's part: the objects Cluster API
 //! would create (Cluster, Machine, bootstrap Secret), and a pool of SSHHosts on a host farm.
 
-use crate::apply::apply_one;
+use crate::apply::{apply_one, documents};
 use crate::hosts::HostFarm;
+use crate::mgmt::ManagementPlane;
 use crate::nodes::NodeFarm;
 use base64::Engine;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -18,7 +19,7 @@ pub async fn namespace(client: &kube::Client, name: &str) -> anyhow::Result<()> 
     }
 }
 
-/// The farm's client key as the ssh-auth Secret `farm-key`.
+/// The farm's client key as the ssh-auth Secret `farm-key`, marked for capssh.
 pub async fn farm_key_secret(client: &kube::Client, ns: &str, farm: &HostFarm) -> anyhow::Result<()> {
     key_secret(client, ns, "farm-key", &farm.client_key.ed25519.private_key_pem).await
 }
@@ -31,7 +32,7 @@ pub async fn register_farm(client: &kube::Client, ns: &str, farm: &HostFarm, lab
     register_hosts(client, ns, "farm-key", &hosts, labels).await
 }
 
-/// The node farm's key as the ssh-auth Secret `node-key`, and one pinned SSHHost per node (named
+/// The node farm's key as the ssh-auth Secret `node-key` (marked for capssh), and one pinned SSHHost per node (named
 /// after it: node-0, node-1, ...; root logs in), with `labels` on every host.
 pub async fn register_nodes(client: &kube::Client, ns: &str, farm: &NodeFarm, labels: serde_json::Value) -> anyhow::Result<()> {
     key_secret(client, ns, "node-key", &farm.client_key.private_key_pem).await?;
@@ -39,13 +40,60 @@ pub async fn register_nodes(client: &kube::Client, ns: &str, farm: &NodeFarm, la
     register_hosts(client, ns, "node-key", &hosts, labels).await
 }
 
-async fn key_secret(client: &kube::Client, ns: &str, name: &str, private_key_pem: &str) -> anyhow::Result<()> {
+/// An ssh-auth Secret holding `private_key_pem`, labelled for capssh when `marked` (capssh
+/// refuses any other Secret as credentials).
+pub async fn key_secret_marked(client: &kube::Client, ns: &str, name: &str, private_key_pem: &str, marked: bool) -> anyhow::Result<()> {
+    let labels = if marked { json!({(capssh::api::v1alpha1::CREDENTIALS_LABEL): "true"}) } else { json!({}) };
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": name}, "type": "kubernetes.io/ssh-auth",
+        "metadata": {"name": name, "labels": labels}, "type": "kubernetes.io/ssh-auth",
         "stringData": {"ssh-privatekey": private_key_pem}
     }))?;
     Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await?;
     Ok(())
+}
+
+async fn key_secret(client: &kube::Client, ns: &str, name: &str, private_key_pem: &str) -> anyhow::Result<()> {
+    key_secret_marked(client, ns, name, private_key_pem, true).await
+}
+
+/// The user the manager runs as in [`manager_identity`].
+pub const MANAGER_USER: &str = "capssh-manager";
+
+/// A kubeconfig for [`MANAGER_USER`], who holds exactly capssh's own RBAC from config/rbac: the
+/// ClusterRole `manager-role` and the leader-election Role (in `lease_namespace`), bound as the
+/// components bind them to the ServiceAccount. A manager run with it is refused whatever the
+/// components do not grant, as in a real installation.
+pub async fn manager_identity(plane: &ManagementPlane, client: &kube::Client, lease_namespace: &str) -> anyhow::Result<std::path::PathBuf> {
+    let rbac = crate::tools::repo_root().join("config/rbac");
+    let role = documents(&std::fs::read_to_string(rbac.join("role.yaml"))?)?;
+    let cluster_role = apply_one(client, &role[0], None, false).await?;
+    let mut lease_role = documents(&std::fs::read_to_string(rbac.join("leader_election_role.yaml"))?)?.remove(0);
+    lease_role["metadata"]["namespace"] = json!(lease_namespace);
+    let lease_role = apply_one(client, &lease_role, None, false).await?;
+    let subject = json!([{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": MANAGER_USER}]);
+    apply_one(
+        client,
+        &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": MANAGER_USER},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_role.metadata.name},
+            "subjects": subject
+        }),
+        None,
+        false,
+    )
+    .await?;
+    apply_one(
+        client,
+        &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": MANAGER_USER, "namespace": lease_namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": lease_role.metadata.name},
+            "subjects": subject
+        }),
+        None,
+        false,
+    )
+    .await?;
+    plane.kubeconfig_for(MANAGER_USER, None)
 }
 
 /// One SSHHost per (name, address, host key), logging in with the key Secret `key_secret`.

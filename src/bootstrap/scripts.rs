@@ -18,6 +18,8 @@ pub const JOB_SUCCEEDED: &str = include_str!("scripts/job-succeeded.sh");
 pub const JOB_STOP: &str = include_str!("scripts/job-stop.sh");
 /// Host facts for SSHHost.status.facts.
 pub const PROBE: &str = include_str!("scripts/probe.sh");
+/// Records which SSHHost stands for the box, and reports another one already recorded there.
+pub const OWNER_RECORD: &str = include_str!("scripts/owner-record.sh");
 /// Whether a provisioned host still answers, as root.
 pub const HEALTH: &str = include_str!("scripts/health.sh");
 /// The reset run (as a job) when a machine is deleted.
@@ -39,6 +41,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("job-succeeded.sh", JOB_SUCCEEDED),
     ("job-stop.sh", JOB_STOP),
     ("probe.sh", PROBE),
+    ("owner-record.sh", OWNER_RECORD),
     ("health.sh", HEALTH),
     ("reset.sh", RESET),
     ("verify-reset.sh", VERIFY_RESET),

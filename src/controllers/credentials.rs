@@ -1,8 +1,12 @@
 //! From an SSHHost (and its Secrets) to an SSH target, the same way for every controller.
+//!
+//! Only Secrets labelled [`CREDENTIALS_LABEL`]`: "true"` are used: an SSHHost names a Secret and
+//! an address, and capssh hands the Secret's value to whatever answers there, so a Secret must
+//! be meant for capssh by whoever can write it, not merely be in the namespace.
 
 use super::error::ReconcileError;
 use crate::api::MOVE_LABEL;
-use crate::api::v1alpha1::{Bastion, HostKeyPolicy as HostKeySpec, SSHAuth, SSHHost};
+use crate::api::v1alpha1::{Bastion, CREDENTIALS_LABEL, HostKeyPolicy as HostKeySpec, SSHAuth, SSHHost};
 use crate::ssh::hostkey::HostKeyPolicy;
 use crate::ssh::{Credentials, Endpoint, PoolKey, Target};
 use k8s_openapi::api::core::v1::Secret;
@@ -67,6 +71,8 @@ async fn endpoint(
 /// a namespace's Secrets only when something ties them to a Cluster; a host's credentials are
 /// tied to no Cluster, so they are labelled to travel with the SSHHosts (whose CRD carries the
 /// same label). Otherwise the moved hosts could not be reached from the new management cluster.
+/// A Secret not marked for capssh is left untouched: the probe reports it, and capssh must not
+/// make an unrelated Secret travel.
 pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(), ReconcileError> {
     let namespace = host.metadata.namespace.clone().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -79,6 +85,9 @@ pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(
         }
         // A missing Secret is reported by whoever needs it to connect.
         let Some(secret) = secrets.get_opt(name).await? else { continue };
+        if !marked_for_capssh(&secret) {
+            continue;
+        }
         if !secret.metadata.labels.as_ref().is_some_and(|l| l.contains_key(MOVE_LABEL)) {
             let patch = serde_json::json!({"metadata": {"labels": {MOVE_LABEL: ""}}});
             secrets.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await?;
@@ -90,9 +99,13 @@ pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(
     Ok(())
 }
 
+/// Reads a credential Secret, refusing one not marked for capssh before any value is read.
 async fn read(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<(Secret, String), ReconcileError> {
     let secret =
         secrets.get_opt(name).await?.ok_or_else(|| ReconcileError::MissingSecret { namespace: namespace.to_string(), name: name.to_string() })?;
+    if !marked_for_capssh(&secret) {
+        return Err(ReconcileError::Secret { namespace: namespace.to_string(), name: name.to_string(), problem: unmarked_problem(namespace, name) });
+    }
     let version = secret.metadata.resource_version.clone().unwrap_or_default();
     Ok((secret, version))
 }
@@ -101,4 +114,68 @@ fn value(secret: &Secret, namespace: &str, name: &str, key: &str) -> Result<Stri
     let problem = |problem: String| ReconcileError::Secret { namespace: namespace.to_string(), name: name.to_string(), problem };
     let bytes = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| problem(format!("has no key {key:?}")))?;
     String::from_utf8(bytes.0.clone()).map_err(|_| problem(format!("key {key:?} is not UTF-8 text")))
+}
+
+/// Whether the Secret carries [`CREDENTIALS_LABEL`]` = "true"`.
+pub fn marked_for_capssh(secret: &Secret) -> bool {
+    secret.metadata.labels.as_ref().and_then(|l| l.get(CREDENTIALS_LABEL)).is_some_and(|v| v == "true")
+}
+
+/// What a person must do to let capssh use the Secret, worded for the condition.
+fn unmarked_problem(namespace: &str, name: &str) -> String {
+    format!(
+        "is not marked for capssh, so it is not used: if it holds this host's credentials, label it \
+         {CREDENTIALS_LABEL}=true (kubectl label secret -n {namespace} {name} {CREDENTIALS_LABEL}=true)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(labels: &[(&str, &str)]) -> Secret {
+        let mut secret = Secret::default();
+        secret.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        secret
+    }
+
+    #[test]
+    fn only_secrets_labelled_for_capssh_are_credentials() {
+        assert!(marked_for_capssh(&secret(&[(CREDENTIALS_LABEL, "true")])));
+        assert!(!marked_for_capssh(&secret(&[])), "an unlabelled Secret");
+        assert!(!marked_for_capssh(&secret(&[(CREDENTIALS_LABEL, "false")])));
+        assert!(!marked_for_capssh(&secret(&[(CREDENTIALS_LABEL, "")])));
+        assert!(!marked_for_capssh(&secret(&[(crate::api::MOVE_LABEL, "")])), "clusterctl's move label is not consent");
+        assert!(!marked_for_capssh(&Secret::default()));
+    }
+
+    /// What this module and the bootstrap-data read do with Secrets: get by name, and patch to
+    /// add clusterctl's move label. Never list or watch (which would expose every Secret of the
+    /// cluster to the manager), never update, create or delete.
+    const SECRET_VERBS: &[&str] = &["get", "patch"];
+
+    #[test]
+    fn config_rbac_grants_on_secrets_only_what_capssh_does_with_them() {
+        use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+        let cluster_role: ClusterRole = serde_saphyr::from_str(include_str!("../../config/rbac/role.yaml")).unwrap();
+        let lease_role: Role = serde_saphyr::from_str(include_str!("../../config/rbac/leader_election_role.yaml")).unwrap();
+        let rules = cluster_role.rules.unwrap_or_default().into_iter().chain(lease_role.rules.unwrap_or_default());
+        let mut granted: Vec<String> = rules
+            .filter(|r| r.api_groups.as_ref().is_some_and(|g| g.iter().any(|g| g.is_empty() || g == "*")))
+            .filter(|r| r.resources.as_ref().is_some_and(|res| res.iter().any(|res| res == "secrets" || res == "*")))
+            .flat_map(|r| r.verbs)
+            .collect();
+        granted.sort();
+        granted.dedup();
+        assert_eq!(granted, SECRET_VERBS, "config/rbac grants on Secrets must be exactly what the code does with them");
+    }
+
+    #[test]
+    fn the_refusal_says_what_to_add() {
+        let err = ReconcileError::Secret { namespace: "ns".into(), name: "key".into(), problem: unmarked_problem("ns", "key") };
+        let message = err.to_string();
+        assert!(message.starts_with("Secret ns/key: is not marked for capssh"), "{message}");
+        assert!(message.contains("kubectl label secret -n ns key infrastructure.cluster.x-k8s.io/capssh-credentials=true"), "{message}");
+        assert_eq!(err.connection_reason(), "CredentialsUnavailable");
+    }
 }

@@ -1,42 +1,125 @@
 //! SSHHost: probe free hosts over SSH, keep their facts, pin a key seen on first use, and own
 //! the host's status: its phase is derived here (from the quarantine mark, the claim and the
 //! consuming SSHMachine's phase), never written by another controller.
+//!
+//! Which box an SSHHost stands for is guarded three ways: a finalizer keeps a claimed host
+//! until its machine has reset and released it (deleting it earlier would leave the box
+//! un-reset and forgotten); the CRD refuses address, port, user, bastion and hostKey edits while
+//! it is claimed; and each probe records the SSHHost on the box itself ([`OWNER_FILE`]), so a
+//! second SSHHost for the same box is refused (`DuplicateHost`) instead of handed out twice.
 
 use super::conditions;
+use super::sshmachine::DELETE_FOR_MOVE_ANNOTATION;
+use super::timing::errors;
 use super::{Context, QUARANTINE_ANNOTATION, ReconcileError, target_for};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{ConditionStatus, HostPhase, MachinePhase, SSHHost, SSHHostStatus, SSHMachine};
+use crate::bootstrap::scripts::{OWNER_RECORD, with_inputs};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub const FINALIZER: &str = "sshhost.infrastructure.cluster.x-k8s.io";
+/// Where a box records the SSHHost that stands for it: namespace, name and uid, no secrets.
+pub const OWNER_FILE: &str = "/var/lib/capssh/owner";
+/// A deleted host waiting for its machine to release it is woken by the release itself (it
+/// edits the host); this is only the fallback.
+const RELEASE_RECHECK: Duration = Duration::from_secs(60);
+
 pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     tracing::debug!(kind = "SSHHost", name = host.metadata.name.as_deref().unwrap_or_default(), "reconcile");
-    if host.metadata.deletion_timestamp.is_some() {
+    // clusterctl move hands the source copy over: it marks it, deletes it and strips its
+    // finalizers itself. Re-adding the finalizer or holding the delete would block the move, and
+    // the host now belongs to the target's copy: leave it alone.
+    if host.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(DELETE_FOR_MOVE_ANNOTATION)) {
         return Ok(Action::await_change());
     }
+    let api: Api<SSHHost> = Api::namespaced(ctx.client.clone(), host.metadata.namespace.as_deref().unwrap_or_default());
+    finalizer(&api, FINALIZER, host, |event| async {
+        match event {
+            Event::Apply(host) => reconcile_normal(&host, &ctx).await,
+            Event::Cleanup(host) => reconcile_delete(&host, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|err| match err {
+        kube::runtime::finalizer::Error::ApplyFailed(err) | kube::runtime::finalizer::Error::CleanupFailed(err) => err,
+        kube::runtime::finalizer::Error::AddFinalizer(err) | kube::runtime::finalizer::Error::RemoveFinalizer(err) => ReconcileError::Kube(err),
+        other => ReconcileError::Invalid(other.to_string()),
+    })
+}
+
+async fn reconcile_normal(host: &SSHHost, ctx: &Context) -> Result<Action, ReconcileError> {
     // Labelling is for a later move; it must not hold up the host's own work.
-    if let Err(err) = super::credentials::ensure_move_label(&ctx, &host).await {
+    if let Err(err) = super::credentials::ensure_move_label(ctx, host).await {
         tracing::warn!(error = %err, host = host.metadata.name.as_deref().unwrap_or_default(), "could not label the host's Secrets for clusterctl move");
     }
     let mut status = host.status.clone().unwrap_or_default();
-    let action = if let Some(reason) = host.metadata.annotations.as_ref().and_then(|a| a.get(QUARANTINE_ANNOTATION)) {
-        report_quarantined(&host, reason, &mut status)
+    let paused = super::capi::is_paused(None, &host.metadata);
+    report_paused(host, paused, &mut status);
+    let action = if paused {
+        // No host work while paused: no probe, no owner record.
+        Action::await_change()
+    } else if let Some(reason) = host.metadata.annotations.as_ref().and_then(|a| a.get(QUARANTINE_ANNOTATION)) {
+        report_quarantined(host, reason, &mut status)
     } else if let Some(consumer) = &host.spec.consumer_ref {
-        let machine = consumer_machine(&ctx, &host, &consumer.name).await?;
-        report_claimed(&host, &consumer.name, machine.as_deref(), &mut status)
-    } else if let Some(left) = next_probe_in(&host, ctx.timing.probe_interval, jiff::Timestamp::now()) {
+        let machine = consumer_machine(ctx, host, &consumer.name).await?;
+        report_claimed(host, &consumer.name, machine.as_deref(), &mut status)
+    } else if let Some(left) = next_probe_in(host, ctx.timing.probe_interval, jiff::Timestamp::now()) {
         // Probed recently, spec unchanged since: wait for the next probe. (A probe's own status
         // write — its lastProbeTime — wakes this controller again; without this every free host
         // was probed back to back instead of every probe interval.)
-        return Ok(Action::requeue(left));
+        Action::requeue(left)
     } else {
-        ensure_probed(&ctx, &host, &mut status).await?
+        ensure_probed(ctx, host, &mut status).await?
     };
-    write_status(&ctx, &host, &status).await?;
+    write_status(ctx, host, &status).await?;
     Ok(action)
+}
+
+/// A deleted host: an unclaimed one goes at once (nothing on the box to undo); a claimed one
+/// stays until its machine has reset and released it, and Ready says what it waits for.
+async fn reconcile_delete(host: &SSHHost, ctx: &Context) -> Result<Action, ReconcileError> {
+    let Some(consumer) = &host.spec.consumer_ref else { return Ok(Action::await_change()) };
+    let mut status = host.status.clone().unwrap_or_default();
+    let quarantine = host.metadata.annotations.as_ref().and_then(|a| a.get(QUARANTINE_ANNOTATION));
+    let message = match quarantine {
+        Some(reason) => {
+            status.phase = Some(HostPhase::Quarantined);
+            format!(
+                "deleted, but still claimed by SSHMachine {} and quarantined ({reason}): the deletion completes once a person has \
+                 inspected the host and removed the annotation {QUARANTINE_ANNOTATION} and spec.consumerRef",
+                consumer.name
+            )
+        }
+        None => {
+            let machine = consumer_machine(ctx, host, &consumer.name).await?;
+            status.phase = Some(claimed_phase(machine.as_deref()));
+            format!(
+                "deleted, but claimed by SSHMachine {}: the deletion completes once that machine releases the host (delete its \
+                 Machine; capssh resets the host first)",
+                consumer.name
+            )
+        }
+    };
+    conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reasons::WAITING_FOR_RELEASE, &message, host.metadata.generation);
+    write_status(ctx, host, &status).await?;
+    Err(ReconcileError::StillWorking { what: message, retry_after: RELEASE_RECHECK })
+}
+
+/// Paused=True while the host carries Cluster API's paused annotation; False once it is
+/// removed (only written once it was ever set, so an unpaused host's status does not churn).
+fn report_paused(host: &SSHHost, paused: bool, status: &mut SSHHostStatus) {
+    let generation = host.metadata.generation;
+    if paused {
+        let message = "the host carries the annotation cluster.x-k8s.io/paused: it is not probed";
+        conditions::set(&mut status.conditions, types::PAUSED, ConditionStatus::True, reasons::PAUSED, message, generation);
+    } else if conditions::get(&status.conditions, types::PAUSED).is_some() {
+        conditions::set(&mut status.conditions, types::PAUSED, ConditionStatus::False, reasons::NOT_PAUSED, "", generation);
+    }
 }
 
 /// A quarantined host stays out of the pool, claim and all, until a person clears the mark.
@@ -57,14 +140,29 @@ fn report_claimed(host: &SSHHost, consumer: &str, machine: Option<&SSHMachine>, 
     Action::await_change()
 }
 
-/// Probes a free host: Available with its facts, or Unreachable with the reason (a Warning
-/// event when it stops answering).
+/// Probes a free host: Available with its facts, refused as a duplicate of another SSHHost, or
+/// Unreachable with the reason (a Warning event when it stops answering or is found a duplicate).
 async fn ensure_probed(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Result<Action, ReconcileError> {
     status.quarantine_reason = None;
-    let Err(err) = probe(ctx, host, status).await else { return Ok(Action::requeue(ctx.timing.probe_interval)) };
+    let generation = host.metadata.generation;
+    let err = match probe(ctx, host, status).await {
+        Ok(Probed::Available) => return Ok(Action::requeue(ctx.timing.probe_interval)),
+        Ok(Probed::Duplicate(message)) => {
+            let was_duplicate = host.status.as_ref().and_then(|s| conditions::get(&s.conditions, types::READY)).map(|c| c.reason.as_str())
+                == Some(reasons::DUPLICATE_HOST);
+            // Reachable (it answered), but never Available: the phase keeps it out of selection.
+            status.phase = Some(HostPhase::Unreachable);
+            conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reasons::DUPLICATE_HOST, &message, generation);
+            if !was_duplicate {
+                ctx.event(host, true, reasons::DUPLICATE_HOST, &message).await;
+            }
+            return Ok(Action::requeue(errors::NEEDS_A_PERSON));
+        }
+        Err(err) => err,
+    };
     let was_reachable = host.status.as_ref().and_then(|s| s.phase) != Some(HostPhase::Unreachable);
     status.phase = Some(HostPhase::Unreachable);
-    let (reason, message, generation) = (err.connection_reason(), err.to_string(), host.metadata.generation);
+    let (reason, message) = (err.connection_reason(), err.to_string());
     conditions::set(&mut status.conditions, types::REACHABLE, ConditionStatus::False, reason, &message, generation);
     conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reason, &message, generation);
     if was_reachable {
@@ -111,29 +209,101 @@ pub fn next_probe_in(host: &SSHHost, interval: Duration, now: jiff::Timestamp) -
     (left > 0.0).then(|| Duration::from_secs_f64(left))
 }
 
-async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Result<(), ReconcileError> {
+/// What a probe that reached the host found.
+#[derive(Debug, PartialEq, Eq)]
+enum Probed {
+    Available,
+    /// The box is recorded as another SSHHost's: the message names it and says what to do.
+    Duplicate(String),
+}
+
+async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Result<Probed, ReconcileError> {
     let (target, key) = target_for(&ctx.client, host).await?;
     let session = ctx.pool.lease(&key, &target).await?;
     let facts = session.probe().await?;
+    let generation = host.metadata.generation;
+    status.observed_host_key_fingerprint = Some(session.host_key_fingerprint());
+    let summary = format!("{} {} {}, {} CPUs, kernel {}", facts.os, facts.os_version, facts.arch, facts.cpus, facts.kernel);
+    status.facts = Some(facts);
+    conditions::set(&mut status.conditions, types::REACHABLE, ConditionStatus::True, reasons::PROBED, &summary, generation);
+    // Before anything is recorded for this SSHHost (a pin, Available): a duplicate gets neither.
+    // Nor a new lastProbeTime: its status must read back the same, or its own status write
+    // would wake it into probing again at once.
+    if let Some(message) = ensure_owner_record(&session, host).await? {
+        return Ok(Probed::Duplicate(message));
+    }
+    status.last_probe_time = Some(conditions::now());
     if session.trusted_on_first_use() {
         pin_host_key(ctx, host, &session.host_key_openssh()).await?;
         let note = format!("pinned host key {} seen on first use", session.host_key_fingerprint());
         ctx.event(host, false, reasons::HOST_KEY_PINNED, &note).await;
     }
-    let generation = host.metadata.generation;
     status.phase = Some(HostPhase::Available);
-    status.observed_host_key_fingerprint = Some(session.host_key_fingerprint());
-    status.last_probe_time = Some(conditions::now());
-    let summary = format!("{} {} {}, {} CPUs, kernel {}", facts.os, facts.os_version, facts.arch, facts.cpus, facts.kernel);
-    status.facts = Some(facts);
-    conditions::set(&mut status.conditions, types::REACHABLE, ConditionStatus::True, reasons::PROBED, &summary, generation);
     let (reason, message) = if host.spec.maintenance {
         (reasons::MAINTENANCE, "spec.maintenance is set: the host is not selected for new machines")
     } else {
         (reasons::AVAILABLE, "free to be claimed")
     };
     conditions::set(&mut status.conditions, types::READY, ConditionStatus::True, reason, message, generation);
-    Ok(())
+    Ok(Probed::Available)
+}
+
+/// What the box's owner record said about this SSHHost.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OwnerRecord {
+    /// Written now, or already this SSHHost's.
+    Ours,
+    /// This namespace/name with another uid: the same SSHHost after `clusterctl move` (which
+    /// keeps names, not uids). The record now holds the new uid.
+    Moved { previous_uid: String },
+    /// Another SSHHost stands for this box.
+    Other { namespace: String, name: String, uid: String },
+}
+
+/// Parses the owner-record script's output.
+pub fn parse_owner_record(output: &str) -> Result<OwnerRecord, String> {
+    let field = |key: &str| output.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).unwrap_or_default().to_string();
+    match field("owner").as_str() {
+        "new" | "same" => Ok(OwnerRecord::Ours),
+        "moved" => Ok(OwnerRecord::Moved { previous_uid: field("recorded_uid") }),
+        "other" => Ok(OwnerRecord::Other { namespace: field("recorded_namespace"), name: field("recorded_name"), uid: field("recorded_uid") }),
+        other => Err(format!("the owner record script printed {other:?}, not new, same, moved or other")),
+    }
+}
+
+/// Records this SSHHost on the box (once; again after a move), or the refusal when another
+/// SSHHost is recorded there.
+async fn ensure_owner_record(session: &crate::ssh::Session, host: &SSHHost) -> Result<Option<String>, ReconcileError> {
+    let (namespace, name) = (host.metadata.namespace.as_deref().unwrap_or_default(), host.metadata.name.as_deref().unwrap_or_default());
+    let uid = host.metadata.uid.as_deref().unwrap_or_default();
+    let inputs = [("OWNER_FILE", OWNER_FILE), ("OWNER_NAMESPACE", namespace), ("OWNER_NAME", name), ("OWNER_UID", uid)];
+    let output = session.run_checked(&with_inputs(OWNER_RECORD, &inputs), None, Duration::from_secs(30)).await?;
+    match parse_owner_record(&output.stdout_text()).map_err(ReconcileError::Invalid)? {
+        OwnerRecord::Ours => Ok(None),
+        OwnerRecord::Moved { previous_uid } => {
+            tracing::info!(namespace, name, previous_uid, uid, "owner record on the host updated to this SSHHost's new uid (moved)");
+            Ok(None)
+        }
+        OwnerRecord::Other { namespace: other_ns, name: other_name, uid: other_uid } => {
+            Ok(Some(duplicate_message(host, &other_ns, &other_name, &other_uid)))
+        }
+    }
+}
+
+/// The DuplicateHost message: which SSHHost already stands for the box, and the two ways out.
+pub fn duplicate_message(host: &SSHHost, other_namespace: &str, other_name: &str, other_uid: &str) -> String {
+    let address = &host.spec.address;
+    if other_name.is_empty() {
+        return format!(
+            "the box at {address} holds an unreadable owner record in {OWNER_FILE}: inspect it; if no other SSHHost stands for this box, \
+             remove the file on the host"
+        );
+    }
+    format!(
+        "the box at {address} is already SSHHost {other_namespace}/{other_name} (uid {other_uid}, recorded in {OWNER_FILE} on the host): \
+         two SSHHosts for one machine could hand it to two clusters. Delete one of the two SSHHosts; if {other_namespace}/{other_name} is \
+         gone or no longer stands for this box, remove {OWNER_FILE} on the host"
+    )
 }
 
 /// Records the key seen on first use as the pin, in spec (clusterctl move keeps spec).
@@ -154,7 +324,11 @@ async fn write_status(ctx: &Context, host: &SSHHost, status: &SSHHostStatus) -> 
 
 /// Requeue policy for errors the reconcile did not handle itself.
 pub fn error_policy(host: Arc<SSHHost>, err: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(namespace = host.metadata.namespace.as_deref().unwrap_or_default(), name = host.metadata.name.as_deref().unwrap_or_default(), error = %err, "SSHHost reconcile failed");
+    let (namespace, name) = (host.metadata.namespace.as_deref().unwrap_or_default(), host.metadata.name.as_deref().unwrap_or_default());
+    match err {
+        ReconcileError::StillWorking { .. } => tracing::debug!(namespace, name, status = %err, "SSHHost deletion waits"),
+        _ => tracing::warn!(namespace, name, error = %err, "SSHHost reconcile failed"),
+    }
     Action::requeue(err.requeue_after())
 }
 

@@ -50,7 +50,8 @@ pub mod reasons {
 
     // SSHMachine: connecting (the SSH failure reasons are below).
     pub const CONNECTED: &str = "Connected";
-    /// A credential Secret named by the SSHHost is missing or lacks its key.
+    /// A credential Secret named by the SSHHost is missing, lacks its key, or is not labelled
+    /// infrastructure.cluster.x-k8s.io/capssh-credentials: "true".
     pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
 
     // SSHMachine: preparing (more reasons come from the host: see bootstrap::prepare).
@@ -94,6 +95,11 @@ pub mod reasons {
     pub const IN_USE: &str = "InUse";
     pub const PROBE_FAILED: &str = "ProbeFailed";
     pub const HOST_KEY_PINNED: &str = "HostKeyPinned";
+    /// The box is recorded (in /var/lib/capssh/owner) as another SSHHost's: one machine, two
+    /// SSHHosts. Refused until one of them goes.
+    pub const DUPLICATE_HOST: &str = "DuplicateHost";
+    /// Deleted while claimed: the deletion waits until the machine resets and releases the host.
+    pub const WAITING_FOR_RELEASE: &str = "WaitingForRelease";
     /// The event on a machine whose preparation finished.
     pub const HOST_PREPARED_EVENT: &str = "HostPrepared";
 

@@ -5,6 +5,18 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The label a Secret must carry (value `"true"`) before capssh uses it as an SSHHost's
+/// credentials. Without it, anyone allowed to create SSHHosts could name any Secret of the
+/// namespace and point the address at their own sshd, which would then receive it.
+pub const CREDENTIALS_LABEL: &str = "infrastructure.cluster.x-k8s.io/capssh-credentials";
+
+/// What a claimed host may not change: which box it stands for. Compared one by one so that
+/// the credentials (spec.auth, bastion.auth) can still be rotated while a machine uses it.
+const CLAIMED_IDENTITY_RULE: &str = "!has(oldSelf.consumerRef) || (\
+self.address == oldSelf.address && self.port == oldSelf.port && self.user == oldSelf.user && self.hostKey == oldSelf.hostKey && \
+has(self.bastion) == has(oldSelf.bastion) && (!has(self.bastion) || (self.bastion.address == oldSelf.bastion.address && \
+self.bastion.port == oldSelf.bastion.port && self.bastion.user == oldSelf.bastion.user && self.bastion.hostKey == oldSelf.bastion.hostKey)))";
+
 /// A host that already exists and is reachable over SSH. Register one per machine; capssh probes
 /// it, hands it to one SSHMachine at a time, and resets it when that machine is deleted.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -28,6 +40,9 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(CLAIMED_IDENTITY_RULE).message(
+    "address, port, user, bastion and hostKey cannot change while the host is claimed (spec.consumerRef): release the host first (delete the Machine using it)"
+))]
 pub struct SSHHostSpec {
     /// Address capssh connects to: an IP address or a DNS name.
     #[schemars(length(min = 1, max = 253))]
@@ -45,7 +60,9 @@ pub struct SSHHostSpec {
     #[schemars(length(min = 1, max = 32))]
     pub user: String,
 
-    /// How capssh authenticates: exactly one of a private key or a password.
+    /// How capssh authenticates: exactly one of a private key or a password. The Secret must
+    /// carry the label `infrastructure.cluster.x-k8s.io/capssh-credentials: "true"`; capssh
+    /// refuses any other Secret.
     pub auth: SSHAuth,
 
     /// The host's public key, pinned. capssh refuses to talk to a host whose key differs.
@@ -61,7 +78,9 @@ pub struct SSHHostSpec {
 
     /// The SSHMachine that owns this host. Written by capssh when a machine claims the host
     /// (guarded by resourceVersion, so two machines never get one host) and cleared when the host
-    /// is released. It lives in spec because `clusterctl move` does not carry status over.
+    /// is released. It lives in spec because `clusterctl move` does not carry status over. While
+    /// it is set, address, port, user, bastion and hostKey cannot change, and deleting the
+    /// SSHHost waits until the machine has reset and released the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_ref: Option<ConsumerRef>,
 }
@@ -81,10 +100,12 @@ fn default_user() -> String {
     "has(self.privateKeySecretRef) != has(self.passwordSecretRef)"
 ).message("set exactly one of auth.privateKeySecretRef and auth.passwordSecretRef"))]
 pub struct SSHAuth {
-    /// An OpenSSH or PEM private key (ed25519, ecdsa or rsa) in a Secret of this namespace.
+    /// An OpenSSH or PEM private key (ed25519, ecdsa or rsa) in a Secret of this namespace
+    /// labelled `infrastructure.cluster.x-k8s.io/capssh-credentials: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_secret_ref: Option<PrivateKeyRef>,
-    /// A password in a Secret of this namespace.
+    /// A password in a Secret of this namespace labelled
+    /// `infrastructure.cluster.x-k8s.io/capssh-credentials: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeyRef>,
 }

@@ -63,3 +63,65 @@ fn a_free_host_is_probed_once_per_interval_unless_its_spec_changed() {
         "unreachable: retried by its error's backoff"
     );
 }
+
+#[test]
+fn the_owner_record_scripts_output_is_read() {
+    assert_eq!(parse_owner_record("owner=new\n"), Ok(OwnerRecord::Ours));
+    assert_eq!(parse_owner_record("owner=same\nrecorded_namespace=n\nrecorded_name=h\nrecorded_uid=u\n"), Ok(OwnerRecord::Ours));
+    assert_eq!(
+        parse_owner_record("owner=moved\nrecorded_namespace=n\nrecorded_name=h\nrecorded_uid=old\n"),
+        Ok(OwnerRecord::Moved { previous_uid: "old".into() })
+    );
+    assert_eq!(
+        parse_owner_record("owner=other\nrecorded_namespace=n\nrecorded_name=first\nrecorded_uid=u1\n"),
+        Ok(OwnerRecord::Other { namespace: "n".into(), name: "first".into(), uid: "u1".into() })
+    );
+    assert!(parse_owner_record("").is_err(), "no verdict is an error, never a pass");
+}
+
+/// Runs the real owner-record script with `sh`, its record in `file`, as (namespace, name, uid).
+fn record(file: &std::path::Path, owner: (&str, &str, &str)) -> OwnerRecord {
+    let file = file.to_str().unwrap();
+    let inputs = [("OWNER_FILE", file), ("OWNER_NAMESPACE", owner.0), ("OWNER_NAME", owner.1), ("OWNER_UID", owner.2)];
+    let out = std::process::Command::new("sh").args(["-c", &with_inputs(OWNER_RECORD, &inputs)]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    parse_owner_record(&String::from_utf8_lossy(&out.stdout)).unwrap()
+}
+
+#[test]
+fn the_box_records_its_sshhost_once_follows_a_move_and_refuses_another() {
+    let dir = std::env::temp_dir().join(format!("capssh-owner-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("capssh/owner");
+    assert_eq!(record(&file, ("ns", "h0", "uid-1")), OwnerRecord::Ours, "first probe: written");
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(written, "namespace=ns\nname=h0\nuid=uid-1\n");
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    assert_eq!(record(&file, ("ns", "h0", "uid-1")), OwnerRecord::Ours);
+    assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), mtime, "written once, not at every probe");
+
+    // clusterctl move: same namespace and name, new uid; the record follows.
+    assert_eq!(record(&file, ("ns", "h0", "uid-2")), OwnerRecord::Moved { previous_uid: "uid-1".into() });
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "namespace=ns\nname=h0\nuid=uid-2\n");
+
+    // Another SSHHost for the same box: refused, and the record is left as it was.
+    assert_eq!(record(&file, ("ns", "h1", "uid-3")), OwnerRecord::Other { namespace: "ns".into(), name: "h0".into(), uid: "uid-2".into() });
+    assert_eq!(
+        record(&file, ("other-ns", "h0", "uid-4")),
+        OwnerRecord::Other { namespace: "ns".into(), name: "h0".into(), uid: "uid-2".into() },
+        "the same name in another namespace is another SSHHost"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "namespace=ns\nname=h0\nuid=uid-2\n");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("capssh")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("owner")], "no temporary file is left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_duplicate_is_told_which_sshhost_has_the_box_and_how_to_fix_it() {
+    let host = probed_host(HostPhase::Available, "2026-01-01T00:08:00Z", 1, 1);
+    let message = duplicate_message(&host, "ns", "h0", "uid-1");
+    assert!(message.contains("198.18.1.2") && message.contains("SSHHost ns/h0") && message.contains("uid-1"), "{message}");
+    assert!(message.contains("Delete one of the two SSHHosts") && message.contains("remove /var/lib/capssh/owner"), "{message}");
+    assert!(duplicate_message(&host, "", "", "").contains("unreadable owner record"));
+}
