@@ -10,7 +10,7 @@
 
 use super::conditions;
 use super::sshmachine::DELETE_FOR_MOVE_ANNOTATION;
-use super::timing::errors;
+use super::timing::{self, errors};
 use super::{Context, QUARANTINE_ANNOTATION, ReconcileError, target_for};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{ConditionStatus, HostPhase, MachinePhase, SSHHost, SSHHostStatus, SSHMachine};
@@ -25,9 +25,6 @@ use std::time::Duration;
 pub const FINALIZER: &str = "sshhost.infrastructure.cluster.x-k8s.io";
 /// Where a box records the SSHHost that stands for it: namespace, name and uid, no secrets.
 pub const OWNER_FILE: &str = "/var/lib/capssh/owner";
-/// A deleted host waiting for its machine to release it is woken by the release itself (it
-/// edits the host); this is only the fallback.
-const RELEASE_RECHECK: Duration = Duration::from_secs(60);
 
 pub async fn reconcile(host: Arc<SSHHost>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     tracing::debug!(kind = "SSHHost", name = host.metadata.name.as_deref().unwrap_or_default(), "reconcile");
@@ -107,7 +104,7 @@ async fn reconcile_delete(host: &SSHHost, ctx: &Context) -> Result<Action, Recon
     };
     conditions::set(&mut status.conditions, types::READY, ConditionStatus::False, reasons::WAITING_FOR_RELEASE, &message, host.metadata.generation);
     write_status(ctx, host, &status).await?;
-    Err(ReconcileError::StillWorking { what: message, retry_after: RELEASE_RECHECK })
+    Err(ReconcileError::StillWorking { what: message, retry_after: timing::RELEASE_RECHECK })
 }
 
 /// Paused=True while the host carries Cluster API's paused annotation; False once it is
@@ -145,8 +142,12 @@ fn report_claimed(host: &SSHHost, consumer: &str, machine: Option<&SSHMachine>, 
 async fn ensure_probed(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Result<Action, ReconcileError> {
     status.quarantine_reason = None;
     let generation = host.metadata.generation;
+    let object = format!("SSHHost/{}/{}", host.metadata.namespace.as_deref().unwrap_or_default(), host.metadata.name.as_deref().unwrap_or_default());
     let err = match probe(ctx, host, status).await {
-        Ok(Probed::Available) => return Ok(Action::requeue(ctx.timing.probe_interval)),
+        Ok(Probed::Available) => {
+            ctx.unreachable.clear(&object);
+            return Ok(Action::requeue(ctx.timing.probe_interval));
+        }
         Ok(Probed::Duplicate(message)) => {
             let was_duplicate = host.status.as_ref().and_then(|s| conditions::get(&s.conditions, types::READY)).map(|c| c.reason.as_str())
                 == Some(reasons::DUPLICATE_HOST);
@@ -168,7 +169,9 @@ async fn ensure_probed(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus
     if was_reachable {
         ctx.event(host, true, reason, &message).await;
     }
-    Ok(Action::requeue(err.requeue_after()))
+    // A host that does not answer is probed less and less often (a rack gone dark must not
+    // take the connections from the hosts that answer).
+    Ok(Action::requeue(ctx.retry_after(&object, &err)))
 }
 
 /// A claimed host's phase, from its consumer's.
@@ -234,9 +237,14 @@ async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Res
     }
     status.last_probe_time = Some(conditions::now());
     if session.trusted_on_first_use() {
-        pin_host_key(ctx, host, &session.host_key_openssh()).await?;
+        pin_host_key(ctx, host, "hostKey", &session.host_key_openssh()).await?;
         let note = format!("pinned host key {} seen on first use", session.host_key_fingerprint());
         ctx.event(host, false, reasons::HOST_KEY_PINNED, &note).await;
+    }
+    // The jump host's key too: work only ever runs through pinned keys (Session::require_pinned).
+    if let Some(key) = session.bastion_key_on_first_use() {
+        pin_host_key(ctx, host, "bastion", &key).await?;
+        ctx.event(host, false, reasons::HOST_KEY_PINNED, "pinned the jump host's key seen on first use").await;
     }
     status.phase = Some(HostPhase::Available);
     let (reason, message) = if host.spec.maintenance {
@@ -306,13 +314,16 @@ pub fn duplicate_message(host: &SSHHost, other_namespace: &str, other_name: &str
     )
 }
 
-/// Records the key seen on first use as the pin, in spec (clusterctl move keeps spec).
-async fn pin_host_key(ctx: &Context, host: &SSHHost, key: &str) -> Result<(), ReconcileError> {
+/// Records the key seen on first use as the pin, in spec (clusterctl move keeps spec): the
+/// host's own (`hostKey`) or its jump host's (`bastion`).
+async fn pin_host_key(ctx: &Context, host: &SSHHost, which: &str, key: &str) -> Result<(), ReconcileError> {
     let api: Api<SSHHost> = Api::namespaced(ctx.client.clone(), host.metadata.namespace.as_deref().unwrap_or_default());
+    let pin = json!({"hostKey": {"publicKeys": [key]}});
+    let spec = if which == "bastion" { json!({"bastion": pin}) } else { pin };
     // A merge patch guarded by resourceVersion: a concurrent edit (someone pinning by hand) wins.
     let patch = json!({
         "metadata": {"resourceVersion": host.metadata.resource_version},
-        "spec": {"hostKey": {"publicKeys": [key]}}
+        "spec": spec
     });
     api.patch(host.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())

@@ -50,6 +50,9 @@ pub const FAILED_JOB_RECHECK: Duration = Duration::from_secs(300);
 pub const TIMED_OUT_RECHECK: Duration = Duration::from_secs(60);
 /// A provisioned host that does not answer its health check within this does not answer.
 pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A deleted SSHHost waiting for its machine to release it is woken by the release itself (it
+/// edits the host); this is only the fallback.
+pub const RELEASE_RECHECK: Duration = Duration::from_secs(60);
 /// SSHCluster: hosts come and go; their failure-domain labels are read again after this.
 pub const CLUSTER_RESYNC: Duration = Duration::from_secs(60);
 

@@ -117,7 +117,7 @@ impl<'a> Report<'a> {
             ctx.event(self.machine, event.warning, &event.reason, &event.message).await;
         }
         let object = format!(
-            "{}/{}",
+            "SSHMachine/{}/{}",
             self.machine.metadata.namespace.as_deref().unwrap_or_default(),
             self.machine.metadata.name.as_deref().unwrap_or_default()
         );
