@@ -2,6 +2,7 @@
 
 mod cloudinit;
 mod ignition;
+mod limits;
 mod run;
 
 use super::script::{FileWrite, Last, Plan, Step};
