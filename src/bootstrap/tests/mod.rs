@@ -3,6 +3,7 @@
 mod cloudinit;
 mod ignition;
 mod limits;
+mod properties;
 mod run;
 
 use super::script::{FileWrite, Last, Plan, Step};
