@@ -215,6 +215,7 @@ fn capssh_on_measured(farm: &HostFarm, host: usize, user: &str, args: &[&str]) -
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
     let h = &farm.hosts[host];
+    #[expect(clippy::zombie_processes, reason = "reaped below by wait4, which also reports its peak memory")]
     let mut child = Command::new(capssh())
         .args(["--log-format", "text"])
         .args(args)
