@@ -45,3 +45,9 @@ bench: tools ## Benchmark capssh against plain OpenSSH on N local hosts (root); 
 	BENCH_SIZES=$(BENCH_SIZES) $${CARGO_TARGET_DIR:-target}/release/bench
 
 .PHONY: help deps tools build crds release-manifests e2e demo unit lint test bench
+
+FUZZ_SECONDS ?= 60
+fuzz: ## Fuzz each parser of untrusted input FUZZ_SECONDS (default 60) per target; installs nightly and cargo-fuzz if missing
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+.PHONY: fuzz

@@ -208,3 +208,64 @@ fn reset_run_resets_a_bootstrapped_host_with_the_controllers_reset_and_verificat
     assert!(farm.exec(0, &format!("ls -d /var/lib/capssh/jobs/{id}")).unwrap().stdout.is_empty(), "the record is forgotten");
     assert!(farm.exec(0, "ls -d /var/lib/capssh/jobs/bootstrap-*").unwrap().stdout.is_empty(), "the bootstrap's record went with the reset");
 }
+
+/// Runs capssh as `capssh_on` does, and returns its peak resident memory too (KiB, wait4's
+/// ru_maxrss for that one process).
+fn capssh_on_measured(farm: &HostFarm, host: usize, user: &str, args: &[&str]) -> (Output, u64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let h = &farm.hosts[host];
+    #[expect(clippy::zombie_processes, reason = "reaped below by wait4, which also reports its peak memory")]
+    let mut child = Command::new(capssh())
+        .args(["--log-format", "text"])
+        .args(args)
+        .args(["--address", &h.address.to_string(), "--user", user])
+        .arg("--identity")
+        .arg(&farm.client_key.ed25519.private_key_path)
+        .args(["--host-key", &h.host_key_public])
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running capssh");
+    let mut stderr_pipe = child.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stderr_pipe.read_to_end(&mut bytes).map(|_| bytes)
+    });
+    let mut stdout = Vec::new();
+    child.stdout.take().expect("stdout").read_to_end(&mut stdout).unwrap();
+    let stderr = stderr.join().unwrap().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child, which std has not reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid, "wait4");
+    (Output { status: std::process::ExitStatus::from_raw(status), stdout, stderr }, usage.ru_maxrss as u64)
+}
+
+#[test]
+fn a_gzip_bomb_is_refused_before_anything_runs_and_capssh_does_not_balloon() {
+    let farm = HostFarm::start("bootstrap-bomb", 1).unwrap();
+    // About 1 MiB of gzip inflating to about 1 GiB of zeros: 1 MiB gzip members back to back.
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let member = encoder.finish().unwrap();
+    let bomb = member.repeat((1 << 20) / member.len());
+    let data = format!(
+        "#cloud-config\nwrite_files:\n- path: /etc/kubernetes/bomb\n  encoding: gzip+base64\n  content: {}\nruncmd:\n  - touch /run/ran\n",
+        base64::engine::general_purpose::STANDARD.encode(&bomb)
+    );
+    let file = write_data(&farm, "bomb.yaml", &data);
+    let started = std::time::Instant::now();
+    let (out, peak_kib) = capssh_on_measured(&farm, 0, "root", &["bootstrap", "run", "--data", file.to_str().unwrap()]);
+    eprintln!("a {}-byte gzip bomb: refused in {:?}, capssh's peak RSS {} MiB", bomb.len(), started.elapsed(), peak_kib / 1024);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let shown = text(&out);
+    assert!(shown.contains("/etc/kubernetes/bomb") && shown.contains("16 MiB"), "the refusal names the file and the limit: {shown}");
+    // Inflated, the bomb alone would be 1 GiB.
+    assert!(peak_kib < 256 * 1024, "capssh grew to {} MiB", peak_kib / 1024);
+    let touched =
+        farm.exec(0, "ls /var/lib/capssh/jobs 2>/dev/null; test -e /run/ran && echo ran; test -e /etc/kubernetes/bomb && echo wrote").unwrap();
+    assert!(touched.stdout.is_empty(), "nothing may run: {}", String::from_utf8_lossy(&touched.stdout));
+}

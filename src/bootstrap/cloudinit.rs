@@ -9,7 +9,7 @@
 use super::script::{FileWrite, Last, Plan, Step, WriteMode};
 use super::shell::quote;
 use super::users::{Flavor, User};
-use super::{BootstrapError, MachineMetadata, jinja, shown};
+use super::{BootstrapError, MAX_DATA_BYTES, MAX_FILE_BYTES, MAX_TOTAL_FILE_BYTES, MachineMetadata, jinja, shown};
 use serde_json::{Map, Value};
 use std::io::Read as _;
 
@@ -21,6 +21,10 @@ const FORMAT: &str = "cloud-config";
 pub(super) fn document(text: &str, meta: &MachineMetadata) -> Result<String, BootstrapError> {
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
     let document = if first.trim_end().eq_ignore_ascii_case("## template: jinja") { jinja::render(rest, meta)? } else { text.to_string() };
+    // Metadata values are longer than the variables naming them.
+    if document.len() > MAX_DATA_BYTES {
+        return Err(BootstrapError::DataTooLarge { what: "the rendered `## template: jinja` bootstrap data", limit: MAX_DATA_BYTES });
+    }
     let start = document.trim_start().to_ascii_lowercase();
     let header_line = start.lines().next().unwrap_or("");
     if !header_line.starts_with("#cloud-config") || header_line.starts_with("#cloud-config-") {
@@ -34,7 +38,7 @@ pub(super) fn document(text: &str, meta: &MachineMetadata) -> Result<String, Boo
 pub(super) fn parse(document: &str, meta: &MachineMetadata) -> Result<Plan, BootstrapError> {
     let value: Value = serde_saphyr::from_str(document).map_err(|e| {
         let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        BootstrapError::Yaml { line, column }
+        if past_limits(&e) { BootstrapError::YamlLimits { line, column } } else { BootstrapError::Yaml { line, column } }
     })?;
     let config = match value {
         Value::Null => Map::new(),
@@ -63,8 +67,9 @@ pub(super) fn parse(document: &str, meta: &MachineMetadata) -> Result<Plan, Boot
     if let Some(files) = config.get("write_files") {
         let files = list("write_files", files)?;
         let n = files.len();
+        let mut budget = Budget::new();
         for (i, file) in files.iter().enumerate() {
-            let (write, defer) = write_file(i, n, file)?;
+            let (write, defer) = write_file(i, n, file, &mut budget)?;
             if defer { deferred.push(Step::WriteFile(write)) } else { plan.steps.push(Step::WriteFile(write)) }
         }
     }
@@ -82,6 +87,23 @@ pub(super) fn parse(document: &str, meta: &MachineMetadata) -> Result<Plan, Boot
         plan.last = Some(Last::Runcmd(commands("runcmd", runcmd)?));
     }
     Ok(plan)
+}
+
+/// Whether the YAML parser stopped at one of its limits (alias expansion, nesting, total size:
+/// what keeps an alias bomb from filling memory) rather than at a syntax error.
+fn past_limits(mut error: &serde_saphyr::Error) -> bool {
+    use serde_saphyr::Error;
+    loop {
+        match error {
+            Error::WithSnippet { error: inner, .. } | Error::AliasError { error: inner, .. } => error = inner,
+            Error::Budget { .. }
+            | Error::AliasReplayCounterOverflow { .. }
+            | Error::AliasReplayLimitExceeded { .. }
+            | Error::AliasExpansionLimitExceeded { .. }
+            | Error::AliasReplayStackDepthExceeded { .. } => return true,
+            _ => return false,
+        }
+    }
 }
 
 fn invalid(key: &str, reason: &str) -> BootstrapError {
@@ -148,7 +170,7 @@ fn boolean(map: &Map<String, Value>, prefix: &str, key: &str) -> Result<Option<b
 }
 
 /// One write_files entry, and whether it is deferred.
-fn write_file(i: usize, n: usize, value: &Value) -> Result<(FileWrite, bool), BootstrapError> {
+fn write_file(i: usize, n: usize, value: &Value, budget: &mut Budget) -> Result<(FileWrite, bool), BootstrapError> {
     let prefix = format!("write_files[{i}]");
     let map = value.as_object().ok_or_else(|| invalid(&prefix, "must be a mapping"))?;
     keys_allowed(
@@ -161,7 +183,7 @@ fn write_file(i: usize, n: usize, value: &Value) -> Result<(FileWrite, bool), Bo
     check_path(FORMAT, &format!("{prefix}.path"), &path)?;
     let content = string(map, &prefix, "content")?.unwrap_or_default();
     let encoding = string(map, &prefix, "encoding")?.unwrap_or_default();
-    let content = decode(&path, &encoding, content)?;
+    let content = decode(&path, &encoding, content, budget)?;
     let (user, group) = owner(string(map, &prefix, "owner")?.as_deref().unwrap_or("root:root"));
     let mode = match map.get("permissions") {
         None | Some(Value::Null) => 0o644,
@@ -208,10 +230,39 @@ fn permissions(text: &str) -> Option<u32> {
     (mode <= 0o7777 && !digits.is_empty()).then_some(mode)
 }
 
+/// What decoded file contents may still take in one bootstrap document ([`MAX_FILE_BYTES`] per
+/// file, [`MAX_TOTAL_FILE_BYTES`] in all).
+pub(super) struct Budget {
+    left: usize,
+}
+
+impl Budget {
+    pub(super) fn new() -> Self {
+        Budget { left: MAX_TOTAL_FILE_BYTES }
+    }
+
+    /// The most the next file may decode to: decoders stop one byte past it.
+    pub(super) fn limit(&self) -> usize {
+        self.left.min(MAX_FILE_BYTES)
+    }
+
+    /// Counts a file of `len` decoded bytes, or names the limit it passes.
+    pub(super) fn take(&mut self, path: &str, len: usize) -> Result<(), BootstrapError> {
+        if len > MAX_FILE_BYTES {
+            Err(BootstrapError::FileTooLarge { path: path.to_string(), limit: MAX_FILE_BYTES })
+        } else if len > self.left {
+            Err(BootstrapError::FilesTooLarge { path: path.to_string(), limit: MAX_TOTAL_FILE_BYTES })
+        } else {
+            self.left -= len;
+            Ok(())
+        }
+    }
+}
+
 /// The file's bytes: cloud-init's `canonicalize_extraction` + `extract_contents` (for
 /// gzip+base64, base64-decode first, then gunzip). Unknown encodings are refused (cloud-init
 /// would write the encoded text as is).
-pub(super) fn decode(path: &str, encoding: &str, content: String) -> Result<Vec<u8>, BootstrapError> {
+pub(super) fn decode(path: &str, encoding: &str, content: String, budget: &mut Budget) -> Result<Vec<u8>, BootstrapError> {
     let bad = |reason| BootstrapError::BadEncoding { path: path.to_string(), encoding: shown(encoding), reason };
     let (base64, gzip) = match encoding.trim().to_ascii_lowercase().as_str() {
         "" | "text/plain" => (false, false),
@@ -225,12 +276,14 @@ pub(super) fn decode(path: &str, encoding: &str, content: String) -> Result<Vec<
         bytes = decode_base64(&bytes).ok_or_else(|| bad("the content is not valid base64"))?;
     }
     if gzip {
-        bytes = gunzip(&bytes).ok_or_else(|| bad("the content is not valid gzip data"))?;
+        bytes = gunzip(&bytes, budget.limit()).ok_or_else(|| bad("the content is not valid gzip data"))?;
     }
+    budget.take(path, bytes.len())?;
     Ok(bytes)
 }
 
-/// Standard base64, whitespace ignored, padding optional.
+/// Standard base64, whitespace ignored, padding optional. (Its output is smaller than its
+/// input, which [`MAX_DATA_BYTES`] bounds; callers count it against the [`Budget`].)
 pub(super) fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine as _;
     use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -242,9 +295,12 @@ pub(super) fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
     ENGINE.decode(compact).ok()
 }
 
-pub(super) fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
+/// Gunzipped `bytes`, all members, read no further than `limit + 1` bytes: a longer result
+/// comes back that long, for [`Budget::take`] to refuse, without inflating the rest.
+pub(super) fn gunzip(bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out).ok()?;
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::MultiGzDecoder::new(bytes).take(cap).read_to_end(&mut out).ok()?;
     Some(out)
 }
 

@@ -12,7 +12,7 @@
 //! merged configs, remote file contents and hashes, masked units, mount units and ntpd.service
 //! (produced by spec.mounts and spec.ntp).
 
-use super::cloudinit::{check_name, check_path, decode_base64, gunzip};
+use super::cloudinit::{Budget, check_name, check_path, decode_base64, gunzip};
 use super::script::{FileWrite, Plan, Step, WriteMode};
 use super::users::{Flavor, User};
 use super::{BootstrapError, shown};
@@ -64,8 +64,9 @@ pub(super) fn parse(text: &str) -> Result<Plan, BootstrapError> {
         refuse_non_empty(storage, "storage", key, "CABPK does not emit it; remove it from ignition.containerLinuxConfig.additionalConfig")?;
     }
     let files = array_or_empty(storage.get("files"), "storage.files")?;
+    let mut budget = Budget::new();
     for (i, file) in files.iter().enumerate() {
-        plan.steps.push(Step::WriteFile(self::file(i, files.len(), file)?));
+        plan.steps.push(Step::WriteFile(self::file(i, files.len(), file, &mut budget)?));
     }
 
     let systemd = object_or_empty(root.get("systemd"), "systemd")?;
@@ -148,7 +149,7 @@ pub(super) fn boolean(map: &Map<String, Value>, prefix: &str, key: &str) -> Resu
     }
 }
 
-fn file(i: usize, n: usize, value: &Value) -> Result<FileWrite, BootstrapError> {
+fn file(i: usize, n: usize, value: &Value, budget: &mut Budget) -> Result<FileWrite, BootstrapError> {
     let prefix = format!("storage.files[{i}]");
     let map = object(value, &prefix)?;
     allowed(map, &prefix, &["filesystem", "path", "user", "group", "overwrite", "append", "contents", "mode"])?;
@@ -174,7 +175,7 @@ fn file(i: usize, n: usize, value: &Value) -> Result<FileWrite, BootstrapError> 
     match string(contents, &prefix, "compression")?.unwrap_or("") {
         "" => {}
         "gzip" => {
-            content = gunzip(&content).ok_or(BootstrapError::BadEncoding {
+            content = gunzip(&content, budget.limit()).ok_or(BootstrapError::BadEncoding {
                 path: path.clone(),
                 encoding: "gzip".to_string(),
                 reason: "the content is not valid gzip data",
@@ -184,6 +185,7 @@ fn file(i: usize, n: usize, value: &Value) -> Result<FileWrite, BootstrapError> 
             return Err(invalid(&format!("{prefix}.contents.compression"), &format!("`{}` is not supported (only gzip)", shown(other))));
         }
     }
+    budget.take(&path, content.len())?;
     let append = boolean(map, &prefix, "append")?.unwrap_or(false);
     let how = match (append, boolean(map, &prefix, "overwrite")?) {
         (true, _) => WriteMode::Append,

@@ -30,6 +30,16 @@ use std::collections::BTreeMap;
 /// (bootstrap-config contract). A bootstrap job succeeded when it exited 0 and this exists.
 pub const SENTINEL: &str = "/run/cluster-api/bootstrap-success.complete";
 
+/// The largest bootstrap data capssh reads (and the largest it renders from a template). A
+/// Kubernetes Secret holds at most 1 MiB, so this leaves room without letting a stray file be
+/// parsed whole.
+pub const MAX_DATA_BYTES: usize = 4 << 20;
+/// The largest content one file may decode to (after base64 and gzip). Decompression stops one
+/// byte past it, so a gzip bomb costs at most this much memory.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
+/// The largest content all files of one bootstrap document may decode to together.
+pub const MAX_TOTAL_FILE_BYTES: usize = 64 << 20;
+
 /// Per-machine values for `## template: jinja` documents (cloud-init's `ds.meta_data` / `v1`
 /// namespaces). `{{ ds.meta_data.X }}` and `{{ v1.X }}` both read `values[X]`.
 #[derive(Clone, Debug, Default)]
@@ -90,6 +100,11 @@ pub enum BootstrapError {
     MissingHeader,
     #[error("bootstrap data is not valid YAML (line {line}, column {column}); the parser's message is not shown because it may quote secret content")]
     Yaml { line: u64, column: u64 },
+    #[error(
+        "bootstrap data goes past the YAML parser's limits on aliases, nesting or total size (line {line}, column {column}); \
+         CABPK writes no anchors or aliases, so remove them"
+    )]
+    YamlLimits { line: u64, column: u64 },
     #[error("ignition bootstrap data is not valid JSON ({category} at line {line}, column {column})")]
     Json { line: usize, column: usize, category: &'static str },
     #[error("{format} key `{key}` is not supported by capssh; {remedy}")]
@@ -110,11 +125,33 @@ pub enum BootstrapError {
     BadEncoding { path: String, encoding: String, reason: &'static str },
     #[error("{what} is not supported by capssh; {remedy}")]
     Unsupported { what: String, remedy: String },
+    #[error("{what} is larger than {}, the most capssh reads; nothing was run", mib(*limit))]
+    DataTooLarge { what: &'static str, limit: usize },
+    #[error(
+        "the content of {path} decodes to more than {}, the most capssh writes for one file (a compressed file may not \
+         inflate beyond it); nothing was run",
+        mib(*limit)
+    )]
+    FileTooLarge { path: String, limit: usize },
+    #[error(
+        "the files of the bootstrap data decode to more than {} in all (exceeded at {path}), the most capssh writes for one \
+         bootstrap; nothing was run",
+        mib(*limit)
+    )]
+    FilesTooLarge { path: String, limit: usize },
+}
+
+/// A byte limit as people read it: `16 MiB (16777216 bytes)`.
+fn mib(bytes: usize) -> String {
+    format!("{} MiB ({bytes} bytes)", bytes >> 20)
 }
 
 /// Turns bootstrap data into a host job. Nothing is run; anything capssh cannot do exactly is
 /// an error.
 pub fn plan(data: &[u8], format: Format, meta: &MachineMetadata) -> Result<HostJob, BootstrapError> {
+    if data.len() > MAX_DATA_BYTES {
+        return Err(BootstrapError::DataTooLarge { what: "the bootstrap data", limit: MAX_DATA_BYTES });
+    }
     let text = std::str::from_utf8(data).map_err(|_| BootstrapError::NotUtf8)?;
     let (plan, text) = match format {
         Format::CloudConfig => {

@@ -2,6 +2,8 @@
 
 mod cloudinit;
 mod ignition;
+mod limits;
+mod properties;
 mod run;
 
 use super::script::{FileWrite, Last, Plan, Step};
