@@ -127,6 +127,7 @@ impl Checks {
             let Some(host) = hosts.get(name) else { continue };
             if free(host) && !problems.is_empty() && self.first_time(format!("dirty {name} {problems}")) {
                 bed.ledger.violation(Violation::AvailableHostDirty, format!("{name} is Available but verify-reset.sh says: {problems}"));
+                dump_host(bed, i, &format!("Available but dirty: {problems}")).await;
             }
             if quarantined(host) {
                 let reason = host.metadata.annotations.as_ref().and_then(|a| a.get(QUARANTINE_ANNOTATION)).cloned().unwrap_or_default();
@@ -209,7 +210,7 @@ impl Checks {
 
     /// Quarantined hosts (and orphaned claims) are reset by hand (the product's own reset script), checked, and
     /// returned to the pool, as the README tells a person to do.
-    pub async fn repair_quarantined(&self, bed: &Bed, watches: &Watches) -> anyhow::Result<usize> {
+    pub async fn repair_quarantined(&self, bed: &Bed, watches: &Watches, when: &str) -> anyhow::Result<usize> {
         let api: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
         let mut repaired = 0;
         let machines: HashSet<String> = watches.machines.state().iter().filter_map(|m| m.metadata.name.clone()).collect();
@@ -226,6 +227,7 @@ impl Checks {
             }
             eprintln!("chaos: repairing {}", describe(host));
             let Some(i) = bed.host_index(&name) else { continue };
+            dump_host(bed, i, &format!("{when}, quarantined: {reason}")).await;
             let reset = capssh::bootstrap::scripts::RESET;
             bed.on_farm(move |f| f.exec_ok(i, reset)).await?;
             let patch = serde_json::json!({"metadata": {"annotations": {QUARANTINE_ANNOTATION: null}}, "spec": {"consumerRef": null}});
@@ -256,4 +258,25 @@ fn kubelet_in(netns: &str) -> bool {
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "kubelet"))
+}
+
+/// What a host holds of capssh's work, into `<plane>/hosts/<host>.txt` (appended): for a person
+/// reading why a host was quarantined or found dirty.
+async fn dump_host(bed: &Bed, host: usize, why: &str) {
+    let script = "date -u +%FT%T.%NZ; echo '== journal'; cat /var/lib/capssh/jobs/journal; echo '== runs'; cat /var/lib/capssh/bootstrap-count; \
+        echo '== /run/cluster-api'; ls -la --time-style=full-iso /run/cluster-api; \
+        for d in /var/lib/capssh/jobs/*/; do echo \"== $d\"; ls -la --time-style=full-iso \"$d\"; \
+        for f in pid started exit succeeded; do [ -e \"$d$f\" ] && echo \"$f: $(cat \"$d$f\")\"; done; tail -n 15 \"${d}log\"; done";
+    let text = bed.on_farm(move |f| Ok(f.exec(host, script)?)).await.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let dir = bed.plane.dir.join("hosts");
+    let path = dir.join(format!("{}.txt", bed.farm.hosts[host].name));
+    let body = format!("\n##### {why}\n{}\n", text.unwrap_or_else(|err| format!("could not read the host: {err:#}")));
+    let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::OpenOptions::new().create(true).append(true).open(&path)).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(body.as_bytes())
+    });
+    match written {
+        Ok(()) => eprintln!("chaos: what {} holds: {}", bed.farm.hosts[host].name, path.display()),
+        Err(err) => eprintln!("chaos: writing {}: {err}", path.display()),
+    }
 }

@@ -27,11 +27,26 @@ pub struct RoundCtx {
     pub busy: Mutex<HashSet<usize>>,
     /// Machines the faults deleted (at most a third of the round's).
     pub deleted: Mutex<HashSet<String>>,
+    /// Hosts that had a long fault (hung sshd, blackhole) this round: one each, and only a few
+    /// at once, or most machines would spend the round waiting out backoffs and give-up times.
+    pub long_faults: Mutex<(HashSet<usize>, usize)>,
 }
 
 impl RoundCtx {
     fn take_host(&self, host: usize) -> bool {
         self.busy.lock().unwrap_or_else(|e| e.into_inner()).insert(host)
+    }
+
+    /// Whether `host` may get a long fault now (and counts it in).
+    fn start_long_fault(&self, host: usize) -> bool {
+        let limit = (self.bed.farm.hosts.len() / 10).max(1);
+        let mut long = self.long_faults.lock().unwrap_or_else(|e| e.into_inner());
+        if long.1 >= limit || long.0.contains(&host) || self.busy.lock().unwrap_or_else(|e| e.into_inner()).contains(&host) {
+            return false;
+        }
+        long.0.insert(host);
+        long.1 += 1;
+        true
     }
 
     fn free_host(&self, host: usize) {
@@ -160,7 +175,11 @@ pub async fn inject(ctx: Arc<RoundCtx>, mut rng: Rng, mut stop: watch::Receiver<
         let mut fault_rng = Rng::new(rng.next_u64());
         match kind {
             Fault::DeleteMidBootstrap | Fault::DeleteEarly => {
-                let Some(name) = ctx.pick_machine(&mut fault_rng, kind == Fault::DeleteMidBootstrap) else { continue };
+                let Some(name) = ctx.pick_machine(&mut fault_rng, kind == Fault::DeleteMidBootstrap) else {
+                    // None at that stage now: tried again after the rest of the deck.
+                    deck.insert(0, kind);
+                    continue;
+                };
                 ctx.deleted.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone());
                 eprintln!("chaos: round {}: {}: {name}", ctx.round, kind.label());
                 match delete_machine(&ctx.bed.client, &name).await {
@@ -170,6 +189,11 @@ pub async fn inject(ctx: Arc<RoundCtx>, mut rng: Rng, mut stop: watch::Receiver<
             }
             _ => {
                 let Some(host) = ctx.pick_host(&mut fault_rng) else { continue };
+                let long = matches!(kind, Fault::HungSshd | Fault::Blackhole);
+                if long && !ctx.start_long_fault(host) {
+                    deck.insert(0, kind);
+                    continue;
+                }
                 if !ctx.take_host(host) {
                     continue;
                 }
@@ -179,6 +203,9 @@ pub async fn inject(ctx: Arc<RoundCtx>, mut rng: Rng, mut stop: watch::Receiver<
                         eprintln!("chaos: {} on h{host}: {err:#}", kind.label());
                     }
                     ctx.free_host(host);
+                    if long {
+                        ctx.long_faults.lock().unwrap_or_else(|e| e.into_inner()).1 -= 1;
+                    }
                 });
             }
         }

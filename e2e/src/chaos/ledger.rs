@@ -70,10 +70,11 @@ pub enum Violation {
     SecretInLog,
     MachineNotSettled,
     UnexpectedFailure,
+    BootstrapOutlivedStop,
 }
 
 impl Violation {
-    pub const ALL: [Violation; 16] = [
+    pub const ALL: [Violation; 17] = [
         Violation::JobStartedTwice,
         Violation::BootstrapRanTwice,
         Violation::ProvisionedWithoutRun,
@@ -90,6 +91,7 @@ impl Violation {
         Violation::SecretInLog,
         Violation::MachineNotSettled,
         Violation::UnexpectedFailure,
+        Violation::BootstrapOutlivedStop,
     ];
 
     pub fn label(self) -> &'static str {
@@ -110,6 +112,7 @@ impl Violation {
             Violation::SecretInLog => "secret fixture in a manager log",
             Violation::MachineNotSettled => "machine not settled in time (stuck)",
             Violation::UnexpectedFailure => "machine failed without a planned cause",
+            Violation::BootstrapOutlivedStop => "a bootstrap wrote its sentinel after the reset",
         }
     }
 }

@@ -95,14 +95,14 @@ impl Config {
         Config {
             suite: "chaos-sample".into(),
             hosts: 5,
-            rounds: 2,
-            max_rounds: 2,
+            rounds: 3,
+            max_rounds: 3,
             machines_per_round: 5,
-            storm_machines: 9,
+            storm_machines: 8,
             min_kills: 0,
             min_mid_bootstrap_deletes: 0,
-            kill_every_seconds: 6.0,
-            fault_every_seconds: 1.5,
+            kill_every_seconds: 8.0,
+            fault_every_seconds: 2.5,
             fail_percent: 15.0,
             full_disk_chance: 1.0,
             settle_timeout_seconds: 300,
@@ -195,6 +195,7 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
     let logs = bed.plane.dir.display().to_string();
     drop(watches);
     drop(bed);
+    bed::remove_process_view();
     Ok(Summary { config, ledger, wall: started.elapsed(), logs })
 }
 

@@ -96,7 +96,10 @@ pub async fn run(bed: &Arc<Bed>, watches: &Arc<Watches>, checks: &Checks, index:
         rng.shuffle(&mut all);
         for host in all.into_iter().take(count) {
             match faults::mount_small_disk(bed, host).await {
-                Ok(()) => full_disk.push(host),
+                Ok(()) => {
+                    eprintln!("chaos: round {index}: full disk on h{host} for the round");
+                    full_disk.push(host);
+                }
                 Err(err) => eprintln!("chaos: full disk on h{host}: {err:#}"),
             }
         }
@@ -109,6 +112,7 @@ pub async fn run(bed: &Arc<Bed>, watches: &Arc<Watches>, checks: &Checks, index:
         machines: names.clone(),
         busy: Mutex::new(full_disk.iter().copied().collect()),
         deleted: Mutex::default(),
+        long_faults: Mutex::default(),
     });
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut loops = vec![
@@ -155,7 +159,7 @@ pub async fn run(bed: &Arc<Bed>, watches: &Arc<Watches>, checks: &Checks, index:
     checks.logs(bed)?;
     bed.replicas.sample_rss();
     checks.memory(bed);
-    if checks.repair_quarantined(bed, watches).await? > 0 {
+    if checks.repair_quarantined(bed, watches, &format!("round {index}")).await? > 0 {
         checks.hosts_settled(bed, watches, HOSTS_SETTLE, &format!("round {index}, after repairing quarantined hosts")).await;
     }
     tally(bed, watches, &planned, &full_disk, ctx.deleted.lock().unwrap_or_else(|e| e.into_inner()).len());
@@ -173,11 +177,24 @@ pub async fn run(bed: &Arc<Bed>, watches: &Arc<Watches>, checks: &Checks, index:
 async fn waves(bed: &Bed, watches: &Watches, names: &HashSet<String>, rng: &mut Rng) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(bed.config.settle_timeout_seconds);
     let mut reported: HashSet<String> = HashSet::new();
+    let mut progress = Instant::now();
     loop {
         let deadline = Instant::now() + timeout;
         let mut timed_out = false;
         let census = loop {
             let census = census(watches, names);
+            if progress.elapsed() > Duration::from_secs(20) {
+                progress = Instant::now();
+                eprintln!(
+                    "chaos:   {} settled, {} waiting, {} busy, {} deleting; {} faults, {} kills so far",
+                    census.settled.len(),
+                    census.waiting.len(),
+                    census.busy.len(),
+                    census.deleting.len(),
+                    Fault::ALL.iter().map(|f| bed.ledger.faults(*f)).sum::<u64>(),
+                    bed.ledger.faults(Fault::ManagerKill)
+                );
+            }
             if census.busy.is_empty() && census.deleting.is_empty() {
                 break census;
             }

@@ -5,6 +5,7 @@
 use super::ledger::{Ledger, Violation};
 use super::{FIXTURES, NS};
 use capssh::api::v1alpha1::{Condition, MachinePhase, SSHHost, SSHMachine};
+use capssh::bootstrap::SENTINEL;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
@@ -139,6 +140,11 @@ pub fn start(client: &kube::Client, ledger: Arc<Ledger>) -> Watches {
                 let name = machine.metadata.name.clone().unwrap_or_default();
                 let conditions = machine.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[]);
                 checker.check(&format!("SSHMachine {name}"), &machine, conditions);
+                // The reset removes /run/cluster-api: a sentinel found after it was written by a
+                // bootstrap that should have been stopped first (or started after the stop).
+                if let Some(c) = conditions.iter().find(|c| c.message.contains("not clean after the reset job") && c.message.contains(SENTINEL)) {
+                    checker.report(Violation::BootstrapOutlivedStop, &name, format!("{name}: {}", c.message));
+                }
                 let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
                 let entry = seen.entry(name).or_default();
                 if let Some(host) = &machine.spec.host_ref {
