@@ -146,7 +146,6 @@ impl Bed {
             let (suite, hosts) = (config.suite.clone(), config.hosts);
             tokio::task::spawn_blocking(move || HostFarm::start(&suite, hosts)).await??
         };
-        own_process_view(&farm)?;
         let plane = Arc::new(ManagementPlane::start(&config.suite).await?);
         let client = plane.client().await?;
         install_crds(&client).await?;
@@ -168,44 +167,4 @@ impl Bed {
     pub fn host_index(&self, name: &str) -> Option<usize> {
         self.farm.hosts.iter().position(|h| h.name == name)
     }
-}
-
-/// Where the real pgrep and the hosts' wrapper live (shared by the hosts: not a private dir).
-fn pgrep_dir() -> PathBuf {
-    PathBuf::from(format!("/var/lib/capssh-e2e/chaos-pgrep-{}", std::process::id()))
-}
-
-/// The test hosts share this machine's PID namespace, so `pgrep -x kubelet` in capssh's reset
-/// verification sees the kubelets of other suites running on the machine, and every reset of
-/// every host would read as dirty (and quarantine it) while they run. A real host sees only its
-/// own processes: in each host's mount namespace, `/usr/bin/pgrep` becomes a wrapper that only
-/// matches processes of the host's own network namespace (`pkill`, a symlink to it, is passed
-/// through unchanged).
-fn own_process_view(farm: &HostFarm) -> anyhow::Result<()> {
-    let dir = pgrep_dir();
-    std::fs::create_dir_all(&dir)?;
-    std::fs::copy("/usr/bin/pgrep", dir.join("pgrep"))?;
-    let _ = std::fs::remove_file(dir.join("pkill"));
-    std::os::unix::fs::symlink("pgrep", dir.join("pkill"))?;
-    let wrapper = dir.join("wrapper");
-    let real = dir.display();
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\n# capssh chaos: a test host's own view of its processes (e2e/src/chaos/bed.rs)\n\
-             case \"$(basename \"$0\")\" in pkill) exec {real}/pkill \"$@\" ;; esac\n\
-             case \" $* \" in *\" --ns \"*) exec {real}/pgrep \"$@\" ;; esac\n\
-             exec {real}/pgrep --ns $$ --nslist net \"$@\"\n"
-        ),
-    )?;
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    for i in 0..farm.hosts.len() {
-        farm.exec_ok(i, &format!("mount --bind {} /usr/bin/pgrep", wrapper.display()))?;
-    }
-    Ok(())
-}
-
-/// Removes the wrapper's folder (the hosts' bind mounts went with their namespaces).
-pub fn remove_process_view() {
-    let _ = std::fs::remove_dir_all(pgrep_dir());
 }

@@ -195,7 +195,6 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
     let logs = bed.plane.dir.display().to_string();
     drop(watches);
     drop(bed);
-    bed::remove_process_view();
     Ok(Summary { config, ledger, wall: started.elapsed(), logs })
 }
 
