@@ -113,10 +113,12 @@ impl Config {
 
 /// Bootstrap data for machine `name`: it records its run on the host (one line per run, which
 /// outlives resets), prints the secret fixtures into its log, sleeps, and either writes Cluster
-/// API's sentinel or fails on purpose.
+/// API's sentinel or fails on purpose (exit 3: its log tail, fixtures included, goes into a
+/// condition, redacted).
 pub fn bootstrap_data(name: &str, sleep: f64, fail: bool) -> String {
     let end = if fail {
-        "  - echo 'chaos: failing on purpose'\n  - exit 3\n".to_string()
+        // No ": " in a plain YAML scalar: it would read as a mapping, and the data as invalid.
+        "  - echo 'chaos - failing on purpose'\n  - exit 3\n".to_string()
     } else {
         "  - mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete\n".to_string()
     };
@@ -207,4 +209,16 @@ pub fn violations(ledger: &Ledger) -> Vec<(Violation, u64, Vec<String>)> {
             (v, n, details)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_bootstrap_data_is_valid_both_ways() {
+        for fail in [false, true] {
+            let data = super::bootstrap_data("r01-m000", 1.5, fail);
+            let job = capssh::bootstrap::plan(data.as_bytes(), capssh::bootstrap::Format::CloudConfig, &Default::default()).unwrap();
+            assert!(job.secrets.iter().any(|s| s.contains(super::FIXTURES[1])), "the password is known as a secret");
+        }
+    }
 }

@@ -245,7 +245,7 @@ fn tally(bed: &Bed, watches: &Watches, planned: &[Planned], full_disk: &[usize],
             bed.ledger.count("machines provisioned", 1);
         }
         if let Some(message) = &s.failed {
-            if p.fail {
+            if p.fail && message.starts_with("BootstrapFailed") {
                 bed.ledger.count("machines failed (planned: the bootstrap exits 3)", 1);
             } else if s.host.as_deref().is_some_and(|h| full_disk_hosts.contains(&h)) {
                 bed.ledger.count("machines failed on a full disk", 1);
