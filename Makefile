@@ -51,3 +51,18 @@ fuzz: ## Fuzz each parser of untrusted input FUZZ_SECONDS (default 60) per targe
 	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
 
 .PHONY: fuzz
+
+CHAOS_ROUNDS ?= 12
+CHAOS_HOSTS ?= 100
+CHAOS_MACHINES ?= 40
+CHAOS_STORM ?= 200
+CHAOS_MIN_KILLS ?= 100
+CHAOS_MIN_DELETES ?= 20
+CHAOS_SEED ?=
+chaos: tools ## Faults against the controllers round after round, invariants checked (root); CHAOS_ROUNDS=12 CHAOS_SEED=N replays
+	cargo build --release --locked -p capssh -p capssh-e2e --bin capssh --bin chaos
+	CHAOS_ROUNDS=$(CHAOS_ROUNDS) CHAOS_HOSTS=$(CHAOS_HOSTS) CHAOS_MACHINES=$(CHAOS_MACHINES) CHAOS_STORM=$(CHAOS_STORM) \
+	CHAOS_MIN_KILLS=$(CHAOS_MIN_KILLS) CHAOS_MIN_DELETES=$(CHAOS_MIN_DELETES) CHAOS_SEED=$(CHAOS_SEED) \
+	$${CARGO_TARGET_DIR:-target}/release/chaos
+
+.PHONY: chaos

@@ -12,6 +12,7 @@ pub mod apply;
 pub mod bench;
 pub mod capi;
 pub mod capi_managers;
+pub mod chaos;
 pub mod clusterctl;
 pub mod hosts;
 pub mod images;
