@@ -34,7 +34,7 @@ lint: ## rustfmt, clippy (warnings are errors) and shellcheck over every shell s
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	shellcheck -s sh src/bootstrap/scripts/*.sh
 	shellcheck -s bash hack/*.sh hack/tools/*.sh .ci/run
-	shellcheck e2e/src/nodes/boot.sh
+	shellcheck e2e/src/nodes/boot.sh fuzz/run.sh
 
 test: deps tools build ## Unit tests and the suites against real kube-apiserver, clusterctl and sshd (root)
 	cargo test --workspace --locked
