@@ -11,17 +11,21 @@ use std::process::{Command, Output};
 /// Runs `capssh <args> --address ... --identity ... --host-key ...` against a farm host, with
 /// debug logging on (so the secrets check sees everything capssh could log).
 fn capssh_on(farm: &HostFarm, host: usize, user: &str, args: &[&str]) -> Output {
+    capssh_command(farm, host, user, args).output().expect("running capssh")
+}
+
+fn capssh_command(farm: &HostFarm, host: usize, user: &str, args: &[&str]) -> Command {
     let h = &farm.hosts[host];
-    Command::new(capssh())
+    let mut command = Command::new(capssh());
+    command
         .args(["--log-format", "text"])
         .args(args)
         .args(["--address", &h.address.to_string(), "--user", user])
         .arg("--identity")
         .arg(&farm.client_key.ed25519.private_key_path)
         .args(["--host-key", &h.host_key_public])
-        .env("RUST_LOG", "debug")
-        .output()
-        .expect("running capssh")
+        .env("RUST_LOG", "debug");
+    command
 }
 
 fn write_data(farm: &HostFarm, name: &str, data: &str) -> std::path::PathBuf {
@@ -214,16 +218,8 @@ fn reset_run_resets_a_bootstrapped_host_with_the_controllers_reset_and_verificat
 fn capssh_on_measured(farm: &HostFarm, host: usize, user: &str, args: &[&str]) -> (Output, u64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
-    let h = &farm.hosts[host];
     #[expect(clippy::zombie_processes, reason = "reaped below by wait4, which also reports its peak memory")]
-    let mut child = Command::new(capssh())
-        .args(["--log-format", "text"])
-        .args(args)
-        .args(["--address", &h.address.to_string(), "--user", user])
-        .arg("--identity")
-        .arg(&farm.client_key.ed25519.private_key_path)
-        .args(["--host-key", &h.host_key_public])
-        .env("RUST_LOG", "debug")
+    let mut child = capssh_command(farm, host, user, args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
