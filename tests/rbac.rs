@@ -49,8 +49,9 @@ fn the_manager_role_grants_exactly_what_the_code_uses() {
         (infra, "sshmachines/status", &["patch"]),
         ("cluster.x-k8s.io", "clusters", &["get", "list", "watch"]),
         ("cluster.x-k8s.io", "machines", &["get", "list", "watch"]),
-        // Bootstrap data and credentials by name; the move label on credentials.
-        ("", "secrets", &["get", "patch"]),
+        // Bootstrap data and credentials: label-selected watch caches, by name on a miss; the
+        // move label on credentials.
+        ("", "secrets", &["get", "list", "patch", "watch"]),
         // kube-runtime's event recorder: create, and patch a repeated event.
         ("events.k8s.io", "events", &["create", "patch"]),
     ]);

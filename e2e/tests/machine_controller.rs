@@ -22,6 +22,15 @@ runcmd:
   - mkdir -p /run/cluster-api && echo success > /run/cluster-api/bootstrap-success.complete
 "#;
 
+/// (count, sum) of a histogram's series for `kind` in a /metrics body.
+fn histogram(body: &str, name: &str, kind: &str) -> Option<(f64, f64)> {
+    let value = |suffix: &str| {
+        let series = format!("{name}_{suffix}{{kind=\"{kind}\"}} ");
+        body.lines().find_map(|line| line.strip_prefix(&series)?.trim().parse::<f64>().ok())
+    };
+    Some((value("count")?, value("sum")?))
+}
+
 fn host_index(farm: &HostFarm, name: &str) -> usize {
     farm.hosts.iter().position(|h| h.name == name).expect("a farm host")
 }
@@ -76,6 +85,18 @@ async fn a_machine_is_provisioned_on_a_real_host_then_reset_and_released() {
     assert!(metrics.contains("capssh_provisioning_duration_seconds_count 1"), "{metrics}");
     assert!(metrics.contains("capssh_reconciles_total{kind=\"SSHMachine\",result=\"ok\"}"), "{metrics}");
     assert!(metrics.contains("capssh_reconcile_duration_seconds_bucket{le="), "{metrics}");
+    // Every reconcile also reports its time outside SSH, which the commands on the host made
+    // shorter than the whole.
+    let (outside, total) = eventually(30, "both reconcile histograms to count the same reconciles", || async {
+        let body = http_get(metrics_port, "/metrics").ok()?;
+        let outside = histogram(&body, "capssh_reconcile_outside_ssh_duration_seconds", "SSHMachine")?;
+        let total = histogram(&body, "capssh_reconcile_duration_seconds", "SSHMachine")?;
+        (outside.0 == total.0).then_some((outside, total))
+    })
+    .await
+    .unwrap();
+    assert!(total.0 > 0.0, "{total:?}");
+    assert!(outside.1 < total.1, "time outside SSH {outside:?} is not less than the whole {total:?}");
 
     // Delete: the cleanup runs, the host is verified clean and returned to the pool.
     machines.delete("m1", &DeleteParams::default()).await.unwrap();

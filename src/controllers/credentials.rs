@@ -11,28 +11,55 @@ use crate::ssh::hostkey::HostKeyPolicy;
 use crate::ssh::{Credentials, Endpoint, PoolKey, Target};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use std::sync::Arc;
+
+/// Where credential Secrets are read from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// The controllers' watch cache of Secrets marked for capssh (a GET on a miss).
+    Cached(&'a super::Context),
+    /// The API server.
+    Direct(&'a kube::Client),
+}
+
+impl Source<'_> {
+    async fn secret(self, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>, kube::Error> {
+        match self {
+            Source::Cached(ctx) => ctx.caches.credentials(&ctx.client, namespace, name).await,
+            Source::Direct(client) => Ok(Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await?.map(Arc::new)),
+        }
+    }
+}
 
 /// The target and the pool's key: the host, and what decides trust in it (it changes whenever
-/// any of that changes, and the pool then connects afresh).
+/// any of that changes, and the pool then connects afresh). Secrets are read from the API server.
 pub async fn target_for(client: &kube::Client, host: &SSHHost) -> Result<(Target, PoolKey), ReconcileError> {
+    resolve(Source::Direct(client), host).await
+}
+
+/// [`target_for`] with the Secrets from the controllers' watch cache.
+pub async fn cached_target_for(ctx: &super::Context, host: &SSHHost) -> Result<(Target, PoolKey), ReconcileError> {
+    resolve(Source::Cached(ctx), host).await
+}
+
+async fn resolve(secrets: Source<'_>, host: &SSHHost) -> Result<(Target, PoolKey), ReconcileError> {
     let namespace = host.metadata.namespace.clone().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let spec = &host.spec;
     let mut fingerprint = Vec::new();
-    let main = endpoint(&secrets, &namespace, &spec.address, spec.port, &spec.user, &spec.auth, &spec.host_key, &mut fingerprint).await?;
+    let main = endpoint(secrets, &namespace, &spec.address, spec.port, &spec.user, &spec.auth, &spec.host_key, &mut fingerprint).await?;
     let bastion = match &spec.bastion {
         Some(Bastion { address, port, user, auth, host_key }) => {
-            Some(endpoint(&secrets, &namespace, address, *port, user, auth, host_key, &mut fingerprint).await?)
+            Some(endpoint(secrets, &namespace, address, *port, user, auth, host_key, &mut fingerprint).await?)
         }
         None => None,
     };
-    let key = PoolKey { host: format!("{namespace}/{}", host.metadata.name.clone().unwrap_or_default()), trust: fingerprint.join("|") };
+    let key = PoolKey { host: PoolKey::host_of(&namespace, host.metadata.name.as_deref().unwrap_or_default()), trust: fingerprint.join("|") };
     Ok((Target { host: main, bastion }, key))
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn endpoint(
-    secrets: &Api<Secret>,
+    secrets: Source<'_>,
     namespace: &str,
     address: &str,
     port: i32,
@@ -76,6 +103,7 @@ async fn endpoint(
 pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(), ReconcileError> {
     let namespace = host.metadata.namespace.clone().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let source = Source::Cached(ctx);
     let auths = std::iter::once(&host.spec.auth).chain(host.spec.bastion.as_ref().map(|b| &b.auth));
     let names = auths.filter_map(|a| a.private_key_secret_ref.as_ref().map(|r| &r.name).or(a.password_secret_ref.as_ref().map(|r| &r.name)));
     for name in names {
@@ -84,7 +112,7 @@ pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(
             continue;
         }
         // A missing Secret is reported by whoever needs it to connect.
-        let Some(secret) = secrets.get_opt(name).await? else { continue };
+        let Some(secret) = source.secret(&namespace, name).await? else { continue };
         if !marked_for_capssh(&secret) {
             continue;
         }
@@ -100,9 +128,11 @@ pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(
 }
 
 /// Reads a credential Secret, refusing one not marked for capssh before any value is read.
-async fn read(secrets: &Api<Secret>, namespace: &str, name: &str) -> Result<(Secret, String), ReconcileError> {
-    let secret =
-        secrets.get_opt(name).await?.ok_or_else(|| ReconcileError::MissingSecret { namespace: namespace.to_string(), name: name.to_string() })?;
+async fn read(secrets: Source<'_>, namespace: &str, name: &str) -> Result<(Arc<Secret>, String), ReconcileError> {
+    let secret = secrets
+        .secret(namespace, name)
+        .await?
+        .ok_or_else(|| ReconcileError::MissingSecret { namespace: namespace.to_string(), name: name.to_string() })?;
     if !marked_for_capssh(&secret) {
         return Err(ReconcileError::Secret { namespace: namespace.to_string(), name: name.to_string(), problem: unmarked_problem(namespace, name) });
     }
@@ -149,10 +179,10 @@ mod tests {
         assert!(!marked_for_capssh(&Secret::default()));
     }
 
-    /// What this module and the bootstrap-data read do with Secrets: get by name, and patch to
-    /// add clusterctl's move label. Never list or watch (which would expose every Secret of the
-    /// cluster to the manager), never update, create or delete.
-    const SECRET_VERBS: &[&str] = &["get", "patch"];
+    /// What capssh does with Secrets: list and watch through label selectors (the caches of
+    /// credentials and bootstrap data), get by name on a cache miss, and patch to add
+    /// clusterctl's move label. Never update, create or delete.
+    const SECRET_VERBS: &[&str] = &["get", "list", "patch", "watch"];
 
     #[test]
     fn config_rbac_grants_on_secrets_only_what_capssh_does_with_them() {

@@ -36,7 +36,7 @@ impl ReconcileError {
             ReconcileError::StillWorking { retry_after, .. } => *retry_after,
             ReconcileError::Stale(_) => errors::STALE,
             ReconcileError::Ssh(err) if err.is_transient() => errors::TRANSIENT_SSH,
-            // Secrets are not watched: look again soon.
+            // Nothing wakes a reconcile when a credential Secret appears: look again soon.
             ReconcileError::MissingSecret { .. } => errors::MISSING_SECRET,
             ReconcileError::Ssh(_) | ReconcileError::Secret { .. } | ReconcileError::Invalid(_) => errors::NEEDS_A_PERSON,
         }

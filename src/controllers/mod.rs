@@ -1,6 +1,7 @@
 //! What happens when: one controller per kind, sharing a Context (client, SSH session pool,
 //! event recorder). Each reconcile is a small state machine whose steps set conditions.
 
+pub mod caches;
 pub mod capi;
 pub mod conditions;
 mod credentials;
@@ -11,7 +12,7 @@ pub mod sshhost;
 pub mod sshmachine;
 pub mod timing;
 
-pub use credentials::target_for;
+pub use credentials::{cached_target_for, target_for};
 pub use error::ReconcileError;
 pub use timing::Timing;
 
@@ -46,6 +47,8 @@ pub struct Context {
     /// The SSHMachine controller's watch cache: a claimed host's phase is derived from its
     /// consumer's, read here instead of from the API server.
     pub machine_cache: std::sync::OnceLock<kube::runtime::reflector::Store<crate::api::v1alpha1::SSHMachine>>,
+    /// The other watch caches reconciles read from (Clusters, Machines, Secrets...).
+    pub caches: caches::Caches,
     /// Credential Secrets (`<namespace>/<name>`) this process has seen carry clusterctl's move
     /// label: each is read (and labelled) once per process, not on every reconcile.
     pub move_labelled: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -82,6 +85,7 @@ impl Context {
             metrics,
             host_cache: std::sync::OnceLock::new(),
             machine_cache: std::sync::OnceLock::new(),
+            caches: caches::Caches::default(),
             move_labelled: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }

@@ -11,7 +11,7 @@
 use super::conditions;
 use super::sshmachine::DELETE_FOR_MOVE_ANNOTATION;
 use super::timing::{self, errors};
-use super::{Context, QUARANTINE_ANNOTATION, ReconcileError, target_for};
+use super::{Context, QUARANTINE_ANNOTATION, ReconcileError, cached_target_for};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{ConditionStatus, HostPhase, MachinePhase, SSHHost, SSHHostStatus, SSHMachine};
 use crate::bootstrap::scripts::{OWNER_RECORD, with_inputs};
@@ -221,8 +221,17 @@ enum Probed {
 }
 
 async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Result<Probed, ReconcileError> {
-    let (target, key) = target_for(&ctx.client, host).await?;
+    let (target, key) = cached_target_for(ctx, host).await?;
     let session = ctx.pool.lease(&key, &target).await?;
+    let probed = probe_over(ctx, host, &session, status).await;
+    // A free host's connection is not kept between probes (minutes apart): it holds memory on
+    // both ends for nothing. A claim opens one again (or shares this one, if it is under way).
+    drop(session);
+    ctx.pool.forget(&key.host).await;
+    probed
+}
+
+async fn probe_over(ctx: &Context, host: &SSHHost, session: &crate::ssh::Session, status: &mut SSHHostStatus) -> Result<Probed, ReconcileError> {
     let facts = session.probe().await?;
     let generation = host.metadata.generation;
     status.observed_host_key_fingerprint = Some(session.host_key_fingerprint());
@@ -232,7 +241,7 @@ async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Res
     // Before anything is recorded for this SSHHost (a pin, Available): a duplicate gets neither.
     // Nor a new lastProbeTime: its status must read back the same, or its own status write
     // would wake it into probing again at once.
-    if let Some(message) = ensure_owner_record(&session, host).await? {
+    if let Some(message) = ensure_owner_record(session, host).await? {
         return Ok(Probed::Duplicate(message));
     }
     status.last_probe_time = Some(conditions::now());

@@ -37,7 +37,8 @@ pub const RESET_RETRY: Duration = Duration::from_secs(15);
 pub const CLAIM_RETRY: Duration = Duration::from_secs(1);
 /// No host free: a host being released wakes the machine; this is the fallback.
 pub const NO_HOST_RETRY: Duration = Duration::from_secs(30);
-/// Invalid bootstrap data: Secrets are not watched, so look again now and then.
+/// Invalid bootstrap data: its correction wakes the machine when the cache selects its Secret
+/// (see `controllers::caches`); otherwise the machine looks again after this.
 pub const INVALID_DATA_RETRY: Duration = Duration::from_secs(60);
 /// Mode None with a host at another version: checked again after this.
 pub const VERSION_RECHECK: Duration = Duration::from_secs(60);

@@ -55,6 +55,15 @@ pub struct ManagerArgs {
     /// How many hosts capssh works on over SSH at once.
     #[arg(long, default_value_t = 64)]
     pub max_concurrent_hosts: usize,
+    /// How many SSHMachines are reconciled at once.
+    #[arg(long, default_value_t = 32)]
+    pub sshmachine_concurrency: u16,
+    /// How many SSHHosts are reconciled (probed) at once.
+    #[arg(long, default_value_t = 16)]
+    pub sshhost_concurrency: u16,
+    /// How many SSHClusters are reconciled at once.
+    #[arg(long, default_value_t = 4)]
+    pub sshcluster_concurrency: u16,
 }
 
 pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
@@ -93,7 +102,13 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     let mut ctx = crate::controllers::Context::new(client.clone(), args.max_concurrent_hosts, timing, metrics);
     ctx.watch_filter = args.watch_filter.clone();
     let ctx = std::sync::Arc::new(ctx);
-    let scope = controllers::Scope { namespace: args.namespace.clone(), watch_filter: args.watch_filter.clone() };
+    let concurrency = controllers::Concurrency {
+        sshmachine: args.sshmachine_concurrency,
+        sshhost: args.sshhost_concurrency,
+        sshcluster: args.sshcluster_concurrency,
+    };
+    let scope = controllers::Scope { namespace: args.namespace.clone(), watch_filter: args.watch_filter.clone(), concurrency };
+    servers.spawn(controllers::run_credentials_cache(client.clone(), scope.clone(), ctx.clone()));
     servers.spawn(controllers::run_hosts(client.clone(), scope.clone(), ctx.clone()));
     servers.spawn(controllers::run_clusters(client.clone(), scope.clone(), ctx.clone()));
     servers.spawn(controllers::run_machines(client, scope, ctx));

@@ -13,8 +13,10 @@ mod ops;
 mod pool;
 pub mod probe;
 mod session;
+mod wait;
 
 pub use error::SshError;
 pub use ops::HostOps;
 pub use pool::{Lease, PoolKey, SessionPool};
 pub use session::{Credentials, Endpoint, MAX_OUTPUT_BYTES, Output, Session, Target, Timeouts};
+pub use wait::accounted;

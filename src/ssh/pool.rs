@@ -14,6 +14,13 @@ pub struct PoolKey {
     pub trust: String,
 }
 
+impl PoolKey {
+    /// The `host` part of an SSHHost's key.
+    pub fn host_of(namespace: &str, name: &str) -> String {
+        format!("{namespace}/{name}")
+    }
+}
+
 pub struct SessionPool {
     /// One session per host: a session made under older trust is dropped when a new one is made.
     sessions: Mutex<HashMap<String, (String, Arc<Session>)>>,
@@ -48,6 +55,10 @@ impl SessionPool {
 
     /// A session to `target`, reusing the host's open one when it was made under the same trust.
     pub async fn lease(&self, key: &PoolKey, target: &Target) -> Result<Lease, SshError> {
+        super::wait::on_host(self.open_or_reuse(key, target)).await
+    }
+
+    async fn open_or_reuse(&self, key: &PoolKey, target: &Target) -> Result<Lease, SshError> {
         let reusable = self.sessions.lock().await.get(&key.host).filter(|(trust, s)| *trust == key.trust && s.is_usable()).map(|(_, s)| s.clone());
         let session = match reusable {
             Some(session) => session,
@@ -62,8 +73,9 @@ impl SessionPool {
         Ok(Lease { session, _permit: permit })
     }
 
-    /// Drops the host's connection (when the host is released). A session that failed needs no
-    /// call: it marked itself broken and is replaced on the next lease.
+    /// Drops the host's connection (a free host's after its probe, a released host's); it closes
+    /// when its last lease ends. A session that failed needs no call: it marked itself broken
+    /// and is replaced on the next lease.
     pub async fn forget(&self, host: &str) {
         self.sessions.lock().await.remove(host);
     }

@@ -218,7 +218,7 @@ impl Session {
         timeout: Duration,
         sink: impl FnMut(bool, &[u8]),
     ) -> Result<Output, SshError> {
-        let result = self.exec(shell, stdin, timeout, sink).await;
+        let result = super::wait::on_host(self.exec(shell, stdin, timeout, sink)).await;
         if let Err(err) = &result
             && !matches!(err, SshError::SudoNeedsPassword { .. })
         {

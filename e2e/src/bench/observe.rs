@@ -66,6 +66,9 @@ pub fn count_requests(log: &Path, from: u64, to: u64) -> anyhow::Result<Requests
 pub struct Scrape {
     /// kind -> (upper bound -> cumulative count) of capssh_reconcile_duration_seconds.
     pub buckets: BTreeMap<String, Vec<(f64, f64)>>,
+    /// The same of capssh_reconcile_outside_ssh_duration_seconds (a reconcile's time minus its
+    /// SSH waits).
+    pub outside_ssh: BTreeMap<String, Vec<(f64, f64)>>,
     /// kind -> capssh_reconciles_total summed over results.
     pub reconciles: BTreeMap<String, f64>,
 }
@@ -80,18 +83,15 @@ pub fn parse_metrics(text: &str) -> Scrape {
             None => (series, BTreeMap::new()),
         };
         let kind = labels.get("kind").cloned().unwrap_or_default();
-        match name {
-            "capssh_reconcile_duration_seconds_bucket" => {
-                let le = labels.get("le").map(|l| if l == "+Inf" { f64::INFINITY } else { l.parse().unwrap_or(f64::NAN) });
-                if let Some(le) = le {
-                    scrape.buckets.entry(kind).or_default().push((le, value));
-                }
-            }
-            "capssh_reconciles_total" => *scrape.reconciles.entry(kind).or_default() += value,
+        let le = labels.get("le").map(|l| if l == "+Inf" { f64::INFINITY } else { l.parse().unwrap_or(f64::NAN) });
+        match (name, le) {
+            ("capssh_reconcile_duration_seconds_bucket", Some(le)) => scrape.buckets.entry(kind).or_default().push((le, value)),
+            ("capssh_reconcile_outside_ssh_duration_seconds_bucket", Some(le)) => scrape.outside_ssh.entry(kind).or_default().push((le, value)),
+            ("capssh_reconciles_total", _) => *scrape.reconciles.entry(kind).or_default() += value,
             _ => {}
         }
     }
-    for buckets in scrape.buckets.values_mut() {
+    for buckets in scrape.buckets.values_mut().chain(scrape.outside_ssh.values_mut()) {
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     scrape
@@ -108,23 +108,35 @@ pub struct Latency {
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
+    /// The same percentiles of the time outside SSH.
+    pub outside_ssh_p50_ms: f64,
+    pub outside_ssh_p90_ms: f64,
+    pub outside_ssh_p99_ms: f64,
 }
 
 /// The reconciles of `kind` between `before` and `after`, with percentiles interpolated inside
 /// the histogram's buckets as Prometheus' histogram_quantile does.
 pub fn latency(before: &Scrape, after: &Scrape, kind: &str) -> Latency {
-    let empty = Vec::new();
-    let old = before.buckets.get(kind).unwrap_or(&empty);
-    let new = after.buckets.get(kind).unwrap_or(&empty);
-    let delta: Vec<(f64, f64)> =
-        new.iter().map(|(le, count)| (*le, count - old.iter().find(|(l, _)| l == le).map(|(_, c)| *c).unwrap_or(0.0))).collect();
-    let q = |q: f64| histogram_quantile(&delta, q) * 1000.0;
+    let total = between(&before.buckets, &after.buckets, kind);
+    let outside = between(&before.outside_ssh, &after.outside_ssh, kind);
+    let ms = |buckets: &[(f64, f64)], q: f64| histogram_quantile(buckets, q) * 1000.0;
     Latency {
         reconciles: after.reconciles.get(kind).copied().unwrap_or(0.0) - before.reconciles.get(kind).copied().unwrap_or(0.0),
-        p50_ms: q(0.5),
-        p90_ms: q(0.9),
-        p99_ms: q(0.99),
+        p50_ms: ms(&total, 0.5),
+        p90_ms: ms(&total, 0.9),
+        p99_ms: ms(&total, 0.99),
+        outside_ssh_p50_ms: ms(&outside, 0.5),
+        outside_ssh_p90_ms: ms(&outside, 0.9),
+        outside_ssh_p99_ms: ms(&outside, 0.99),
     }
+}
+
+/// The buckets of `kind` filled between two scrapes.
+fn between(before: &BTreeMap<String, Vec<(f64, f64)>>, after: &BTreeMap<String, Vec<(f64, f64)>>, kind: &str) -> Vec<(f64, f64)> {
+    let empty = Vec::new();
+    let old = before.get(kind).unwrap_or(&empty);
+    let new = after.get(kind).unwrap_or(&empty);
+    new.iter().map(|(le, count)| (*le, count - old.iter().find(|(l, _)| l == le).map(|(_, c)| *c).unwrap_or(0.0))).collect()
 }
 
 fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> f64 {
@@ -157,11 +169,14 @@ mod tests {
                     capssh_reconcile_duration_seconds_bucket{kind=\"SSHMachine\",le=\"0.002\"} 50\n\
                     capssh_reconcile_duration_seconds_bucket{kind=\"SSHMachine\",le=\"0.004\"} 100\n\
                     capssh_reconcile_duration_seconds_bucket{kind=\"SSHMachine\",le=\"+Inf\"} 100\n\
+                    capssh_reconcile_outside_ssh_duration_seconds_bucket{kind=\"SSHMachine\",le=\"0.001\"} 100\n\
+                    capssh_reconcile_outside_ssh_duration_seconds_bucket{kind=\"SSHMachine\",le=\"+Inf\"} 100\n\
                     capssh_reconciles_total{kind=\"SSHMachine\",result=\"ok\"} 90\n\
                     capssh_reconciles_total{kind=\"SSHMachine\",result=\"error\"} 10\n";
         let l = latency(&Scrape::default(), &parse_metrics(text), "SSHMachine");
         assert_eq!(l.reconciles, 100.0);
         assert!((l.p50_ms - 2.0).abs() < 1e-9, "{l:?}");
         assert!((l.p90_ms - 3.6).abs() < 1e-9, "{l:?}");
+        assert!(l.outside_ssh_p99_ms <= 1.0, "every reconcile in the first bucket: {l:?}");
     }
 }

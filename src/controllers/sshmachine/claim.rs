@@ -4,7 +4,8 @@
 use super::normal::Inputs;
 use super::report::{Outcome, Report, Step};
 use crate::api::v1alpha1::conditions::{reasons, types};
-use crate::api::v1alpha1::{ConditionStatus, MachinePhase, SSHCluster, SSHHost, SSHMachine};
+use crate::api::v1alpha1::{ConditionStatus, MachinePhase, SSHHost, SSHMachine};
+use crate::controllers::capi::{get_cluster, is_paused};
 use crate::controllers::{Context, ReconcileError, timing};
 use crate::hosts::claim::{ClaimOutcome, MachineIdentity, claim};
 use crate::hosts::selection::{FailureDomainRequirement, quarantined, select};
@@ -20,12 +21,18 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
     // A recorded (or pinned) host is read by name; only an unplaced machine looks at the pool.
     let candidates: Vec<Arc<SSHHost>> = match &machine.spec.host_ref {
         Some(pinned) => {
-            let host = hosts.get_opt(&pinned.name).await?;
+            // The cache's copy proves a claim already held; anything else is asked of the API
+            // server (the cache may not have seen this machine's own claim yet).
+            let cached = host_by_name(ctx, &namespace, &pinned.name).await?.filter(|h| identity.holds(h) && !quarantined(h));
+            let host = match cached {
+                Some(host) => Some(host),
+                None => hosts.get_opt(&pinned.name).await?.map(Arc::new),
+            };
             if let Some(host) = host.as_ref().filter(|h| identity.holds(h) && !quarantined(h)) {
                 record_host(ctx, machine, host).await?; // no API call when already recorded
-                return Ok(claimed(report, host.clone()));
+                return Ok(claimed(report, SSHHost::clone(host)));
             }
-            host.into_iter().map(Arc::new).collect()
+            host.into_iter().collect()
         }
         None => pool(ctx, &hosts, &namespace).await?,
     };
@@ -45,8 +52,9 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
         return Err(Outcome::After(timing::NO_HOST_RETRY));
     };
     let host = if identity.holds(chosen) {
-        chosen.clone()
+        SSHHost::clone(chosen)
     } else {
+        ensure_cluster_unpaused(ctx, machine, &inputs.cluster).await?;
         match claim(&hosts, chosen, &identity).await? {
             ClaimOutcome::Claimed(host) => {
                 report.note(reasons::CLAIMED_EVENT, format!("claimed host {}", host.metadata.name.as_deref().unwrap_or_default()));
@@ -109,6 +117,20 @@ async fn record_host(ctx: &Context, machine: &SSHMachine, host: &SSHHost) -> Res
 
 async fn failure_domain_label(ctx: &Context, namespace: &str, cluster: &DynamicObject) -> Result<Option<String>, ReconcileError> {
     let Some(name) = cluster.data.pointer("/spec/infrastructureRef/name").and_then(Value::as_str) else { return Ok(None) };
-    let sshcluster = Api::<SSHCluster>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?;
-    Ok(sshcluster.and_then(|c| c.spec.failure_domains).map(|fd| fd.host_label))
+    let sshcluster = ctx.caches.ssh_cluster(&ctx.client, namespace, name).await?;
+    Ok(sshcluster.and_then(|c| c.spec.failure_domains.clone()).map(|fd| fd.host_label))
+}
+
+/// The claim hands a host out, so the Cluster's pause is checked on the API server's copy
+/// first: clusterctl move pauses the Cluster, then copies the machines; a claim written after
+/// the copy would hold the host for a machine the new management cluster does not know. A
+/// pause found here ends the reconcile: the Cluster's watch event brings it back as paused.
+async fn ensure_cluster_unpaused(ctx: &Context, machine: &SSHMachine, cached: &DynamicObject) -> Step<()> {
+    let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
+    let name = cached.metadata.name.as_deref().unwrap_or_default();
+    let fresh = get_cluster(&ctx.client, namespace, name).await?;
+    if fresh.is_none() || is_paused(fresh.as_ref(), &machine.metadata) {
+        return Err(Outcome::AwaitChange);
+    }
+    Ok(())
 }

@@ -38,10 +38,13 @@ pub async fn reconcile(machine: Arc<SSHMachine>, ctx: Arc<Context>) -> Result<Ac
     tracing::debug!(kind = "SSHMachine", name = machine.metadata.name.as_deref().unwrap_or_default(), "reconcile");
     let namespace = machine.metadata.namespace.clone().unwrap_or_default();
     let cluster = match machine.metadata.labels.as_ref().and_then(|l| l.get(CLUSTER_NAME_LABEL)) {
-        Some(name) => get_cluster(&ctx.client, &namespace, name).await?,
+        // A delete seen while the Cluster is paused (clusterctl move) must never reset a host:
+        // that decision is made on the API server's copy, not on a cache that may lag the pause.
+        Some(name) if machine.metadata.deletion_timestamp.is_some() => get_cluster(&ctx.client, &namespace, name).await?.map(Arc::new),
+        Some(name) => ctx.caches.cluster(&ctx.client, &namespace, name).await?,
         None => None,
     };
-    match decisions::entry(&machine.metadata, cluster.as_ref()) {
+    match decisions::entry(&machine.metadata, cluster.as_deref()) {
         Entry::LeaveAlone => return Ok(Action::await_change()),
         Entry::Paused => {
             let mut report = Report::new(&machine);

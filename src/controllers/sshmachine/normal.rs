@@ -6,32 +6,32 @@ use super::{claim, decisions, prepare};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{ConditionStatus, Initialization, MachineAddress, MachineAddressType, MachinePhase, SSHHost, SSHMachine};
 use crate::bootstrap::{Format, HostJob, MachineMetadata, plan};
-use crate::controllers::capi::{machine_resource, owner_name};
-use crate::controllers::{Context, ReconcileError, target_for, timing};
+use crate::controllers::capi::owner_name;
+use crate::controllers::{Context, ReconcileError, cached_target_for, timing};
 use crate::hosts::work::{MachineJobs, MachineRecords, NextWork, advance_bootstrap, machine_metadata, next_work, read_records};
 use crate::redact::Redactor;
 use crate::ssh::job::{JOBS_DIR, Progress};
-use crate::ssh::{HostOps, Lease, SshError};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject};
+use crate::ssh::{HostOps, Lease, PoolKey, SshError};
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// What Cluster API gives the machine before a host is touched.
 pub(super) struct Inputs {
-    pub owner: DynamicObject,
-    pub cluster: DynamicObject,
+    pub owner: Arc<DynamicObject>,
+    pub cluster: Arc<DynamicObject>,
     pub secret_name: String,
 }
 
-pub(super) async fn reconcile_normal(machine: &SSHMachine, ctx: &Context, cluster: Option<DynamicObject>) -> Result<Action, ReconcileError> {
+pub(super) async fn reconcile_normal(machine: &SSHMachine, ctx: &Context, cluster: Option<Arc<DynamicObject>>) -> Result<Action, ReconcileError> {
     let mut report = Report::new(machine);
     report.set(types::PAUSED, ConditionStatus::False, reasons::NOT_PAUSED, "");
     let outcome = normal_steps(machine, ctx, cluster, &mut report).await.unwrap_or_else(|stop| stop);
     report.finish(ctx, outcome).await
 }
 
-async fn normal_steps(machine: &SSHMachine, ctx: &Context, cluster: Option<DynamicObject>, report: &mut Report<'_>) -> Step<Outcome> {
+async fn normal_steps(machine: &SSHMachine, ctx: &Context, cluster: Option<Arc<DynamicObject>>, report: &mut Report<'_>) -> Step<Outcome> {
     if machine.status.as_ref().and_then(|s| s.initialization.as_ref()).and_then(|i| i.provisioned) == Some(true) {
         return Ok(ensure_healthy(ctx, machine, report).await);
     }
@@ -51,11 +51,15 @@ async fn normal_steps(machine: &SSHMachine, ctx: &Context, cluster: Option<Dynam
         NextWork::Bootstrap => prepare::prepared_before_bootstrap(machine, report),
     }
     ensure_bootstrapped(machine, host_name, &*session, &jobs, &job, &records, report).await?;
+    // From now on the host is only checked every health interval: a connection kept open in
+    // between would hold memory on both ends for nothing.
+    drop(session);
+    ctx.pool.forget(&PoolKey::host_of(namespace, host_name)).await;
     Ok(provisioned(ctx, machine, &host, &inputs, report))
 }
 
 /// Waits for the owner Machine, the Cluster's infrastructure and the bootstrap data's Secret name.
-async fn ensure_inputs(ctx: &Context, machine: &SSHMachine, cluster: Option<DynamicObject>, report: &mut Report<'_>) -> Step<Inputs> {
+async fn ensure_inputs(ctx: &Context, machine: &SSHMachine, cluster: Option<Arc<DynamicObject>>, report: &mut Report<'_>) -> Step<Inputs> {
     let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
     let mut waiting = |reason: &str, message: &str| {
         report.set(types::READY, ConditionStatus::False, reason, message);
@@ -63,7 +67,7 @@ async fn ensure_inputs(ctx: &Context, machine: &SSHMachine, cluster: Option<Dyna
         Outcome::AwaitChange
     };
     let owner = match owner_name(&machine.metadata, "Machine") {
-        Some(name) => Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &machine_resource()).get_opt(&name).await?,
+        Some(name) => ctx.caches.machine(&ctx.client, namespace, &name).await?,
         None => None,
     };
     let Some(owner) = owner else {
@@ -105,7 +109,7 @@ fn ensure_rendered(data: &[u8], format: Format, host: &SSHHost, inputs: &Inputs,
 
 /// A session to the claimed host (reused from the pool when one is open).
 async fn ensure_connected(ctx: &Context, host: &SSHHost, report: &mut Report<'_>) -> Step<Lease> {
-    let (target, key) = target_for(&ctx.client, host).await.map_err(|err| connection_failed(report, err))?;
+    let (target, key) = cached_target_for(ctx, host).await.map_err(|err| connection_failed(report, err))?;
     let session = ctx.pool.lease(&key, &target).await.map_err(|err| connection_failed(report, err.into()))?;
     session.require_pinned().map_err(|err| connection_failed(report, err.into()))?;
     report.set(types::HOST_CONNECTED, ConditionStatus::True, reasons::CONNECTED, &format!("host key {}", session.host_key_fingerprint()));
@@ -194,9 +198,17 @@ async fn ensure_healthy(ctx: &Context, machine: &SSHMachine, report: &mut Report
     Outcome::After(ctx.timing.health_interval)
 }
 
+/// Checks the host over a connection opened for the check and closed after it (checks are a
+/// health interval apart).
 async fn check_host(ctx: &Context, host: &SSHHost) -> Result<String, ReconcileError> {
-    let (target, key) = target_for(&ctx.client, host).await?;
-    let session = ctx.pool.lease(&key, &target).await?;
+    let (target, key) = cached_target_for(ctx, host).await?;
+    let checked = check_over(ctx, &key, &target).await;
+    ctx.pool.forget(&key.host).await;
+    checked
+}
+
+async fn check_over(ctx: &Context, key: &PoolKey, target: &crate::ssh::Target) -> Result<String, ReconcileError> {
+    let session = ctx.pool.lease(key, target).await?;
     session.require_pinned()?;
     let uid = match session.run_checked(crate::bootstrap::scripts::HEALTH, None, timing::HEALTH_CHECK_TIMEOUT).await {
         Ok(output) => output.stdout_text(),
@@ -223,7 +235,8 @@ pub(super) fn connection_failed(report: &mut Report<'_>, err: ReconcileError) ->
 
 fn invalid_data(report: &mut Report<'_>, message: &str) -> Outcome {
     report.fail(types::BOOTSTRAP_SUCCEEDED, reasons::BOOTSTRAP_DATA_INVALID, message, MachinePhase::Failed);
-    // The Secret's change does not wake us (we do not watch Secrets): look again now and then.
+    // A corrected Secret wakes the machine only when the bootstrap-data cache selects it: look
+    // again now and then too.
     Outcome::After(timing::INVALID_DATA_RETRY)
 }
 
@@ -239,12 +252,13 @@ fn already_reset(report: &mut Report<'_>, host_name: &str, reset_id: &str) -> Ou
 
 /// The bootstrap Secret's data and format, or what is wrong with the Secret.
 async fn bootstrap_data(ctx: &Context, namespace: &str, secret_name: &str) -> Result<(Vec<u8>, Format), String> {
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(secret_name)
+    let secret = ctx
+        .caches
+        .bootstrap_data(&ctx.client, namespace, secret_name)
         .await
         .map_err(|err| format!("reading bootstrap Secret {secret_name}: {err}"))?
         .ok_or_else(|| format!("bootstrap Secret {secret_name} does not exist"))?;
-    let data = secret.data.unwrap_or_default();
+    let data = secret.data.clone().unwrap_or_default();
     let value = data.get("value").ok_or_else(|| format!("bootstrap Secret {secret_name} has no key \"value\""))?;
     let format = match data.get("format") {
         Some(bytes) => Some(String::from_utf8(bytes.0.clone()).map_err(|_| format!("bootstrap Secret {secret_name}: \"format\" is not text"))?),
