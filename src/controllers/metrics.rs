@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 type Labels = Vec<(String, String)>;
 /// Upper bounds of the outside-SSH histogram, in seconds.
-const OUTSIDE_SSH_BUCKETS: [f64; 17] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0];
+const OUTSIDE_SSH_BUCKETS: [f64; 20] =
+    [0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
 
 type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
