@@ -51,6 +51,8 @@ fn the_manager_role_grants_exactly_what_the_code_uses() {
         ("cluster.x-k8s.io", "machines", &["get", "list", "watch"]),
         // Bootstrap data and credentials by name; the move label on credentials.
         ("", "secrets", &["get", "patch"]),
+        // A registry mirror's CA from a ConfigMap (spec.preparation.registry.caRef), by name.
+        ("", "configmaps", &["get"]),
         // kube-runtime's event recorder: create, and patch a repeated event.
         ("events.k8s.io", "events", &["create", "patch"]),
     ]);

@@ -5,6 +5,7 @@ need_systemd
 pick_downloader
 command -v sha256sum >/dev/null 2>&1 || fail MissingTool "the host has no sha256sum (coreutils) to verify downloads with"
 make_staging
+registry_prepare
 base="$MIRROR_URL/$VERSION/$ARCH"
 sums="$STAGING/SHA256SUMS"
 
@@ -19,6 +20,8 @@ mode=Artifacts
 version=$VERSION
 arch=$ARCH
 sha256sums=$sums_sha"
+[ -z "$REGISTRY_STAMP" ] || stamp="$stamp
+registry=$REGISTRY_STAMP"
 if already_prepared "$stamp"; then
   say "already prepared: Kubernetes $VERSION from this mirror's SHA256SUMS ($sums_sha); nothing changed"
   exit 0

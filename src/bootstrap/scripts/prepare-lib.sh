@@ -197,6 +197,10 @@ version = 2
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "/opt/cni/bin"
   conf_dir = "/etc/cni/net.d"
+
+# Registry mirrors (spec.preparation.registry): one hosts.toml per upstream registry.
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "/etc/containerd/certs.d"
 EOF
   if command -v crictl >/dev/null 2>&1; then
     put_file /etc/crictl.yaml 0644 <<'EOF'

@@ -3,6 +3,7 @@
 # package repository of the version's minor release (pkgs.k8s.io layout), pinned to the version.
 need_systemd
 make_staging
+registry_prepare
 minor=$(echo "$VERSION" | sed -E 's/^(v[0-9]+\.[0-9]+).*/\1/')
 repo="$REPOSITORY_URL/core:/stable:/$minor"
 
@@ -11,6 +12,8 @@ mode=Packages
 version=$VERSION
 repository=$repo
 runtime=$RUNTIME_PACKAGE"
+[ -z "$REGISTRY_STAMP" ] || stamp="$stamp
+registry=$REGISTRY_STAMP"
 # The key given in the spec (without one the repository's own, which capssh allows over https
 # only). A stamp line only when set: hosts prepared without one keep their stamp.
 if [ -n "$SIGNING_KEY" ]; then
