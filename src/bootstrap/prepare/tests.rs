@@ -452,7 +452,7 @@ fn registry_mirrors_reach_the_script_and_the_password_only_as_a_secret() {
     let inputs = registry_inputs(Some(("puller", "s3cret-pull")));
     let job = job(super::plan(&spec, Some(&inputs), Some("v1.36.3"), "h1", &debian).unwrap());
     assert!(job.script.contains("REGISTRY_MIRRORS='registry.k8s.io https://198.18.0.129:5000\ndocker.io https://198.18.0.129:5000'"));
-    assert!(job.script.contains("registry_prepare()"), "the registry functions are in the script");
+    assert!(job.script.contains("registry_check_all()") && job.script.contains("registry_install()"), "the registry functions are in the script");
     let auth = base64::engine::general_purpose::STANDARD.encode("puller:s3cret-pull");
     assert!(job.secrets.contains(&auth) && job.secrets.contains(&"s3cret-pull".to_string()), "redacted wherever they show up");
     assert!(!job.identity.iter().any(|part| part.contains("s3cret") || part.contains(&auth)), "the job id is made without the password");

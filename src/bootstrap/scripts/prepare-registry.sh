@@ -3,25 +3,38 @@
 # REGISTRY_AUTH (base64 of user:password, or empty) and REGISTRY_CREDENTIALS (where the
 # credentials came from, for messages).
 
-# registry_prepare: containerd's hosts.toml for each mirror, after checking that the mirror
-# answers and takes the credentials, so that nothing is installed against a registry kubeadm
-# could not pull from. The credentials never reach a command line: printf is a shell builtin and
-# curl reads them from a file only root can read.
-registry_prepare() {
+# registry_check_all: each mirror must answer and take the credentials before anything is
+# installed: a registry kubeadm could not pull from fails the job with nothing changed. The
+# credentials never reach a command line: printf is a shell builtin, and curl reads them from a
+# file only root can read.
+registry_check_all() {
   [ -n "$REGISTRY_MIRRORS" ] || return 0
   command -v curl >/dev/null 2>&1 || fail MissingTool "the host has no curl to check the registry mirrors with"
-  certs=/etc/containerd/certs.d
-  ca_path=""
+  staged_ca=""
   if [ -n "$REGISTRY_CA" ]; then
-    ca_path=$certs/capssh-registry-ca.crt
-    put_file "$ca_path" 0644 <<CAPSSH_CA
-$REGISTRY_CA
-CAPSSH_CA
+    staged_ca=$STAGING/registry-ca.crt
+    printf '%s\n' "$REGISTRY_CA" > "$staged_ca"
   fi
   # A here-document, not a pipe: the loop runs in this shell, so fail ends the job.
   while read -r registry endpoint; do
+    [ -z "$registry" ] || registry_check "$registry" "$endpoint" "$staged_ca"
+  done <<CAPSSH_MIRRORS
+$REGISTRY_MIRRORS
+CAPSSH_MIRRORS
+}
+
+# registry_install: the CA and one containerd hosts.toml per mirror (0600: it carries the
+# credentials). Unchanged files are left alone; a new password is written.
+registry_install() {
+  [ -n "$REGISTRY_MIRRORS" ] || return 0
+  certs=/etc/containerd/certs.d
+  ca_path=""
+  if [ -n "$staged_ca" ]; then
+    ca_path=$certs/capssh-registry-ca.crt
+    install_file "$staged_ca" "$ca_path" 0644
+  fi
+  while read -r registry endpoint; do
     [ -n "$registry" ] || continue
-    registry_check "$registry" "$endpoint" "$ca_path"
     server="https://$registry"
     [ "$registry" != docker.io ] || server=https://registry-1.docker.io
     (

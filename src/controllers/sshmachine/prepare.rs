@@ -37,8 +37,12 @@ pub(super) async fn ensure_prepared(
         (Some(registry), PreparationMode::Artifacts | PreparationMode::Packages) => match registry_inputs(ctx, machine, registry).await {
             Ok(inputs) => Some(inputs),
             Err(ReconcileError::Kube(err)) => return Err(Outcome::Error(err.into())),
-            // Missing, unlabelled or incomplete: a person fixes the Secret or ConfigMap.
-            Err(err) => return Err(not_prepared(report, reasons::REGISTRY_SETTINGS_UNAVAILABLE, &err.to_string(), timing::errors::MISSING_SECRET)),
+            // Missing, unlabelled or incomplete: a person fixes the Secret or ConfigMap, and the
+            // machine goes on (nothing ran on the host).
+            Err(err) => {
+                report.fail(types::HOST_PREPARED, reasons::REGISTRY_SETTINGS_UNAVAILABLE, &err.to_string(), MachinePhase::Provisioning);
+                return Err(Outcome::After(timing::errors::MISSING_SECRET));
+            }
         },
         _ => None,
     };
