@@ -67,14 +67,20 @@ fn random_password() -> anyhow::Result<String> {
 }
 
 impl Registry {
-    /// Starts a registry keeping its storage, certificates, credentials and log in `dir`.
+    /// Starts a registry on 127.0.0.1, keeping its storage, certificates, credentials and log in `dir`.
     pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_on(dir, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts a registry listening on `ip` (e.g. the node farm's gateway, where nodes reach it),
+    /// its certificate naming that address.
+    pub fn start_on(dir: &Path, ip: std::net::Ipv4Addr) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let address = format!("127.0.0.1:{}", free_port());
+        let address = format!("{ip}:{}", free_port());
         let authority = Authority::new("capssh-e2e registry CA")?;
         let ca_file = dir.join("ca.crt");
         std::fs::write(&ca_file, authority.cert_pem())?;
-        authority.server("capssh-e2e registry", &[])?.write(dir, "registry")?;
+        authority.server("capssh-e2e registry", &[&ip.to_string()])?.write(dir, "registry")?;
 
         let user = "capssh".to_string();
         let password = random_password()?;
