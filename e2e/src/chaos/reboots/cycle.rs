@@ -52,28 +52,29 @@ pub async fn drive(bed: Arc<RebootBed>, watches: Arc<Watches>, checks: Arc<Check
         // One reboot before the bootstrap ends (a machine rebooted while preparing must still
         // be provisioned, so it is not rebooted again while bootstrapping), and maybe one in the reset.
         let during = match (wanted(Stage::Preparing), wanted(Stage::Bootstrapping)) {
-            (true, true) => Some(if (node + index) % 2 == 0 { Stage::Preparing } else { Stage::Bootstrapping }),
+            (true, true) => Some(if (node + index).is_multiple_of(2) { Stage::Preparing } else { Stage::Bootstrapping }),
             (true, false) => Some(Stage::Preparing),
             (false, true) => Some(Stage::Bootstrapping),
             (false, false) => None,
         };
         let reset = wanted(Stage::Resetting) || rng.chance(0.3);
-        one_cycle(&bed, &watches, &checks, node, index, during, reset, &mut rng).await?;
+        one_cycle(&bed, &watches, &checks, Plan { node, index, during, reset }, &mut rng).await?;
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn one_cycle(
-    bed: &RebootBed,
-    watches: &Watches,
-    checks: &Checks,
+/// One cycle of one node: which stages get a reboot.
+struct Plan {
     node: usize,
     index: usize,
+    /// A reboot while preparing or while bootstrapping (not both: see [`drive`]).
     during: Option<Stage>,
+    /// A reboot while the reset runs.
     reset: bool,
-    rng: &mut Rng,
-) -> anyhow::Result<()> {
+}
+
+async fn one_cycle(bed: &RebootBed, watches: &Watches, checks: &Checks, plan: Plan, rng: &mut Rng) -> anyhow::Result<()> {
+    let Plan { node, index, during, reset } = plan;
     let name = format!("n{node}-c{index:02}");
     let host = bed.farm.nodes[node].name.clone();
     eprintln!("chaos-reboots: {name} on {host}: reboot during {during:?}, during the reset: {reset}");
