@@ -20,6 +20,10 @@
 //!   endpoint ([`balancer::Balancer`]). The veth is made after systemd has booted: one made
 //!   before was seen to vanish during boot.
 //! - **Access**: root logs in with the farm's ed25519 client key; each node has its own host key.
+//! - **Reboots** ([`NodeFarm::reboot`]): PID 1 is killed, and with it every process of the node;
+//!   the next boot gets a fresh `/run` and `/tmp`, a boot id of its own (mounted over
+//!   `/proc/sys/kernel/random/boot_id`, which is otherwise this machine's), and the same disk and
+//!   host key. Its veth vanishes during the boot and is made again, with the node's fixed MAC.
 //!
 //! # Things this machine lacks, and what the harness does about them
 //!
@@ -277,7 +281,8 @@ impl NodeFarm {
     /// sshd answers again with the same host key. Returns once sshd accepts connections.
     pub fn reboot(&self, i: usize) -> anyhow::Result<RebootReport> {
         let started = Instant::now();
-        let before = self.boot_id(i).ok();
+        // What boot.sh gave the running boot (read here, not in the node: the cut comes at once).
+        let before = fs::read_to_string(self.nodes[i].dir.join("boot_id")).ok().map(|b| b.trim().to_string());
         self.power_cycle(i)?;
         let down = started.elapsed();
         if let Err(err) = self.wait_booted(i) {
