@@ -73,4 +73,12 @@ chaos: tools ## Faults against the controllers round after round, invariants che
 	CHAOS_MIN_KILLS=$(CHAOS_MIN_KILLS) CHAOS_MIN_DELETES=$(CHAOS_MIN_DELETES) CHAOS_SEED=$(CHAOS_SEED) \
 	$${CARGO_TARGET_DIR:-target}/release/chaos
 
-.PHONY: chaos
+REBOOT_NODES ?= 4
+REBOOT_MIN_PER_PHASE ?= 10
+# A debug build: four nodes do not need a fast manager, and the suites share the build.
+chaos-reboots: tools ## Real node reboots during preparation, bootstrap and reset, invariants checked (root); REBOOT_MIN_PER_PHASE=10 CHAOS_SEED=N
+	cargo build --locked -p capssh -p capssh-e2e --bin capssh --bin chaos
+	CHAOS_SEED=$(CHAOS_SEED) REBOOT_NODES=$(REBOOT_NODES) REBOOT_MIN_PER_PHASE=$(REBOOT_MIN_PER_PHASE) \
+	$${CARGO_TARGET_DIR:-target}/debug/chaos --reboots
+
+.PHONY: chaos chaos-reboots

@@ -10,10 +10,13 @@ CHANGED=" "
 
 say() { echo "[capssh] $*"; }
 
-# make_staging: a private folder for this run's downloads, removed however the job ends.
+# make_staging: a private folder for this run's downloads, removed however the job ends. Those
+# of earlier runs go first: one lost to a reboot never ran its trap (one preparation runs at a
+# time on a host: one machine holds it).
 make_staging() {
   mkdir -p /var/lib/capssh
   chmod 0700 /var/lib/capssh
+  rm -rf /var/lib/capssh/prepare.*
   STAGING=$(mktemp -d /var/lib/capssh/prepare.XXXXXX)
   trap 'rm -rf "$STAGING"' EXIT
 }
