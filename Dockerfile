@@ -5,6 +5,9 @@
 #
 #   docker build -t ghcr.io/capssh/capssh:v0.2.0 .
 #
+# `make images` builds the same image without docker (e2e/src/images.rs); a test there fails when
+# this file's final stage and that image differ in user, entrypoint, command or binary path.
+#
 # The whole workspace is copied because cargo loads every workspace member's manifest; keep
 # target/, _artifacts/, hack/tools/bin/ and .git/ out of the build context (.dockerignore).
 

@@ -44,7 +44,15 @@ bench: tools ## Benchmark capssh against plain OpenSSH on N local hosts (root); 
 	cargo build --release --locked -p capssh -p capssh-e2e --bin capssh --bin bench
 	BENCH_SIZES=$(BENCH_SIZES) $${CARGO_TARGET_DIR:-target}/release/bench
 
-.PHONY: help deps tools build crds release-manifests e2e demo unit lint test bench
+# The Go tools `make images` needs, by their tools.txt names.
+IMAGE_TOOLS := crane capi-manager capi-kubeadm-bootstrap-manager capi-kubeadm-control-plane-manager
+IMAGES_PUSH_TO ?=
+images: ## OCI archives of the capssh and Cluster API manager images in _artifacts/images; IMAGES_PUSH_TO=host:port pushes them
+	hack/tools/build.sh $(IMAGE_TOOLS)
+	cargo build --release --locked -p capssh -p capssh-e2e --bin capssh --bin images
+	IMAGES_PUSH_TO=$(IMAGES_PUSH_TO) $${CARGO_TARGET_DIR:-target}/release/images
+
+.PHONY: help deps tools build crds release-manifests e2e demo unit lint test bench images
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz each parser of untrusted input FUZZ_SECONDS (default 60) per target; installs nightly and cargo-fuzz if missing
@@ -65,4 +73,12 @@ chaos: tools ## Faults against the controllers round after round, invariants che
 	CHAOS_MIN_KILLS=$(CHAOS_MIN_KILLS) CHAOS_MIN_DELETES=$(CHAOS_MIN_DELETES) CHAOS_SEED=$(CHAOS_SEED) \
 	$${CARGO_TARGET_DIR:-target}/release/chaos
 
-.PHONY: chaos
+REBOOT_NODES ?= 4
+REBOOT_MIN_PER_PHASE ?= 10
+# A debug build: four nodes do not need a fast manager, and the suites share the build.
+chaos-reboots: tools ## Real node reboots during preparation, bootstrap and reset, invariants checked (root); REBOOT_MIN_PER_PHASE=10 CHAOS_SEED=N
+	cargo build --locked -p capssh -p capssh-e2e --bin capssh --bin chaos
+	CHAOS_SEED=$(CHAOS_SEED) REBOOT_NODES=$(REBOOT_NODES) REBOOT_MIN_PER_PHASE=$(REBOOT_MIN_PER_PHASE) \
+	$${CARGO_TARGET_DIR:-target}/debug/chaos --reboots
+
+.PHONY: chaos chaos-reboots

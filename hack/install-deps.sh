@@ -4,7 +4,8 @@ set -euo pipefail
 # debootstrap: the base rootfs of the systemd test nodes (e2e/src/nodes/rootfs.rs).
 # libc6-dev: `gcc -static` builds the pause program of the e2e images (e2e/src/images.rs).
 # ShellCheck: `make lint` checks every host script and hack script.
-packages=(git make gcc libc6-dev debootstrap pkg-config openssl openssh-client openssh-server iproute2 procps python3 sudo util-linux shellcheck)
+# ca-certificates: the CA bundle the manager images carry (make images, e2e/src/images.rs).
+packages=(git make gcc libc6-dev debootstrap pkg-config openssl openssh-client openssh-server iproute2 procps python3 sudo util-linux shellcheck ca-certificates)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

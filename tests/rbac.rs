@@ -52,6 +52,8 @@ fn the_manager_role_grants_exactly_what_the_code_uses() {
         // Bootstrap data and credentials: label-selected watch caches, by name on a miss; the
         // move label on credentials.
         ("", "secrets", &["get", "list", "patch", "watch"]),
+        // A registry mirror's CA from a ConfigMap (spec.preparation.registry.caRef), by name.
+        ("", "configmaps", &["get"]),
         // kube-runtime's event recorder: create, and patch a repeated event.
         ("events.k8s.io", "events", &["create", "patch"]),
     ]);

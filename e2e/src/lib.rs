@@ -6,7 +6,8 @@
 //! - [`tools`]: where the upstream tools and the capssh binary are;
 //! - [`process`]: child processes that cannot outlive the test process;
 //! - [`release`]: Cluster API and capssh installed by `clusterctl init` from a local repository;
-//! - [`bench`]: the provisioning benchmark (`make bench`).
+//! - [`bench`]: the provisioning benchmark (`make bench`);
+//! - [`images`]: OCI image archives built without a container engine; [`registry`]: a registry with TLS and auth.
 
 pub mod apply;
 pub mod bench;
@@ -23,6 +24,7 @@ pub mod nodes;
 pub mod pkgrepo;
 pub mod pki;
 pub mod process;
+pub mod registry;
 pub mod release;
 pub mod scenario;
 pub mod tools;

@@ -143,19 +143,37 @@ pub async fn provisioned_cluster(client: &kube::Client, ns: &str, name: &str) ->
 /// A Machine with its bootstrap Secret (`value` = `data`), and its SSHMachine, as Cluster API
 /// (MachineSet + CABPK) would create them.
 pub async fn machine(client: &kube::Client, ns: &str, cluster: &str, name: &str, data: &str) -> anyhow::Result<()> {
+    machine_with(client, ns, cluster, name, data, None, json!({})).await
+}
+
+/// [`machine`], with the Machine's `spec.version` and the SSHMachine's `spec` given (a
+/// `hostRef` pins it to a host; a `preparation` prepares the host for that version).
+pub async fn machine_with(
+    client: &kube::Client,
+    ns: &str,
+    cluster: &str,
+    name: &str,
+    data: &str,
+    version: Option<&str>,
+    infrastructure_spec: serde_json::Value,
+) -> anyhow::Result<()> {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": format!("{name}-bootstrap"), "labels": {"cluster.x-k8s.io/cluster-name": cluster}},
         "type": "cluster.x-k8s.io/secret",
         "data": {"value": base64::engine::general_purpose::STANDARD.encode(data), "format": base64::engine::general_purpose::STANDARD.encode("cloud-config")}
     }))?;
     Api::<Secret>::namespaced(client.clone(), ns).create(&PostParams::default(), &secret).await?;
+    let mut spec = json!({"clusterName": cluster, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
+                          "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": name}});
+    if let Some(version) = version {
+        spec["version"] = json!(version);
+    }
     let owner = apply_one(
         client,
         &json!({
             "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
             "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": cluster}},
-            "spec": {"clusterName": cluster, "bootstrap": {"dataSecretName": format!("{name}-bootstrap")},
-                     "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "SSHMachine", "name": name}}
+            "spec": spec
         }),
         Some(ns),
         false,
@@ -167,7 +185,7 @@ pub async fn machine(client: &kube::Client, ns: &str, cluster: &str, name: &str,
             "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHMachine",
             "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": cluster},
                          "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": name, "uid": owner.metadata.uid}]},
-            "spec": {}
+            "spec": infrastructure_spec
         }),
         Some(ns),
         false,

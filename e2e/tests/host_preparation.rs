@@ -16,17 +16,25 @@
 //!   while another package manager run holds dpkg's lock: preparation waits it out, then installs
 //!   containerd from the distribution's package and Kubernetes pinned to the version and held.
 //!
+//! - node-1 again, a registry mirror (TLS, basic auth) for registry.k8s.io: unlabelled pull
+//!   credentials, an untrusted certificate and a wrong password are each refused with a reason
+//!   that names the mirror, before anything is installed; then it is prepared, containerd's
+//!   hosts.toml holds the credentials (0600), and containerd pulls an image only the mirror has
+//!   by its registry.k8s.io name.
+//!
 //! Every mirror here is plain http, so every Artifacts machine pins SHA256SUMS (checksumsSHA256):
 //! without the pin capssh refuses an http mirror.
 
 use capssh::api::v1alpha1::{ConditionStatus, SSHMachine};
 use capssh_e2e::apply::apply_one;
 use capssh_e2e::capi::{install_capssh_crds, install_crds};
+use capssh_e2e::images;
 use capssh_e2e::manager::{eventually, start_manager};
 use capssh_e2e::mgmt::ManagementPlane;
 use capssh_e2e::mirror::{MirrorFolder, MirrorServer, build_mirror};
 use capssh_e2e::nodes::NodeFarm;
 use capssh_e2e::pkgrepo::build_package_repository;
+use capssh_e2e::registry::Registry;
 use capssh_e2e::scenario;
 use capssh_e2e::tools::{artifacts_dir, repo_root};
 use k8s_openapi::api::core::v1::Secret;
@@ -161,6 +169,76 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
     assert_eq!(farm.exec_ok(1, ANY_INSTALLED).unwrap().trim(), "inactive", "a refused host has nothing installed");
     assert!(condition(&m, "BootstrapSucceeded").is_none(), "the bootstrap never started");
     assert!(farm.exec(1, "test -e /run/cluster-api").unwrap().status.code() == Some(1));
+
+    // (e) A registry mirror, as an air-gapped site runs one (TLS, htpasswd), on node-1 (nothing
+    // installed there: (b) was refused). Each refusal comes before anything is installed.
+    let registry = Registry::start_on(&work.join("registry"), farm.gateway).unwrap();
+    let mirror_only = images::build("registry.k8s.io/capssh-e2e/pause:mirror-only", &images::pause_binary().unwrap(), "/pause").unwrap();
+    images::push(&mirror_only, &format!("{}/capssh-e2e/pause:mirror-only", registry.address), &registry.crane_env()).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let pull_secret = |name: &str, password: &str, labelled: bool| {
+        let labels = if labelled { json!({"infrastructure.cluster.x-k8s.io/capssh-credentials": "true"}) } else { json!({}) };
+        serde_json::from_value::<Secret>(json!({
+            "metadata": {"name": name, "labels": labels},
+            "type": "kubernetes.io/basic-auth",
+            "stringData": {"username": registry.user, "password": password}
+        }))
+        .unwrap()
+    };
+    for (name, password, labelled) in
+        [("pull-unlabelled", registry.password(), false), ("pull-wrong", "not-the-password", true), ("pull", registry.password(), true)]
+    {
+        secrets.create(&PostParams::default(), &pull_secret(name, password, labelled)).await.unwrap();
+    }
+    let ca = std::fs::read_to_string(&registry.ca_file).unwrap();
+    apply_one(
+        &client,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "registry-ca"}, "data": {"ca.crt": ca}}),
+        Some(NS),
+        false,
+    )
+    .await
+    .unwrap();
+    let endpoint = format!("https://{}", registry.address);
+    let with_registry = |ca: bool, secret: &str| {
+        let mut preparation = artifacts(&server.url(), Some(&mirror.sums_sha256));
+        let mut settings = json!({"mirrors": [{"registry": "registry.k8s.io", "endpoint": endpoint}], "credentialsSecretRef": {"name": secret}});
+        if ca {
+            settings["caRef"] = json!({"kind": "ConfigMap", "name": "registry-ca"});
+        }
+        preparation["registry"] = settings;
+        preparation
+    };
+    let refusals = [
+        ("m-reg-unlabelled", true, "pull-unlabelled", "RegistrySettingsUnavailable", "is not marked for capssh"),
+        ("m-reg-untrusted", false, "pull", "RegistryUntrusted", "set registry.caRef"),
+        ("m-reg-wrong", true, "pull-wrong", "RegistryAuthFailed", "refused the pull credentials from Secret preparation/pull-wrong: HTTP 401"),
+    ];
+    for (name, ca, secret, reason, says) in refusals {
+        machine(&client, name, "node-1", VERSION, with_registry(ca, secret)).await.unwrap();
+        let m = failed_preparation(&machines, name).await.unwrap_or_else(|e| panic!("{}", context(&e.to_string())));
+        let refused = condition(&m, "HostPrepared").unwrap();
+        assert_eq!(refused.reason, reason, "{name}: {}", refused.message);
+        assert!(refused.message.contains(says), "{name}: {}", refused.message);
+        if reason != "RegistrySettingsUnavailable" {
+            assert!(refused.message.contains(&endpoint) && refused.message.contains("registry.k8s.io"), "names the mirror: {}", refused.message);
+        }
+        assert!(!refused.message.contains(registry.password()), "{}", refused.message);
+        assert_eq!(farm.exec_ok(1, ANY_INSTALLED).unwrap().trim(), "inactive", "{name}: nothing installed");
+        delete_and_wait(&machines, name).await;
+    }
+    machine(&client, "m-reg", "node-1", VERSION, with_registry(true, "pull")).await.unwrap();
+    let m = provisioned(&machines, "m-reg").await.unwrap_or_else(|e| panic!("{}", context(&e.to_string())));
+    assert_eq!(condition(&m, "HostPrepared").map(|c| c.reason.as_str()), Some("Prepared"));
+    let hosts_toml = "/etc/containerd/certs.d/registry.k8s.io/hosts.toml";
+    assert_eq!(farm.exec_ok(1, &format!("stat -c %a {hosts_toml}")).unwrap().trim(), "600", "it holds the credentials");
+    assert!(farm.exec_ok(1, "cat /etc/containerd/config.toml").unwrap().contains("config_path = \"/etc/containerd/certs.d\""));
+    let log = farm.exec_ok(1, "cat /var/lib/capssh/jobs/prepare-*/log").unwrap();
+    assert!(log.contains("answers") && !log.contains(registry.password()), "{log}");
+    // containerd pulls an image that only the mirror holds, by its upstream name.
+    let pulled = farm.exec(1, "ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d registry.k8s.io/capssh-e2e/pause:mirror-only").unwrap();
+    assert!(pulled.status.success(), "pull through the mirror: {}", String::from_utf8_lossy(&pulled.stderr));
+    assert!(farm.exec_ok(1, "ctr -n k8s.io images ls -q").unwrap().contains("registry.k8s.io/capssh-e2e/pause:mirror-only"));
 
     // (c) None on a node with v1.36.3 for a Machine at v1.36.4: both versions named.
     install_kubernetes_binaries(&farm, 2, VERSION).unwrap();

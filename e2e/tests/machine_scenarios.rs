@@ -507,3 +507,41 @@ async fn a_reboot_then_a_move_does_not_fail_a_healthy_machine() {
     assert_eq!(condition_reason(&m, "BootstrapSucceeded").as_deref(), Some("Succeeded"));
     assert_eq!(bed.farm.exec_ok(0, "cat /var/lib/capssh/bootstrap-count").unwrap(), "ran\n", "the bootstrap ran once");
 }
+
+/// The manager stopped between claiming a host (written on the SSHHost) and recording it in the
+/// machine's spec.hostRef; then the machine is deleted. The claim carries the machine's UID,
+/// which ties the host back to it: the host is reset and returned, not left claimed forever.
+#[tokio::test]
+async fn a_claim_not_yet_recorded_in_the_machine_is_released_when_the_machine_goes() {
+    let mut bed = bed("claim-not-recorded", 1).await;
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    let hosts: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
+    eventually(120, "the host Available", || async {
+        (hosts.get("h0").await.ok()?.status?.phase == Some(capssh::api::v1alpha1::HostPhase::Available)).then_some(())
+    })
+    .await
+    .unwrap();
+    bed.manager.as_mut().unwrap().kill();
+
+    // What the stopped manager left: its finalizer on the machine, its claim on the host.
+    scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
+    let finalizer = json!({"metadata": {"finalizers": [capssh::controllers::sshmachine::FINALIZER]}});
+    let machine = machines.patch("m1", &PatchParams::default(), &Patch::Merge(&finalizer)).await.unwrap();
+    let mut host = hosts.get("h0").await.unwrap();
+    host.spec.consumer_ref = Some(capssh::hosts::claim::consumer("m1", machine.metadata.uid.as_deref()));
+    hosts.replace("h0", &PostParams::default(), &host).await.unwrap();
+    assert_eq!(machine.spec.host_ref, None);
+    machines.delete("m1", &DeleteParams::default()).await.unwrap();
+
+    bed.manager = Some(start_manager(&bed.plane, "capssh-restarted", &["--probe-interval-seconds", "2"]).unwrap());
+    eventually(120, "the machine gone", || async { machines.get_opt("m1").await.ok()?.is_none().then_some(()) }).await.unwrap();
+    let host = eventually(60, "the host released and Available", || async {
+        let h = hosts.get("h0").await.ok()?;
+        (h.spec.consumer_ref.is_none() && h.status.as_ref()?.phase == Some(capssh::api::v1alpha1::HostPhase::Available)).then_some(h)
+    })
+    .await
+    .unwrap();
+    assert!(!host.metadata.annotations.unwrap_or_default().contains_key(capssh::controllers::QUARANTINE_ANNOTATION));
+    let journal = bed.farm.exec_ok(0, "cat /var/lib/capssh/jobs/journal").unwrap();
+    assert!(journal.contains(" cleanup-") && !journal.contains(" bootstrap-"), "reset before release, nothing else ran: {journal}");
+}

@@ -28,6 +28,7 @@ pub const RESET: &str = include_str!("scripts/reset.sh");
 pub const VERIFY_RESET: &str = include_str!("scripts/verify-reset.sh");
 /// Host preparation: shared functions, then one mode's part (see `prepare`).
 pub const PREPARE_LIB: &str = include_str!("scripts/prepare-lib.sh");
+pub const PREPARE_REGISTRY: &str = include_str!("scripts/prepare-registry.sh");
 pub const PREPARE_ARTIFACTS: &str = include_str!("scripts/prepare-artifacts.sh");
 pub const PREPARE_PACKAGES: &str = include_str!("scripts/prepare-packages.sh");
 pub const PREPARE_VERIFY: &str = include_str!("scripts/prepare-verify.sh");
@@ -46,6 +47,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("reset.sh", RESET),
     ("verify-reset.sh", VERIFY_RESET),
     ("prepare-lib.sh", PREPARE_LIB),
+    ("prepare-registry.sh", PREPARE_REGISTRY),
     ("prepare-artifacts.sh", PREPARE_ARTIFACTS),
     ("prepare-packages.sh", PREPARE_PACKAGES),
     ("prepare-verify.sh", PREPARE_VERIFY),

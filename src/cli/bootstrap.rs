@@ -3,7 +3,7 @@
 //! redacted log and the result.
 
 use super::{CliError, ConnectionArgs, HostIdentity, until_done};
-use crate::bootstrap::{Format, SENTINEL, plan};
+use crate::bootstrap::{BootstrapError, Format, MAX_DATA_BYTES, SENTINEL, plan};
 use crate::hosts::work::{machine_metadata, step_job};
 use crate::redact::Redactor;
 use crate::ssh::job::{JobSpec, Progress, stable_id};
@@ -40,8 +40,21 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{text:?} is not key=value"))
 }
 
+/// The data file, read no further than one byte past the limit: a huge file is refused without
+/// being held in memory.
+fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    use std::io::Read;
+    let unreadable = |err: std::io::Error| CliError::Usage(format!("cannot read {}: {err}", path.display()));
+    let mut data = Vec::new();
+    std::fs::File::open(path).map_err(unreadable)?.take(MAX_DATA_BYTES as u64 + 1).read_to_end(&mut data).map_err(unreadable)?;
+    if data.len() > MAX_DATA_BYTES {
+        return Err(BootstrapError::DataTooLarge { what: "the bootstrap data", limit: MAX_DATA_BYTES }.into());
+    }
+    Ok(data)
+}
+
 pub async fn run(args: &BootstrapArgs) -> Result<(), CliError> {
-    let data = std::fs::read(&args.data).map_err(|err| CliError::Usage(format!("cannot read {}: {err}", args.data.display())))?;
+    let data = read_bounded(&args.data)?;
     let format = Format::from_secret(args.format.as_deref())?;
     let session = Session::connect(&args.connection.target()?, &Timeouts::default()).await?;
     let facts = session.probe().await?;

@@ -2,8 +2,8 @@
 //! controller's own step (`hosts::work::advance_prepare`), and print the redacted log and the result.
 
 use super::{CliError, ConnectionArgs, until_done};
-use crate::api::v1alpha1::{ArtifactsSource, PackagesSource, Preparation, PreparationMode};
-use crate::bootstrap::prepare::{Work, plan};
+use crate::api::v1alpha1::{ArtifactsSource, PackagesSource, Preparation, PreparationMode, RegistryMirror, RegistryMirrors};
+use crate::bootstrap::prepare::{RegistryInputs, Work, plan};
 use crate::hosts::work::{PrepareContext, Preparing, advance_prepare};
 use crate::ssh::job::stable_id;
 use crate::ssh::{Session, Timeouts};
@@ -35,6 +35,16 @@ pub struct PrepareArgs {
     /// Mode Packages: the container runtime package.
     #[arg(long)]
     pub container_runtime_package: Option<String>,
+    /// A registry mirror, REGISTRY=ENDPOINT (repeat for each upstream registry), e.g.
+    /// registry.k8s.io=https://registry.example:5000.
+    #[arg(long = "registry-mirror", value_parser = parse_mirror)]
+    pub registry_mirrors: Vec<(String, String)>,
+    /// The CA certificate (PEM) of the registry mirrors.
+    #[arg(long, requires = "registry_mirrors")]
+    pub registry_ca_file: Option<std::path::PathBuf>,
+    /// A file holding the mirrors' pull credentials as `username:password` (one line).
+    #[arg(long, requires = "registry_mirrors")]
+    pub registry_credentials_file: Option<std::path::PathBuf>,
     /// Re-attach to this job instead of starting a new one (every run starts a new job by
     /// default: preparation is idempotent, and a prepared host takes the fast path).
     #[arg(long)]
@@ -67,8 +77,46 @@ impl PrepareArgs {
             signing_key,
             container_runtime_package: self.container_runtime_package.clone(),
         });
-        Ok(Preparation { mode, artifacts, packages })
+        let registry = (!self.registry_mirrors.is_empty()).then(|| RegistryMirrors {
+            mirrors: self
+                .registry_mirrors
+                .iter()
+                .map(|(registry, endpoint)| RegistryMirror { registry: registry.clone(), endpoint: endpoint.clone() })
+                .collect(),
+            ca_ref: None,
+            credentials_secret_ref: None,
+        });
+        Ok(Preparation { mode, artifacts, packages, registry })
     }
+
+    /// The registry settings with the CA and credentials files read.
+    fn registry(&self) -> Result<Option<RegistryInputs>, CliError> {
+        if self.registry_mirrors.is_empty() {
+            return Ok(None);
+        }
+        let ca_pem = match &self.registry_ca_file {
+            Some(path) => {
+                Some(std::fs::read_to_string(path).map_err(|err| CliError::Usage(format!("--registry-ca-file {}: {err}", path.display())))?)
+            }
+            None => None,
+        };
+        let (credentials, credentials_source) = match &self.registry_credentials_file {
+            Some(path) => {
+                let text = super::read_secret_file(path, "registry credentials file")?;
+                let (user, password) = text
+                    .trim_end_matches('\n')
+                    .split_once(':')
+                    .ok_or_else(|| CliError::Usage(format!("--registry-credentials-file {}: expected username:password", path.display())))?;
+                (Some((user.to_string(), password.to_string())), format!("file {}", path.display()))
+            }
+            None => (None, String::new()),
+        };
+        Ok(Some(RegistryInputs { mirrors: self.registry_mirrors.clone(), ca_pem, credentials, credentials_source }))
+    }
+}
+
+fn parse_mirror(text: &str) -> Result<(String, String), String> {
+    text.split_once('=').map(|(r, e)| (r.to_string(), e.to_string())).ok_or_else(|| format!("{text:?} is not REGISTRY=ENDPOINT"))
 }
 
 pub async fn run(args: &PrepareArgs) -> Result<(), CliError> {
@@ -78,7 +126,8 @@ pub async fn run(args: &PrepareArgs) -> Result<(), CliError> {
     let host = args.connection.address.as_str();
     let version = args.kubernetes_version.as_str();
     // Refused before anything runs on the host.
-    let work = plan(&preparation, Some(version), host, &facts)?;
+    let registry = args.registry()?;
+    let work = plan(&preparation, registry.as_ref(), Some(version), host, &facts)?;
     let id = match &work {
         Work::Verify { .. } => None,
         Work::Job(job) => Some(args.job_id.clone().unwrap_or_else(|| {

@@ -127,6 +127,13 @@ pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(
     Ok(())
 }
 
+/// One value of a Secret marked for capssh (see [`marked_for_capssh`]), e.g. a registry's
+/// pull credentials: capssh hands it to a host, so the Secret must be meant for that.
+pub async fn marked_secret_value(client: &kube::Client, namespace: &str, name: &str, key: &str) -> Result<String, ReconcileError> {
+    let (secret, _) = read(Source::Direct(client), namespace, name).await?;
+    value(&secret, namespace, name, key)
+}
+
 /// Reads a credential Secret, refusing one not marked for capssh before any value is read.
 async fn read(secrets: Source<'_>, namespace: &str, name: &str) -> Result<(Arc<Secret>, String), ReconcileError> {
     let secret = secrets

@@ -12,7 +12,7 @@ pub mod sshhost;
 pub mod sshmachine;
 pub mod timing;
 
-pub use credentials::{cached_target_for, target_for};
+pub use credentials::{cached_target_for, marked_secret_value, target_for};
 pub use error::ReconcileError;
 pub use timing::Timing;
 
@@ -68,8 +68,11 @@ where
     let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), meta.namespace.as_deref().unwrap_or_default());
     let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
     let params = kube::api::PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(meta.name.as_deref().unwrap_or_default(), &params, &kube::api::Patch::Apply(&patch)).await?;
-    Ok(())
+    match api.patch_status(meta.name.as_deref().unwrap_or_default(), &params, &kube::api::Patch::Apply(&patch)).await {
+        // Deleted since this reconcile read it (its finalizer went): there is no status to keep.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        result => result.map(drop).map_err(Into::into),
+    }
 }
 
 impl Context {

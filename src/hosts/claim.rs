@@ -49,6 +49,17 @@ impl<'a> MachineIdentity<'a> {
     }
 }
 
+/// The host among `hosts` whose claim carries this machine's UID, for a machine that has no
+/// spec.hostRef: the claim is written first, the hostRef second, and a manager stopped between
+/// the two leaves a claim only the UID can tie back to its machine. By UID alone, never by
+/// name: a machine recreated with the same name must not release another machine's host.
+pub fn claimed_without_record<'h>(hosts: &'h [SSHHost], machine: &MachineIdentity<'_>) -> Option<&'h SSHHost> {
+    let uid = machine.uid?;
+    hosts.iter().find(|host| {
+        host.spec.consumer_ref.as_ref().is_some_and(|c| c.kind == "SSHMachine" && c.name == machine.name && c.uid.as_deref() == Some(uid))
+    })
+}
+
 pub fn consumer(machine: &str, uid: Option<&str>) -> ConsumerRef {
     ConsumerRef { api_group: GROUP.to_string(), kind: "SSHMachine".to_string(), name: machine.to_string(), uid: uid.map(str::to_string) }
 }
@@ -109,6 +120,16 @@ mod tests {
         let copy = MachineIdentity { name: "m1", uid: Some("uid-target"), host_ref: Some("h0") };
         assert!(copy.holds(&claimed), "the claim is left as it is: spec moves unchanged");
         assert!(!MachineIdentity { host_ref: Some("h9"), ..copy }.holds(&claimed));
+    }
+
+    #[test]
+    fn a_claim_left_without_a_host_ref_is_found_by_uid_only() {
+        let hosts = vec![host(Some(consumer("m1", Some("uid-1")))), host(Some(consumer("m2", None))), host(None)];
+        let machine = MachineIdentity { name: "m1", uid: Some("uid-1"), host_ref: None };
+        assert!(claimed_without_record(&hosts, &machine).is_some());
+        assert!(claimed_without_record(&hosts, &MachineIdentity { uid: Some("uid-2"), ..machine }).is_none(), "recreated: not its claim");
+        assert!(claimed_without_record(&hosts, &MachineIdentity { name: "m2", uid: Some("any"), host_ref: None }).is_none(), "no UID, no match");
+        assert!(claimed_without_record(&hosts, &MachineIdentity { uid: None, ..machine }).is_none());
     }
 
     #[test]

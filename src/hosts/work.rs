@@ -162,7 +162,8 @@ pub struct PrepareContext<'a> {
 }
 
 /// One step of preparing a host: mode None checks (read-only, every step until it matches);
-/// Packages and Artifacts start their job `id` once and follow it.
+/// Packages and Artifacts start their job `id` once and follow it. A job lost to a reboot is
+/// started again (a failed one never is).
 pub async fn advance_prepare(host: &impl HostOps, work: &Work, id: Option<&str>, about: &PrepareContext<'_>) -> Result<Preparing, SshError> {
     let PrepareContext { host: name, version, mode, .. } = about;
     match work {
@@ -180,7 +181,20 @@ pub async fn advance_prepare(host: &impl HostOps, work: &Work, id: Option<&str>,
             let id = id.unwrap_or_default();
             let redactor = Redactor::new(secrets.clone());
             let job = JobSpec { id, script: script.as_bytes() };
-            Ok(match step_job(host, &job, &[]).await? {
+            let record = host.job_records(&[id], &[]).await?.jobs[0];
+            if record.state == JobState::Lost {
+                // A reboot (or a kill) is not the preparation failing, and preparing is
+                // idempotent: unchanged files are left alone, new ones renamed into place.
+                tracing::info!(host = name, job = id, "the preparation was lost (the host rebooted?): starting it again");
+                host.remove_job(id).await?;
+                host.start_job(&job).await?;
+                return Ok(Preparing::Running {
+                    message: redactor.redact(&format!(
+                        "job {id} was lost (host {name} rebooted?) and started again: it installs containerd and Kubernetes {version} (mode {mode}); log: {JOBS_DIR}/{id}/log"
+                    )),
+                });
+            }
+            Ok(match advance(host, &job, record, &[], &[]).await? {
                 Progress::Running => Preparing::Running {
                     message: redactor.redact(&format!(
                         "job {id} installs containerd and Kubernetes {version} ({}/{}) on host {name} (mode {mode}); log: {JOBS_DIR}/{id}/log",

@@ -8,8 +8,13 @@
 //! CHAOS_HOSTS, CHAOS_MACHINES, CHAOS_STORM, CHAOS_REPLICAS, CHAOS_MIN_KILLS, CHAOS_MIN_DELETES,
 //! CHAOS_RSS_BOUND_MIB, CHAOS_SAMPLE=1 (flags win). Without them it is the full run
 //! (`Config::full`). Needs root, the tools of hack/tools and capssh built in the same profile.
+//!
+//!   chaos --reboots [--seed N] [--nodes N] [--min-per-phase N] [--sample]
+//!
+//! is `make chaos-reboots` (`chaos::reboots`): real node reboots during preparation, bootstrap
+//! and reset; also CHAOS_SEED, REBOOT_NODES, REBOOT_MIN_PER_PHASE.
 
-use capssh_e2e::chaos::{self, Config, report, rng};
+use capssh_e2e::chaos::{self, Config, reboots, report, rng};
 
 fn config() -> anyhow::Result<Config> {
     let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
@@ -63,8 +68,48 @@ fn config() -> anyhow::Result<Config> {
     Ok(config)
 }
 
+fn reboots_config() -> anyhow::Result<reboots::Config> {
+    let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
+    let (mut seed, mut nodes, mut min) = (env("CHAOS_SEED"), env("REBOOT_NODES"), env("REBOOT_MIN_PER_PHASE"));
+    let mut sample = false;
+    let mut args = std::env::args().skip(1).filter(|a| a != "--reboots");
+    while let Some(arg) = args.next() {
+        let slot = match arg.as_str() {
+            "--sample" => {
+                sample = true;
+                continue;
+            }
+            "--seed" => &mut seed,
+            "--nodes" => &mut nodes,
+            "--min-per-phase" => &mut min,
+            _ => anyhow::bail!("unknown argument {arg} (see e2e/src/bin/chaos.rs)"),
+        };
+        *slot = Some(args.next().ok_or_else(|| anyhow::anyhow!("{arg} needs a value"))?);
+    }
+    let seed = seed.map(|s| s.trim().parse()).transpose()?.unwrap_or_else(rng::fresh_seed);
+    let mut config = if sample { reboots::Config::sample(seed) } else { reboots::Config::full(seed) };
+    if let Some(nodes) = nodes {
+        config.nodes = nodes.trim().parse()?;
+    }
+    if let Some(min) = min {
+        config.min_per_phase = min.trim().parse()?;
+    }
+    anyhow::ensure!(config.nodes > 0, "nodes must be above 0");
+    Ok(config)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|a| a == "--reboots") || std::env::var("CHAOS_REBOOTS").is_ok_and(|v| v == "1") {
+        let config = reboots_config()?;
+        eprintln!("chaos-reboots: {config:?}");
+        let summary = reboots::run(config).await?;
+        println!("{}", reboots::report::render(&summary));
+        if !summary.ok() || !summary.enough() {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let config = config()?;
     eprintln!("chaos: {config:?}");
     let summary = chaos::run(config).await?;

@@ -168,3 +168,24 @@ impl Bed {
         self.farm.hosts.iter().position(|h| h.name == name)
     }
 }
+
+impl super::subject::Subject for Bed {
+    fn exec_hosts(&self) -> Arc<dyn super::subject::ExecHosts> {
+        self.farm.clone()
+    }
+    fn client(&self) -> &kube::Client {
+        &self.client
+    }
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+    fn dir(&self) -> &std::path::Path {
+        &self.plane.dir
+    }
+    fn manager_logs(&self) -> Vec<PathBuf> {
+        self.replicas.logs()
+    }
+    fn rss_bound_mib(&self) -> f64 {
+        self.config.rss_bound_mib
+    }
+}

@@ -23,6 +23,12 @@ pub enum Fault {
     Blackhole,
     /// A small tmpfs over /var/lib/capssh/jobs for a round, filled up for a while.
     FullDisk,
+    /// A node rebooted while its preparation job ran (`make chaos-reboots`).
+    RebootPreparing,
+    /// A node rebooted while its bootstrap job ran.
+    RebootBootstrapping,
+    /// A node rebooted while its reset job ran, after its machine was deleted.
+    RebootResetting,
 }
 
 impl Fault {
@@ -37,8 +43,14 @@ impl Fault {
         Fault::FullDisk,
     ];
 
+    /// The faults of the node-reboot run.
+    pub const REBOOTS: [Fault; 3] = [Fault::RebootPreparing, Fault::RebootBootstrapping, Fault::RebootResetting];
+
     pub fn label(self) -> &'static str {
         match self {
+            Fault::RebootPreparing => "node rebooted during preparation",
+            Fault::RebootBootstrapping => "node rebooted during the bootstrap",
+            Fault::RebootResetting => "node rebooted during the reset (cleanup)",
             Fault::ManagerKill => "manager killed (SIGKILL), restarted",
             Fault::SshDrop => "SSH sessions cut (drop_sessions)",
             Fault::LinkFlap => "link down briefly (0.2-3 s)",
@@ -71,9 +83,23 @@ pub enum Violation {
     MachineNotSettled,
     UnexpectedFailure,
     BootstrapOutlivedStop,
+    /// A machine whose node rebooted did not end as capssh says it must (see `chaos::reboots`).
+    RebootOutcome,
 }
 
 impl Violation {
+    /// The invariants of the node-reboot run: every one of the sshd run's, and the outcome a
+    /// reboot must have.
+    pub const REBOOT_RUN: [Violation; 18] = {
+        let mut all = [Violation::RebootOutcome; 18];
+        let mut i = 0;
+        while i < Violation::ALL.len() {
+            all[i] = Violation::ALL[i];
+            i += 1;
+        }
+        all
+    };
+
     pub const ALL: [Violation; 17] = [
         Violation::JobStartedTwice,
         Violation::BootstrapRanTwice,
@@ -113,6 +139,7 @@ impl Violation {
             Violation::MachineNotSettled => "machine not settled in time (stuck)",
             Violation::UnexpectedFailure => "machine failed without a planned cause",
             Violation::BootstrapOutlivedStop => "a bootstrap wrote its sentinel after the reset",
+            Violation::RebootOutcome => "a machine did not end as its node's reboot requires",
         }
     }
 }

@@ -18,9 +18,11 @@ pub mod bed;
 pub mod checks;
 pub mod faults;
 pub mod ledger;
+pub mod reboots;
 pub mod report;
 pub mod rng;
 pub mod round;
+pub mod subject;
 pub mod watch;
 
 use ledger::{Fault, Ledger, Violation};
@@ -175,7 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
         })
     };
     // Every host Available before the first machine: the pool as a platform team leaves it.
-    checks.hosts_settled(&bed, &watches, Duration::from_secs(180), "start").await;
+    checks.hosts_settled(&*bed, &watches, Duration::from_secs(180), "start").await;
 
     let mut index = 1;
     loop {
@@ -192,8 +194,8 @@ pub async fn run(config: Config) -> anyhow::Result<Summary> {
     sampler.abort();
     let _ = sampler.await;
     bed.replicas.sample_rss();
-    checks.logs(&bed)?;
-    checks.memory(&bed);
+    checks.logs(&*bed)?;
+    checks.memory(&*bed);
     let logs = bed.plane.dir.display().to_string();
     drop(watches);
     drop(bed);

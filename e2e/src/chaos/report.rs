@@ -2,10 +2,24 @@
 //! kind (each must be 0, with the first details of any), the managers' peak RSS, wall time.
 
 use super::Summary;
-use super::ledger::{Fault, Violation};
+use super::ledger::{Fault, Ledger, Violation};
 use std::fmt::Write as _;
 
-fn minutes(seconds: f64) -> String {
+/// The table of invariants (`kinds`, each with its count) and the first details of any violated.
+pub fn write_violations(out: &mut String, l: &Ledger, kinds: &[Violation]) {
+    let _ = writeln!(out, "\n| invariant violated | count |\n|---|---|");
+    for &v in kinds {
+        let _ = writeln!(out, "| {} | {} |", v.label(), l.violations(v).0);
+    }
+    let _ = writeln!(out, "| **all** | **{}** |", l.total_violations());
+    for &v in kinds {
+        for detail in l.violations(v).1 {
+            let _ = writeln!(out, "  - {}: {}", v.label(), detail.chars().take(600).collect::<String>());
+        }
+    }
+}
+
+pub fn minutes(seconds: f64) -> String {
     format!("{}m{:02}s", (seconds / 60.0) as u64, (seconds % 60.0) as u64)
 }
 
@@ -51,16 +65,7 @@ pub fn render(summary: &Summary) -> String {
         let _ = writeln!(out, "| host quarantined, then repaired by hand: {cause} | {n} |");
     }
 
-    let _ = writeln!(out, "\n| invariant violated | count |\n|---|---|");
-    for v in Violation::ALL {
-        let _ = writeln!(out, "| {} | {} |", v.label(), l.violations(v).0);
-    }
-    let _ = writeln!(out, "| **all** | **{}** |", l.total_violations());
-    for v in Violation::ALL {
-        for detail in l.violations(v).1 {
-            let _ = writeln!(out, "  - {}: {}", v.label(), detail.chars().take(600).collect::<String>());
-        }
-    }
+    write_violations(&mut out, l, &Violation::ALL);
     let _ =
         writeln!(out, "\nmanager peak RSS (VmHWM, largest of every replica process): {:.1} MiB (bound {:.0} MiB)", l.peak_rss_mib(), c.rss_bound_mib);
     let _ = writeln!(out, "wall time: {} ({:.0} s); logs: {}", minutes(summary.wall.as_secs_f64()), summary.wall.as_secs_f64(), summary.logs);

@@ -153,14 +153,14 @@ pub async fn run(bed: &Arc<Bed>, watches: &Arc<Watches>, checks: &Checks, index:
             Err(err) => eprintln!("chaos: unmounting the small disk of h{host}: {err:#}"),
         }
     }
-    checks.hosts_settled(bed, watches, HOSTS_SETTLE, &format!("round {index}")).await;
-    checks.hosts(bed, watches).await?;
-    checks.events(bed).await?;
-    checks.logs(bed)?;
+    checks.hosts_settled(&**bed, watches, HOSTS_SETTLE, &format!("round {index}")).await;
+    checks.hosts(&**bed, watches).await?;
+    checks.events(&**bed).await?;
+    checks.logs(&**bed)?;
     bed.replicas.sample_rss();
-    checks.memory(bed);
-    if checks.repair_quarantined(bed, watches, &format!("round {index}")).await? > 0 {
-        checks.hosts_settled(bed, watches, HOSTS_SETTLE, &format!("round {index}, after repairing quarantined hosts")).await;
+    checks.memory(&**bed);
+    if checks.repair_quarantined(&**bed, watches, &format!("round {index}")).await? > 0 {
+        checks.hosts_settled(&**bed, watches, HOSTS_SETTLE, &format!("round {index}, after repairing quarantined hosts")).await;
     }
     tally(bed, watches, &planned, &full_disk, ctx.deleted.lock().unwrap_or_else(|e| e.into_inner()).len());
     eprintln!(

@@ -35,6 +35,10 @@ mount -t overlay overlay -o "lowerdir=$dir/lower,upperdir=$dir/upper,workdir=$di
 mkdir -p "$root/var/lib/containerd"
 mount --bind "$dir/containerd" "$root/var/lib/containerd"
 mount -t proc proc "$root/proc"
+# The kernel's boot id is this machine's, the same for every node and across a node's reboots;
+# capssh's job records compare it to tell a rebooted host. Each boot gets its own, as a real one.
+cat /proc/sys/kernel/random/uuid > "$dir/boot_id"
+mount --bind -o ro "$dir/boot_id" "$root/proc/sys/kernel/random/boot_id"
 mount -t sysfs -o ro sysfs "$root/sys"
 mount -t tmpfs -o mode=755 tmpfs "$root/sys/fs/cgroup"
 for c in /sys/fs/cgroup/*/; do

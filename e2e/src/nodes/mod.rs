@@ -20,6 +20,10 @@
 //!   endpoint ([`balancer::Balancer`]). The veth is made after systemd has booted: one made
 //!   before was seen to vanish during boot.
 //! - **Access**: root logs in with the farm's ed25519 client key; each node has its own host key.
+//! - **Reboots** ([`NodeFarm::reboot`]): PID 1 is killed, and with it every process of the node;
+//!   the next boot gets a fresh `/run` and `/tmp`, a boot id of its own (mounted over
+//!   `/proc/sys/kernel/random/boot_id`, which is otherwise this machine's), and the same disk and
+//!   host key. Its veth vanishes during the boot and is made again, with the node's fixed MAC.
 //!
 //! # Things this machine lacks, and what the harness does about them
 //!
@@ -46,6 +50,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The bridge all nodes hang on, in the root namespace.
@@ -79,13 +84,18 @@ pub struct Node {
     pub netns: String,
     veth: String,
     cgroup: String,
-    boot: Option<Daemon>,
+    /// `boot.sh outer`, alive while the node runs; replaced at each reboot.
+    boot: Mutex<Option<Daemon>>,
 }
 
 impl Node {
     /// The node's PID 1 (systemd) as this machine sees it.
     pub fn init_pid(&self) -> anyhow::Result<u32> {
         init_pid_in(&self.netns)?.with_context(|| format!("{} is not running", self.name))
+    }
+
+    fn boot_slot(&self) -> std::sync::MutexGuard<'_, Option<Daemon>> {
+        self.boot.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -134,7 +144,7 @@ impl NodeFarm {
             if let Err(err) = farm.wait_booted(i) {
                 // Seen rarely: a unit failing to attach to its fresh cgroup during boot. One reboot.
                 eprintln!("{err:#}; booting {} again", farm.nodes[i].name);
-                farm.reboot(i)?;
+                farm.power_cycle(i)?;
                 farm.wait_booted(i)?;
             }
             farm.plug(i)?;
@@ -232,31 +242,79 @@ impl NodeFarm {
             veth: format!("{VETH_PREFIX}{i}"),
             // Unique per run: a cgroup left half-removed by an earlier node must not be reused.
             cgroup: format!("{CGROUP_PREFIX}{}-{i}", std::process::id()),
-            boot: None,
+            boot: Mutex::new(None),
         })
     }
 
-    fn boot(&mut self, i: usize) -> anyhow::Result<()> {
+    fn boot(&self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];
         let mut command = Command::new(node.dir.join("boot.sh"));
         command.arg("outer").arg(&node.dir).arg(&node.netns).arg(&node.cgroup);
         let daemon = Daemon::start(&node.name, command, &self.logs.join(format!("{}-boot.log", node.name)))?;
-        self.nodes[i].boot = Some(daemon);
+        *node.boot_slot() = Some(daemon);
         Ok(())
     }
 
-    fn reboot(&mut self, i: usize) -> anyhow::Result<()> {
-        if let Some(mut boot) = self.nodes[i].boot.take() {
+    /// Cuts the node's power and starts it again (not waiting for it): PID 1 goes, and with it
+    /// every process of the node's PID namespace, sessions included; the disk (upper layer,
+    /// containerd's folder) stays, and the next boot mounts a fresh /run and /tmp.
+    fn power_cycle(&self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        if let Some(mut boot) = node.boot_slot().take() {
             boot.kill();
         }
-        let node = &self.nodes[i];
+        // Every process gone, not only PID 1: a dying sshd still holds its sockets for a moment.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while init_pid_in(&node.netns)?.is_some() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
+        while netns_pids(&node.netns)?.next().is_some() {
+            if Instant::now() > deadline {
+                bail!("{}: processes left 20 s after its PID 1 was killed", node.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         let _ = fs::remove_dir_all(node.dir.join("work"));
         fs::create_dir_all(node.dir.join("work"))?;
         self.boot(i)
+    }
+
+    /// A hard reboot of node `i`, as capssh can observe one: its SSH connections drop, every
+    /// process dies, `/run` and `/tmp` come back empty, the boot id changes, the disk stays, and
+    /// sshd answers again with the same host key. Returns once sshd accepts connections.
+    pub fn reboot(&self, i: usize) -> anyhow::Result<RebootReport> {
+        let started = Instant::now();
+        // What boot.sh gave the running boot (read here, not in the node: the cut comes at once).
+        let before = fs::read_to_string(self.nodes[i].dir.join("boot_id")).ok().map(|b| b.trim().to_string());
+        self.power_cycle(i)?;
+        let down = started.elapsed();
+        if let Err(err) = self.wait_booted(i) {
+            eprintln!("{err:#}; booting {} again", self.nodes[i].name);
+            self.power_cycle(i)?;
+            self.wait_booted(i)?;
+        }
+        // The link lives in the node's network namespace, which outlives its processes; plugged
+        // again should a boot have lost it.
+        let replugged = !self.has_link(i)?;
+        if replugged {
+            let _ = Command::new("ip").args(["link", "delete", &self.nodes[i].veth]).stderr(Stdio::null()).status();
+            self.plug(i)?;
+        }
+        wait_port(SocketAddr::from((self.nodes[i].address, 22)), Duration::from_secs(30))
+            .with_context(|| format!("sshd on {}", self.nodes[i].name))?;
+        let boot_id = self.boot_id(i)?;
+        if before.as_deref() == Some(boot_id.as_str()) {
+            bail!("{} kept its boot id {boot_id} across a reboot", self.nodes[i].name);
+        }
+        Ok(RebootReport { down, took: started.elapsed(), boot_id, replugged })
+    }
+
+    /// The boot id the node sees (`/proc/sys/kernel/random/boot_id`: a fresh one per boot).
+    pub fn boot_id(&self, i: usize) -> anyhow::Result<String> {
+        Ok(self.exec_ok(i, "cat /proc/sys/kernel/random/boot_id")?.trim().to_string())
+    }
+
+    fn has_link(&self, i: usize) -> anyhow::Result<bool> {
+        let node = &self.nodes[i];
+        let out = Command::new("ip").args(["-n", &node.netns, "-o", "addr", "show", "dev", "eth0"]).stderr(Stdio::null()).output()?;
+        Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&format!("inet {}/", node.address)))
     }
 
     fn wait_booted(&self, i: usize) -> anyhow::Result<()> {
@@ -284,7 +342,11 @@ impl NodeFarm {
     /// Connects the node to the bridge (after boot: see the module docs).
     fn plug(&self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];
-        run(Command::new("ip").args(["link", "add", &node.veth, "type", "veth", "peer", "name", "eth0", "netns", &node.netns]))?;
+        // A fixed MAC address, as a real NIC has: a link made again after a reboot is not a new
+        // neighbour, so the ARP entries for the node elsewhere stay right.
+        let [.., last] = node.address.octets();
+        let mac = format!("02:00:c6:12:00:{last:02x}");
+        run(Command::new("ip").args(["link", "add", &node.veth, "type", "veth", "peer", "name", "eth0", "address", &mac, "netns", &node.netns]))?;
         run(Command::new("ip").args(["link", "set", &node.veth, "master", BRIDGE, "up"]))?;
         let n = ["ip", "-n", &node.netns];
         run(Command::new(n[0]).args(&n[1..]).args(["addr", "add", &format!("{}/{PREFIX_LEN}", node.address), "dev", "eth0"]))?;
@@ -298,7 +360,7 @@ impl Drop for NodeFarm {
     fn drop(&mut self) {
         self.collect_logs();
         for node in &mut self.nodes {
-            if let Some(mut boot) = node.boot.take() {
+            if let Some(mut boot) = node.boot_slot().take() {
                 boot.kill(); // unshare --kill-child takes PID 1, and with it the whole node
             }
         }
@@ -312,14 +374,33 @@ impl Drop for NodeFarm {
     }
 }
 
+/// What [`NodeFarm::reboot`] saw.
+#[derive(Clone, Debug)]
+pub struct RebootReport {
+    /// From the cut to the last process of the old boot gone.
+    pub down: Duration,
+    /// From the cut to sshd accepting connections again.
+    pub took: Duration,
+    /// The new boot's id.
+    pub boot_id: String,
+    /// The node's link was gone after the boot and was made again.
+    pub replugged: bool,
+}
+
+/// The PIDs (as this machine sees them) of every process in network namespace `netns`.
+fn netns_pids(netns: &str) -> anyhow::Result<impl Iterator<Item = u32>> {
+    let out = Command::new("ip").args(["netns", "pids", netns]).stderr(Stdio::null()).output()?;
+    let pids: Vec<u32> = String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    Ok(pids.into_iter())
+}
+
 /// The PID (as this machine sees it) of PID 1 of the node living in `netns`.
 fn init_pid_in(netns: &str) -> anyhow::Result<Option<u32>> {
-    let out = Command::new("ip").args(["netns", "pids", netns]).stderr(Stdio::null()).output()?;
-    for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+    for pid in netns_pids(netns)? {
         let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let is_init = status.lines().find(|l| l.starts_with("NSpid:")).is_some_and(|l| l.split_whitespace().last() == Some("1"));
         if is_init && status.lines().next().is_some_and(|l| l.contains("systemd")) {
-            return Ok(pid.parse().ok());
+            return Ok(Some(pid));
         }
     }
     Ok(None)

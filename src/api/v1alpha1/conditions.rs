@@ -67,6 +67,9 @@ pub mod reasons {
     pub const UNSUPPORTED_OS: &str = "UnsupportedOS";
     pub const UNSUPPORTED_ARCH: &str = "UnsupportedArch";
     pub const INVALID_SOURCE: &str = "InvalidSource";
+    /// spec.preparation.registry names a CA or a credentials Secret that is missing, lacks its
+    /// key, or (a Secret) is not labelled infrastructure.cluster.x-k8s.io/capssh-credentials: "true".
+    pub const REGISTRY_SETTINGS_UNAVAILABLE: &str = "RegistrySettingsUnavailable";
     /// Mode None: the host's kubelet or kubeadm is not at the Machine's version.
     pub const VERSION_MISMATCH: &str = "VersionMismatch";
 

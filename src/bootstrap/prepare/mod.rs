@@ -23,7 +23,12 @@ pub const DEFAULT_PACKAGE_REPOSITORY: &str = "https://pkgs.k8s.io";
 /// Architectures capssh prepares (Kubernetes' names, as in the SSHHost facts).
 pub const ARCHITECTURES: &[&str] = &["amd64", "arm64", "ppc64le", "s390x"];
 
-use crate::bootstrap::scripts::{PREPARE_ARTIFACTS as ARTIFACTS, PREPARE_LIB as LIB, PREPARE_PACKAGES as PACKAGES, PREPARE_VERIFY as VERIFY};
+use crate::bootstrap::scripts::{
+    PREPARE_ARTIFACTS as ARTIFACTS, PREPARE_LIB as LIB, PREPARE_PACKAGES as PACKAGES, PREPARE_REGISTRY as REGISTRY, PREPARE_VERIFY as VERIFY,
+};
+
+mod registry;
+pub use registry::RegistryInputs;
 
 /// Families of operating systems capssh can prepare, from /etc/os-release's ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,10 +118,17 @@ impl std::fmt::Debug for PrepareJob {
 
 /// Plans the preparation of `host` (its facts) for Kubernetes `version` (the Machine's
 /// spec.version). Nothing runs; a host or spec capssh cannot serve is an error.
-pub fn plan(preparation: &Preparation, version: Option<&str>, host: &str, facts: &HostFacts) -> Result<Work, PrepareError> {
+/// `registry`: spec.preparation.registry with its Secrets read; required when it is set.
+pub fn plan(
+    preparation: &Preparation,
+    registry: Option<&RegistryInputs>,
+    version: Option<&str>,
+    host: &str,
+    facts: &HostFacts,
+) -> Result<Work, PrepareError> {
     let version = check_version(version)?;
     if preparation.mode == PreparationMode::None {
-        return Ok(Work::Verify { script: render(&[("VERSION", version)], VERIFY) });
+        return Ok(Work::Verify { script: render(&[("VERSION", version)], &[], VERIFY) });
     }
     let Some(family) = OsFamily::of(&facts.os) else {
         return Err(PrepareError::UnsupportedOs { host: host.into(), os: shown(&facts.os), os_version: shown(&facts.os_version) });
@@ -125,7 +137,15 @@ pub fn plan(preparation: &Preparation, version: Option<&str>, host: &str, facts:
         return Err(PrepareError::UnsupportedArch { host: host.into(), arch: shown(&facts.arch) });
     }
     let mut identity = vec![format!("{:?}", preparation.mode), version.to_string(), facts.arch.clone()];
-    let (script, secrets) = match preparation.mode {
+    let registry = match (&preparation.registry, registry) {
+        (None, _) => registry::Rendered::default(),
+        (Some(_), None) => {
+            return Err(PrepareError::InvalidSource { field: "spec.preparation.registry", reason: "its CA and credentials were not read".into() });
+        }
+        (Some(_), Some(inputs)) => registry::render(inputs)?,
+    };
+    identity.extend(registry.identity.iter().cloned());
+    let (script, mut secrets) = match preparation.mode {
         PreparationMode::Artifacts => {
             let source = preparation
                 .artifacts
@@ -158,7 +178,7 @@ pub fn plan(preparation: &Preparation, version: Option<&str>, host: &str, facts:
                 ("MIRROR_URL", url.as_str()),
                 ("SUMS_PIN", pin.as_str()),
             ];
-            (render(&vars, ARTIFACTS), url_secrets(&url))
+            (render(&vars, &registry.vars(), ARTIFACTS), url_secrets(&url))
         }
         PreparationMode::Packages => {
             let packages = preparation.packages.clone().unwrap_or_default();
@@ -199,10 +219,11 @@ pub fn plan(preparation: &Preparation, version: Option<&str>, host: &str, facts:
                 ("RUNTIME_PACKAGE", runtime.as_str()),
                 ("SIGNING_KEY", signing_key.as_deref().unwrap_or_default()),
             ];
-            (render(&vars, PACKAGES), Vec::new())
+            (render(&vars, &registry.vars(), PACKAGES), Vec::new())
         }
         PreparationMode::None => unreachable!("mode None returned above"),
     };
+    secrets.extend(registry.secrets);
     Ok(Work::Job(PrepareJob { script, identity, secrets }))
 }
 
@@ -333,12 +354,16 @@ fn url_secrets(url: &str) -> Vec<String> {
 }
 
 /// The script: variables, shared functions, the mode's part.
-fn render(vars: &[(&str, &str)], body: &str) -> String {
+fn render(vars: &[(&str, &str)], registry: &[(&str, &str)], body: &str) -> String {
     let mut script = String::from("#!/bin/sh\n# capssh host preparation (src/bootstrap/prepare).\nset -eu\n");
-    for (name, value) in vars {
+    for (name, value) in vars.iter().chain(registry) {
         script.push_str(&format!("{name}={}\n", quote(value)));
     }
     script.push_str(LIB);
+    if !registry.is_empty() {
+        // The modes' scripts call registry_prepare (a no-op without mirrors).
+        script.push_str(REGISTRY);
+    }
     script.push_str(body);
     script
 }

@@ -1,6 +1,12 @@
 use super::*;
-use crate::api::v1alpha1::{ArtifactsSource, PackagesSource};
+use crate::api::v1alpha1::{ArtifactsSource, PackagesSource, RegistryMirror, RegistryMirrors};
+use base64::Engine;
 use std::process::Command;
+
+/// Without a registry (the tests of the registry call `super::plan` with one).
+fn plan(preparation: &Preparation, version: Option<&str>, host: &str, facts: &HostFacts) -> Result<Work, PrepareError> {
+    super::plan(preparation, None, version, host, facts)
+}
 
 fn facts(os: &str, arch: &str) -> HostFacts {
     HostFacts { os: os.into(), os_version: "12".into(), arch: arch.into(), ..HostFacts::default() }
@@ -11,6 +17,7 @@ fn artifacts(url: &str, pin: Option<&str>) -> Preparation {
         mode: PreparationMode::Artifacts,
         artifacts: Some(ArtifactsSource { url: url.into(), checksums_sha256: pin.map(str::to_string) }),
         packages: None,
+        registry: None,
     }
 }
 
@@ -27,6 +34,7 @@ fn signed_packages(repository: Option<&str>, key: Option<&str>) -> Preparation {
             signing_key: key.map(str::to_string),
             container_runtime_package: None,
         }),
+        registry: None,
     }
 }
 
@@ -65,10 +73,13 @@ fn every_mode_renders_a_script_that_parses() {
         assert!(job.script.contains("REPOSITORY_URL='https://pkgs.k8s.io'"));
         assert_parses(&job.script);
     }
-    let Work::Verify { script } =
-        plan(&Preparation { mode: PreparationMode::None, artifacts: None, packages: None }, Some("v1.36.3"), "h1", &facts("anything", "riscv64"))
-            .unwrap()
-    else {
+    let Work::Verify { script } = plan(
+        &Preparation { mode: PreparationMode::None, artifacts: None, packages: None, registry: None },
+        Some("v1.36.3"),
+        "h1",
+        &facts("anything", "riscv64"),
+    )
+    .unwrap() else {
         panic!("mode None verifies");
     };
     assert_parses(&script);
@@ -390,4 +401,171 @@ fn a_package_manager_that_gave_up_on_the_lock_is_package_manager_locked() {
         run_lib(&dir, "mkdir -p \"$STAGING\"\npm_run ok.log sh -c 'echo hi; exit 0' && pm_run bad.log sh -c 'exit 3' || echo \"status $?\"");
     assert!(ok && out == "hi\nstatus 3\n", "{out}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_api_servers_url_rule_accepts_what_the_preparation_accepts() {
+    let rule = crate::api::v1alpha1::URL_RULE;
+    let pattern = rule.strip_prefix("self.matches('").and_then(|r| r.strip_suffix("')")).expect("a self.matches rule").replace(r"\\", r"\");
+    let cel = regex::Regex::new(&pattern).unwrap();
+    let samples = [
+        "https://pkgs.k8s.io",
+        "http://198.18.0.129:8080/mirror/",
+        "https://user:p%40ss@mirror.example/a_b~c/(1)",
+        "https://[fd00::1]:8443/x",
+        "https://",
+        "https:///",
+        "https:///x",
+        "ftp://mirror.example",
+        "https://mirror.example/a b",
+        "https://mirror.example/?q=1",
+        "https://mirror.example/#top",
+        "https://mirror.example/\"quoted\"",
+        "https://mirror.example/back\\slash",
+        "https://mirror.example/{x}",
+        "https://mirror.example/café",
+        "https://mirror.example/`id`",
+    ];
+    for url in samples {
+        assert_eq!(cel.is_match(url), check_url("url", url).is_ok(), "{url}: the API server and the controller disagree");
+    }
+}
+
+fn registry_inputs(credentials: Option<(&str, &str)>) -> RegistryInputs {
+    RegistryInputs {
+        mirrors: vec![("registry.k8s.io".into(), "https://198.18.0.129:5000/".into()), ("docker.io".into(), "https://198.18.0.129:5000".into())],
+        ca_pem: Some("-----BEGIN CERTIFICATE-----\nMIIBfake+/=\n-----END CERTIFICATE-----\n".into()),
+        credentials: credentials.map(|(u, p)| (u.to_string(), p.to_string())),
+        credentials_source: "Secret ns/pull".into(),
+    }
+}
+
+fn with_registry(mode: Preparation) -> Preparation {
+    let mirrors = vec![RegistryMirror { registry: "registry.k8s.io".into(), endpoint: "https://198.18.0.129:5000".into() }];
+    Preparation { registry: Some(RegistryMirrors { mirrors, ca_ref: None, credentials_secret_ref: None }), ..mode }
+}
+
+#[test]
+fn registry_mirrors_reach_the_script_and_the_password_only_as_a_secret() {
+    let debian = facts("debian", "amd64");
+    let spec = with_registry(artifacts("https://mirror.example", None));
+    let inputs = registry_inputs(Some(("puller", "s3cret-pull")));
+    let job = job(super::plan(&spec, Some(&inputs), Some("v1.36.3"), "h1", &debian).unwrap());
+    assert!(job.script.contains("REGISTRY_MIRRORS='registry.k8s.io https://198.18.0.129:5000\ndocker.io https://198.18.0.129:5000'"));
+    assert!(job.script.contains("registry_check_all()") && job.script.contains("registry_install()"), "the registry functions are in the script");
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:s3cret-pull");
+    assert!(job.secrets.contains(&auth) && job.secrets.contains(&"s3cret-pull".to_string()), "redacted wherever they show up");
+    assert!(!job.identity.iter().any(|part| part.contains("s3cret") || part.contains(&auth)), "the job id is made without the password");
+    assert!(!job.script.contains("s3cret-pull"), "the password is in the script only inside the base64 header value");
+
+    // The mirrors name the work: other mirrors, another job; another password, the same job.
+    let other = RegistryInputs { mirrors: vec![("quay.io".into(), "https://r.example".into())], ..inputs.clone() };
+    let identity = |inputs: &RegistryInputs| job_identity(super::plan(&spec, Some(inputs), Some("v1.36.3"), "h1", &debian).unwrap());
+    assert_ne!(identity(&inputs), identity(&other));
+    assert_eq!(identity(&inputs), identity(&registry_inputs(Some(("puller", "rotated")))));
+    // Without registry settings read, a spec that has them is not planned.
+    assert_eq!(reason(super::plan(&spec, None, Some("v1.36.3"), "h1", &debian)), Some("InvalidSource"));
+}
+
+fn reason(result: Result<Work, PrepareError>) -> Option<&'static str> {
+    result.err().map(|e| e.reason())
+}
+
+fn job_identity(work: Work) -> Vec<String> {
+    job(work).identity
+}
+
+#[test]
+fn registry_settings_that_cannot_work_are_refused_before_anything_runs() {
+    let debian = facts("debian", "amd64");
+    let spec = with_registry(packages(None));
+    let refused = |inputs: RegistryInputs| reason(super::plan(&spec, Some(&inputs), Some("v1.36.3"), "h1", &debian));
+    let base = registry_inputs(None);
+    let twice = RegistryInputs {
+        mirrors: vec![("quay.io".into(), "https://a.example".into()), ("quay.io".into(), "https://b.example".into())],
+        ..base.clone()
+    };
+    assert_eq!(refused(twice), Some("InvalidSource"), "one mirror per registry");
+    for bad in ["Registry.K8s.io", "quay.io:", "quay.io:123456", "-quay.io", "a/b", ""] {
+        assert_eq!(
+            refused(RegistryInputs { mirrors: vec![(bad.into(), "https://a.example".into())], ..base.clone() }),
+            Some("InvalidSource"),
+            "{bad}"
+        );
+    }
+    assert_eq!(refused(RegistryInputs { mirrors: vec![("quay.io".into(), "https://u:p@a.example".into())], ..base.clone() }), Some("InvalidSource"));
+    assert_eq!(refused(RegistryInputs { mirrors: vec![("quay.io".into(), "ftp://a.example".into())], ..base.clone() }), Some("InvalidSource"));
+    let key = "-----BEGIN PRIVATE KEY-----\nMII\n-----END PRIVATE KEY-----";
+    assert_eq!(refused(RegistryInputs { ca_pem: Some(key.into()), ..base.clone() }), Some("InvalidSource"), "a key is not a CA");
+    let injected = "-----BEGIN CERTIFICATE-----\nMII\nCAPSSH_CA\n$(reboot)\n-----END CERTIFICATE-----";
+    assert_eq!(refused(RegistryInputs { ca_pem: Some(injected.into()), ..base.clone() }), Some("InvalidSource"), "only base64 between the markers");
+    assert_eq!(refused(registry_inputs(Some(("user:name", "p")))), Some("InvalidSource"));
+    assert_eq!(refused(registry_inputs(Some(("user", "line\nbreak")))), Some("InvalidSource"));
+    assert!(super::plan(&spec, Some(&base), Some("v1.36.3"), "h1", &debian).is_ok());
+}
+
+/// A one-shot HTTP server on loopback that answers every request with `response`.
+fn answering(response: &'static str) -> (std::net::SocketAddr, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut request = vec![0u8; 4096];
+        let n = stream.read(&mut request).unwrap_or(0);
+        stream.write_all(response.as_bytes()).unwrap();
+        String::from_utf8_lossy(&request[..n]).to_string()
+    });
+    (address, thread)
+}
+
+/// registry_check, run by a real sh with a real curl against what a registry answers.
+fn registry_check(auth: &str, endpoint: &str) -> (String, String) {
+    let script = format!(
+        "set -eu\nREGISTRY_MIRRORS=x\nREGISTRY_CA=\nREGISTRY_AUTH={}\nREGISTRY_CREDENTIALS='Secret ns/pull'\nREGISTRY_STAMP=\n{LIB}{REGISTRY}\nSTAGING=$(mktemp -d)\nregistry_check quay.io {endpoint} ''\nrm -rf \"$STAGING\"\n",
+        crate::bootstrap::shell::quote(auth)
+    );
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn the_registry_check_says_what_the_mirror_answered() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl is needed (make deps installs it)");
+    }
+    let auth = base64::engine::general_purpose::STANDARD.encode("puller:s3cret");
+    let (address, server) = answering("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    let (out, _) = registry_check(&auth, &format!("http://{address}"));
+    assert!(out.contains("answers") && !out.contains("capssh-prepare:"), "{out}");
+    let request = server.join().unwrap();
+    assert!(request.starts_with("GET /v2/ ") && request.contains(&format!("Authorization: Basic {auth}")), "{request}");
+
+    let (address, _server) =
+        answering("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let (out, _) = registry_check(&auth, &format!("http://{address}"));
+    let (reason, message) = failure(&out).unwrap();
+    assert_eq!(reason, "RegistryAuthFailed");
+    assert!(message.contains("refused the pull credentials from Secret ns/pull") && message.contains(&address.to_string()), "{message}");
+
+    let (address, _server) =
+        answering("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let (out, _) = registry_check("", &format!("http://{address}"));
+    assert!(failure(&out).unwrap().1.contains("asks for credentials"), "{out}");
+
+    let (address, _server) =
+        answering("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"https://auth\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let (out, _) = registry_check(&auth, &format!("http://{address}"));
+    assert!(failure(&out).is_none() && out.contains("token authentication"), "{out}");
+
+    let (address, _server) = answering("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let (out, _) = registry_check(&auth, &format!("http://{address}"));
+    assert_eq!(failure(&out).unwrap().0, "RegistryUnreachable");
+
+    // Nothing listens: refused at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (out, _) = registry_check(&auth, &format!("http://{closed}"));
+    let (reason, message) = failure(&out).unwrap();
+    assert_eq!(reason, "RegistryUnreachable");
+    assert!(message.contains("does not answer"), "{message}");
 }

@@ -5,6 +5,7 @@ need_systemd
 pick_downloader
 command -v sha256sum >/dev/null 2>&1 || fail MissingTool "the host has no sha256sum (coreutils) to verify downloads with"
 make_staging
+registry_check_all
 base="$MIRROR_URL/$VERSION/$ARCH"
 sums="$STAGING/SHA256SUMS"
 
@@ -19,8 +20,11 @@ mode=Artifacts
 version=$VERSION
 arch=$ARCH
 sha256sums=$sums_sha"
+[ -z "$REGISTRY_STAMP" ] || stamp="$stamp
+registry=$REGISTRY_STAMP"
 if already_prepared "$stamp"; then
   say "already prepared: Kubernetes $VERSION from this mirror's SHA256SUMS ($sums_sha); nothing changed"
+  registry_install
   exit 0
 fi
 
@@ -113,6 +117,7 @@ ExecStart=
 ExecStart=/usr/local/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
 EOF
 units="/etc/systemd/system/containerd.service /etc/systemd/system/kubelet.service /etc/systemd/system/kubelet.service.d/10-kubeadm.conf"
+registry_install
 containerd_config "$(pause_image)"
 # shellcheck disable=SC2086 # one word per unit file
 daemon_reload $units

@@ -10,10 +10,13 @@ CHANGED=" "
 
 say() { echo "[capssh] $*"; }
 
-# make_staging: a private folder for this run's downloads, removed however the job ends.
+# make_staging: a private folder for this run's downloads, removed however the job ends. Those
+# of earlier runs go first: one lost to a reboot never ran its trap (one preparation runs at a
+# time on a host: one machine holds it).
 make_staging() {
   mkdir -p /var/lib/capssh
   chmod 0700 /var/lib/capssh
+  rm -rf /var/lib/capssh/prepare.*
   STAGING=$(mktemp -d /var/lib/capssh/prepare.XXXXXX)
   trap 'rm -rf "$STAGING"' EXIT
 }
@@ -197,6 +200,10 @@ version = 2
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "/opt/cni/bin"
   conf_dir = "/etc/cni/net.d"
+
+# Registry mirrors (spec.preparation.registry): one hosts.toml per upstream registry.
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "/etc/containerd/certs.d"
 EOF
   if command -v crictl >/dev/null 2>&1; then
     put_file /etc/crictl.yaml 0644 <<'EOF'

@@ -3,6 +3,7 @@
 # package repository of the version's minor release (pkgs.k8s.io layout), pinned to the version.
 need_systemd
 make_staging
+registry_check_all
 minor=$(echo "$VERSION" | sed -E 's/^(v[0-9]+\.[0-9]+).*/\1/')
 repo="$REPOSITORY_URL/core:/stable:/$minor"
 
@@ -11,6 +12,8 @@ mode=Packages
 version=$VERSION
 repository=$repo
 runtime=$RUNTIME_PACKAGE"
+[ -z "$REGISTRY_STAMP" ] || stamp="$stamp
+registry=$REGISTRY_STAMP"
 # The key given in the spec (without one the repository's own, which capssh allows over https
 # only). A stamp line only when set: hosts prepared without one keep their stamp.
 if [ -n "$SIGNING_KEY" ]; then
@@ -20,6 +23,7 @@ signing_key=sha256:$(sha256_of "$STAGING/signing-key.asc")"
 fi
 if already_prepared "$stamp"; then
   say "already prepared: Kubernetes $VERSION from $repo; nothing changed"
+  registry_install
   exit 0
 fi
 
@@ -104,6 +108,7 @@ EOF
   *) fail UnsupportedOS "no package manager support for OS family $OS_FAMILY" ;;
 esac
 
+registry_install
 containerd_config "$(pause_image)"
 start_containerd
 enable_kubelet

@@ -57,7 +57,10 @@ pub fn after_reset(step: Result<Resetting, String>, deleting_for: Duration, give
     let problem = match step {
         Ok(Resetting::Running) if deleting_for < give_up => return AfterReset::Wait,
         // A reset that hangs (a hung mount, a wedged runtime) is given up like any other failure.
-        Ok(Resetting::Running) => format!("the reset still runs after {}s (a hung mount or process?)", give_up.as_secs()),
+        // The clock is the deletion's age, not the job's: say so.
+        Ok(Resetting::Running) => {
+            format!("the reset still runs {}s after the machine was deleted (a hung mount or process?)", deleting_for.as_secs())
+        }
         Ok(Resetting::Clean) => return AfterReset::Release,
         Ok(Resetting::Dirty(problem)) | Err(problem) => problem,
     };
@@ -111,7 +114,7 @@ mod tests {
         let late = Duration::from_secs(301);
         assert_eq!(after_reset(Ok(Resetting::Running), early, give_up), AfterReset::Wait);
         assert!(
-            matches!(after_reset(Ok(Resetting::Running), late, give_up), AfterReset::Quarantine(p) if p.contains("still runs")),
+            matches!(after_reset(Ok(Resetting::Running), late, give_up), AfterReset::Quarantine(p) if p.contains("still runs 301s after the machine was deleted")),
             "a hung reset is given up"
         );
         assert_eq!(after_reset(Ok(Resetting::Clean), early, give_up), AfterReset::Release);

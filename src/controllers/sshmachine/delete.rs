@@ -8,7 +8,7 @@ use super::report::{Outcome, Report, Step};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{MachinePhase, SSHHost, SSHMachine};
 use crate::controllers::{Context, QUARANTINE_ANNOTATION, ReconcileError, target_for, timing};
-use crate::hosts::claim::{MachineIdentity, release};
+use crate::hosts::claim::{MachineIdentity, claimed_without_record, release};
 use crate::hosts::work::{Resetting, advance_reset, reset_job_id};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -52,16 +52,22 @@ async fn delete_steps(machine: &SSHMachine, ctx: &Context, report: &mut Report<'
     }
 }
 
-/// The host this machine holds. None recorded, gone, or held by another machine: nothing to
-/// reset (never touch another machine's host), and the finalizer goes.
+/// The host this machine holds: the one spec.hostRef names, or, with none recorded, the one
+/// whose claim carries this machine's UID (a claim written just before the manager stopped).
+/// None, gone, or held by another machine: nothing to reset (never touch another machine's
+/// host), and the finalizer goes.
 async fn ensure_own_host(ctx: &Context, machine: &SSHMachine) -> Step<SSHHost> {
-    let Some(host_ref) = &machine.spec.host_ref else { return Err(Outcome::Gone) };
+    let identity = MachineIdentity::of(machine);
     let hosts: Api<SSHHost> = Api::namespaced(ctx.client.clone(), machine.metadata.namespace.as_deref().unwrap_or_default());
-    let Some(host) = hosts.get_opt(&host_ref.name).await? else { return Err(Outcome::Gone) };
-    if !MachineIdentity::of(machine).holds(&host) {
-        return Err(Outcome::Gone);
+    let host = match &machine.spec.host_ref {
+        Some(host_ref) => hosts.get_opt(&host_ref.name).await?,
+        // From the API server, not the watch cache: a claim written a moment ago must be seen.
+        None => claimed_without_record(&hosts.list(&ctx.list_params()).await?.items, &identity).cloned(),
+    };
+    match host {
+        Some(host) if identity.holds(&host) => Ok(host),
+        _ => Err(Outcome::Gone),
     }
-    Ok(host)
 }
 
 /// One step of the reset; a failure to get there is worded as the problem.

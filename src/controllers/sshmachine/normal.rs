@@ -47,7 +47,7 @@ async fn normal_steps(machine: &SSHMachine, ctx: &Context, cluster: Option<Arc<D
     let records = on_host(read_records(&*session, &jobs).await, report)?;
     match next_work(&records) {
         NextWork::AlreadyReset => return Err(already_reset(report, host_name, &jobs.reset)),
-        NextWork::Prepare => prepare::ensure_prepared(machine, &inputs.owner, &host, &*session, report).await?,
+        NextWork::Prepare => prepare::ensure_prepared(ctx, machine, &inputs.owner, &host, &*session, report).await?,
         NextWork::Bootstrap => prepare::prepared_before_bootstrap(machine, report),
     }
     ensure_bootstrapped(machine, host_name, &*session, &jobs, &job, &records, report).await?;

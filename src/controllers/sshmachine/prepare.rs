@@ -7,16 +7,19 @@
 use super::normal::connection_failed;
 use super::report::{Outcome, Report, Step};
 use crate::api::v1alpha1::conditions::{reasons, types};
-use crate::api::v1alpha1::{ConditionStatus, MachinePhase, SSHHost, SSHMachine};
-use crate::bootstrap::prepare::{Work, plan};
-use crate::controllers::timing;
+use crate::api::v1alpha1::{CASourceKind, ConditionStatus, MachinePhase, PreparationMode, RegistryCARef, RegistryMirrors, SSHHost, SSHMachine};
+use crate::bootstrap::prepare::{RegistryInputs, Work, plan};
+use crate::controllers::{Context, ReconcileError, marked_secret_value, timing};
 use crate::hosts::work::{PrepareContext, Preparing, advance_prepare, prepare_job_id};
 use crate::ssh::HostOps;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
 use kube::api::DynamicObject;
 use serde_json::Value;
 
 /// Prepares (or verifies) the host; goes on once it is ready for the bootstrap.
 pub(super) async fn ensure_prepared(
+    ctx: &Context,
     machine: &SSHMachine,
     owner: &DynamicObject,
     host: &SSHHost,
@@ -30,7 +33,20 @@ pub(super) async fn ensure_prepared(
         Some(facts) => facts,
         None => session.probe().await.map_err(|err| connection_failed(report, err.into()))?,
     };
-    let work = match plan(preparation, version, &host_name, &facts) {
+    let registry = match (&preparation.registry, preparation.mode) {
+        (Some(registry), PreparationMode::Artifacts | PreparationMode::Packages) => match registry_inputs(ctx, machine, registry).await {
+            Ok(inputs) => Some(inputs),
+            Err(ReconcileError::Kube(err)) => return Err(Outcome::Error(err.into())),
+            // Missing, unlabelled or incomplete: a person fixes the Secret or ConfigMap, and the
+            // machine goes on (nothing ran on the host).
+            Err(err) => {
+                report.fail(types::HOST_PREPARED, reasons::REGISTRY_SETTINGS_UNAVAILABLE, &err.to_string(), MachinePhase::Provisioning);
+                return Err(Outcome::After(timing::errors::MISSING_SECRET));
+            }
+        },
+        _ => None,
+    };
+    let work = match plan(preparation, registry.as_ref(), version, &host_name, &facts) {
         Ok(work) => work,
         // A person must change the spec, the Machine or the host; the watch on this object (or
         // the slow requeue, for the host) brings us back.
@@ -82,6 +98,32 @@ pub(super) fn prepared_before_bootstrap(machine: &SSHMachine, report: &mut Repor
         let message = kept.map(|c| c.message.clone()).unwrap_or_else(|| "prepared before the bootstrap started".to_string());
         report.set(types::HOST_PREPARED, ConditionStatus::True, reason, &message);
     }
+}
+
+/// spec.preparation.registry with its CA and credentials read. The credentials Secret (and a CA
+/// Secret) must be marked for capssh: their values go to the host.
+async fn registry_inputs(ctx: &Context, machine: &SSHMachine, registry: &RegistryMirrors) -> Result<RegistryInputs, ReconcileError> {
+    let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
+    let ca_pem = match &registry.ca_ref {
+        Some(RegistryCARef { kind: CASourceKind::Secret, name, key }) => Some(marked_secret_value(&ctx.client, namespace, name, key).await?),
+        Some(RegistryCARef { kind: CASourceKind::ConfigMap, name, key }) => {
+            let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+            let map = maps.get_opt(name).await?.ok_or_else(|| ReconcileError::Invalid(format!("ConfigMap {namespace}/{name}: not found")))?;
+            let value = map.data.and_then(|mut d| d.remove(key));
+            Some(value.ok_or_else(|| ReconcileError::Invalid(format!("ConfigMap {namespace}/{name}: has no key {key:?}")))?)
+        }
+        None => None,
+    };
+    let (credentials, credentials_source) = match &registry.credentials_secret_ref {
+        Some(secret) => {
+            let user = marked_secret_value(&ctx.client, namespace, &secret.name, "username").await?;
+            let password = marked_secret_value(&ctx.client, namespace, &secret.name, "password").await?;
+            (Some((user, password)), format!("Secret {namespace}/{}", secret.name))
+        }
+        None => (None, String::new()),
+    };
+    let mirrors = registry.mirrors.iter().map(|m| (m.registry.clone(), m.endpoint.clone())).collect();
+    Ok(RegistryInputs { mirrors, ca_pem, credentials, credentials_source })
 }
 
 fn not_prepared(report: &mut Report<'_>, reason: &str, message: &str, retry: std::time::Duration) -> Outcome {

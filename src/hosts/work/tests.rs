@@ -242,3 +242,27 @@ async fn a_reset_lost_to_a_reboot_runs_again() {
     host.finish(&id, 0, &[]);
     assert_eq!(advance_reset(&host, &id, "host-1").await.unwrap(), Resetting::Clean);
 }
+
+#[tokio::test]
+async fn a_preparation_lost_to_a_reboot_runs_again_and_a_failed_one_does_not() {
+    let host = FakeHost::new();
+    let work = Work::Job(PrepareJob { script: "install".into(), identity: vec!["Artifacts".into()], secrets: vec![] });
+    let id = prepare_job_id("ns", "m-1", "host-1", &["Artifacts".to_string()]);
+    advance_prepare(&host, &work, Some(&id), &about()).await.unwrap();
+    host.with(|s| s.jobs.insert(id.clone(), JobRecord::new(JobState::Lost, Some(Duration::from_secs(40)))));
+    match advance_prepare(&host, &work, Some(&id), &about()).await.unwrap() {
+        Preparing::Running { message } => assert!(message.contains("started again"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(host.starts(&id), 2, "idempotent, so started again");
+    host.finish(&id, 0, &[]);
+    assert!(matches!(advance_prepare(&host, &work, Some(&id), &about()).await.unwrap(), Preparing::Done { reason: "Prepared", .. }));
+
+    let failed = prepare_job_id("ns", "m-2", "host-1", &["Artifacts".to_string()]);
+    advance_prepare(&host, &work, Some(&failed), &about()).await.unwrap();
+    host.finish(&failed, 1, &[]);
+    for _ in 0..2 {
+        assert!(matches!(advance_prepare(&host, &work, Some(&failed), &about()).await.unwrap(), Preparing::Failed { .. }));
+    }
+    assert_eq!(host.starts(&failed), 1, "a failed preparation is never started again");
+}
