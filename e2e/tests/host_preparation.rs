@@ -172,6 +172,7 @@ async fn preparation_installs_verifies_refuses_and_changes_nothing_the_second_ti
 
     // (e) A registry mirror, as an air-gapped site runs one (TLS, htpasswd), on node-1 (nothing
     // installed there: (b) was refused). Each refusal comes before anything is installed.
+    delete_and_wait(&machines, "m-bad").await;
     let registry = Registry::start_on(&work.join("registry"), farm.gateway).unwrap();
     let mirror_only = images::build("registry.k8s.io/capssh-e2e/pause:mirror-only", &images::pause_binary().unwrap(), "/pause").unwrap();
     images::push(&mirror_only, &format!("{}/capssh-e2e/pause:mirror-only", registry.address), &registry.crane_env()).unwrap();
