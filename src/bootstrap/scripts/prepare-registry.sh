@@ -60,9 +60,11 @@ registry_check() {
     [ -z "$REGISTRY_AUTH" ] || printf 'header = "Authorization: Basic %s"\n' "$REGISTRY_AUTH"
     [ -z "$3" ] || printf 'cacert = "%s"\n' "$3"
   ) > "$cfg"
-  code=$(curl -sS -o /dev/null -D "$STAGING/registry-headers" -w '%{http_code}' --connect-timeout 10 --max-time 30 -K "$cfg" 2> "$STAGING/registry-error") || true
+  status=0
+  code=$(curl -sS -o /dev/null -D "$STAGING/registry-headers" -w '%{http_code}' --connect-timeout 10 --max-time 30 -K "$cfg" 2> "$STAGING/registry-error") || status=$?
   rm -f "$cfg"
-  said=$(tail -n 1 "$STAGING/registry-error" 2>/dev/null | tr -d '\r')
+  # curl's first line says what went wrong ("curl: (7) Failed to connect to ..."); the rest is advice.
+  said=$(head -n 1 "$STAGING/registry-error" 2>/dev/null | tr -d '\r' | sed 's/^curl: //')
   case "$code" in
     200)
       say "registry mirror $2 for $1 answers" ;;
@@ -74,9 +76,10 @@ registry_check() {
       [ -z "$REGISTRY_AUTH" ] || fail RegistryAuthFailed "the registry mirror $2 (for $1) refused the pull credentials from $REGISTRY_CREDENTIALS: HTTP $code"
       fail RegistryAuthFailed "the registry mirror $2 (for $1) asks for credentials (HTTP $code): set registry.credentialsSecretRef" ;;
     "" | 000)
-      case "$said" in
-        *SSL* | *certificate* | *TLS*)
-          fail RegistryUntrusted "the registry mirror $2 (for $1) has a certificate the host does not trust ($said): set registry.caRef to the CA that signed it" ;;
+      # 60: the peer's certificate cannot be verified; 35 and 58-59, 77, 83, 90-91: TLS set-up.
+      case "$status" in
+        35 | 58 | 59 | 60 | 77 | 83 | 90 | 91)
+          fail RegistryUntrusted "the registry mirror $2 (for $1) fails TLS verification on the host ($said): set registry.caRef to the CA that signed its certificate" ;;
       esac
       fail RegistryUnreachable "the registry mirror $2 (for $1) does not answer: ${said:-no answer}" ;;
     *)
