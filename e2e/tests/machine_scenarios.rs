@@ -363,7 +363,7 @@ async fn a_moved_copy_of_a_machine_whose_host_was_reset_is_not_bootstrapped_agai
     let (target, _) = capssh::controllers::target_for(&bed.client, &host).await.unwrap();
     let session = capssh::ssh::Session::connect(&target, &capssh::ssh::Timeouts::default()).await.unwrap();
     let reset_id = reset_job_id(NS, "m1", "h0");
-    session.start_job(&JobSpec { id: &reset_id, script: RESET.as_bytes() }).await.unwrap();
+    session.start_job(&JobSpec { id: &reset_id, script: RESET.as_bytes(), required: &[] }).await.unwrap();
     eventually(60, "the reset to finish", || async {
         matches!(session.job_status(&reset_id, &[]).await.ok()?.state, JobState::Finished { .. }).then_some(())
     })

@@ -186,7 +186,7 @@ const COUNTED_JOB: &str = "echo run >> /var/lib/capssh/counter\nsleep 3\necho fi
 #[tokio::test]
 async fn a_job_survives_losing_the_connection_and_runs_once() {
     let farm = HostFarm::start("ssh-jobs", 1).unwrap();
-    let job = JobSpec { id: "count-1", script: COUNTED_JOB.as_bytes() };
+    let job = JobSpec { id: "count-1", script: COUNTED_JOB.as_bytes(), required: &[] };
 
     // Start it, then lose the client (as a crashed controller would).
     let first = root_session(&farm, 0).await;
@@ -218,14 +218,14 @@ async fn a_job_survives_losing_the_connection_and_runs_once() {
     assert_eq!(mode, "700\n700\n", "job folders are private");
 
     // Concurrent starts of a new job: exactly one starts it.
-    let job2 = JobSpec { id: "count-2", script: COUNTED_JOB.as_bytes() };
+    let job2 = JobSpec { id: "count-2", script: COUNTED_JOB.as_bytes(), required: &[] };
     let (a, b) = (root_session(&farm, 0).await, root_session(&farm, 0).await);
     let (ra, rb) = tokio::join!(a.start_job(&job2), b.start_job(&job2));
     let starts = [ra.unwrap(), rb.unwrap()];
     assert_eq!(starts.iter().filter(|s| **s == Start::Started).count(), 1, "{starts:?}");
 
     // Success needs the required paths too; a job that exits 0 without them failed.
-    let job3 = JobSpec { id: "no-sentinel", script: b"echo did nothing\n" };
+    let job3 = JobSpec { id: "no-sentinel", script: b"echo did nothing\n", required: &[] };
     let verdict = loop {
         match a.advance_job(&job3, &["/run/cluster-api/bootstrap-success.complete"], 20).await.unwrap() {
             Progress::Running => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -240,8 +240,27 @@ async fn a_job_survives_losing_the_connection_and_runs_once() {
         other => panic!("expected a failure, got {other:?}"),
     }
 
+    // Success is recorded on disk the moment a job exits 0 with its required paths there: the
+    // path gone afterwards (a reboot empties /run) does not turn it into a failure. Without the
+    // path at exit, nothing is recorded.
+    let proof = format!("/run/capssh-e2e-proof-{}", std::process::id());
+    let proving = format!("touch {proof}\n");
+    let job5 = JobSpec { id: "proof-1", script: proving.as_bytes(), required: &[proof.as_str()] };
+    assert_eq!(a.start_job(&job5).await.unwrap(), Start::Started);
+    let job6 = JobSpec { id: "proof-2", script: b"true\n", required: &["/run/capssh-e2e-never-made"] };
+    assert_eq!(a.start_job(&job6).await.unwrap(), Start::Started);
+    capssh_e2e::manager::eventually(20, "both jobs to exit", || async {
+        farm.exec_ok(0, "cat /var/lib/capssh/jobs/proof-1/exit /var/lib/capssh/jobs/proof-2/exit").ok().filter(|e| e == "0\n0\n")
+    })
+    .await
+    .unwrap();
+    farm.exec_ok(0, &format!("rm {proof}")).unwrap();
+    assert_eq!(a.advance_job(&job5, job5.required, 5).await.unwrap(), Progress::Succeeded, "success outlives its proof");
+    assert!(farm.exec(0, "test -e /var/lib/capssh/jobs/proof-2/succeeded").unwrap().status.code() == Some(1));
+    assert!(matches!(a.advance_job(&job6, job6.required, 5).await.unwrap(), Progress::Failed { .. }));
+
     // A job whose process vanished is reported as lost, never restarted.
-    let job4 = JobSpec { id: "vanishing", script: b"sleep 300\n" };
+    let job4 = JobSpec { id: "vanishing", script: b"sleep 300\n", required: &[] };
     assert_eq!(a.start_job(&job4).await.unwrap(), Start::Started);
     kill_host_processes(&farm, 0, "capssh-job", "");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -293,7 +312,7 @@ async fn output_is_bounded_and_jobs_survive_reboots_full_disks_and_stop_as_a_gro
 
     // A job still running when its host "reboots": its recorded boot is not this boot, so its
     // PID (reused after a real reboot) is not taken for the job.
-    s.start_job(&JobSpec { id: "boot-1", script: b"sleep 313\n" }).await.unwrap();
+    s.start_job(&JobSpec { id: "boot-1", script: b"sleep 313\n", required: &[] }).await.unwrap();
     assert_eq!(s.job_status("boot-1", &[]).await.unwrap().state, JobState::Running);
     farm.exec_ok(0, "echo 00000000-0000-0000-0000-000000000000 > /var/lib/capssh/jobs/boot-1/boot").unwrap();
     assert_eq!(s.job_status("boot-1", &[]).await.unwrap().state, JobState::Lost);
@@ -302,7 +321,7 @@ async fn output_is_bounded_and_jobs_survive_reboots_full_disks_and_stop_as_a_gro
     // A real full disk: the job's folder is a 256 kB file system that the job fills, so its exit
     // status cannot be written. That is reported as such, not polled for ever.
     farm.exec_ok(0, "mkdir -p /var/lib/capssh/jobs/disk-1 && mount -t tmpfs -o size=256k capssh-full /var/lib/capssh/jobs/disk-1").unwrap();
-    let fill = JobSpec { id: "disk-1", script: b"head -c 10000000 /dev/zero > /var/lib/capssh/jobs/disk-1/fill\nexit 0\n" };
+    let fill = JobSpec { id: "disk-1", script: b"head -c 10000000 /dev/zero > /var/lib/capssh/jobs/disk-1/fill\nexit 0\n", required: &[] };
     let progress = loop {
         match s.advance_job(&fill, &[], 20).await.unwrap() {
             Progress::Running => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -313,7 +332,7 @@ async fn output_is_bounded_and_jobs_survive_reboots_full_disks_and_stop_as_a_gro
     assert!(matches!(&progress, Progress::Failed { reason, .. } if reason.contains("disk full")), "{progress:?}");
 
     // Stopping: a bootstrap job and what it started (a child in the background) go as a group.
-    let group = JobSpec { id: "bootstrap-stop-1", script: b"sleep 311 &\nsleep 312\nwait\n" };
+    let group = JobSpec { id: "bootstrap-stop-1", script: b"sleep 311 &\nsleep 312\nwait\n", required: &[] };
     s.start_job(&group).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(host_processes(&farm, 0, "sleep 31").len(), 2, "both sleeps run");

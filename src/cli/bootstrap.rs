@@ -66,7 +66,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<(), CliError> {
     let job = plan(&data, format, &metadata)?;
     let redactor = Redactor::new(job.secrets.clone());
     let id = args.job_id.clone().unwrap_or_else(|| stable_id("bootstrap", &[&args.identity.namespace, &host_name, &String::from_utf8_lossy(&data)]));
-    let spec = JobSpec { id: &id, script: job.script.as_bytes() };
+    let spec = JobSpec { id: &id, script: job.script.as_bytes(), required: &[SENTINEL] };
     eprintln!("job {id} on {}", session.target());
     let progress = until_done(args.timeout, || step_job(&session, &spec, &[SENTINEL]), |p| *p == Progress::Running).await?;
     let log = session.job_log_tail(&id, 200).await?;

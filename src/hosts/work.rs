@@ -119,8 +119,8 @@ pub async fn advance(host: &impl HostOps, job: &JobSpec<'_>, record: JobRecord, 
 
 /// One step of the bootstrap job (its record read by [`read_records`]).
 pub async fn advance_bootstrap(host: &impl HostOps, id: &str, script: &str, records: &MachineRecords) -> Result<Progress, SshError> {
-    let job = JobSpec { id, script: script.as_bytes() };
-    advance(host, &job, records.bootstrap, &[SENTINEL], &[records.sentinel]).await
+    let job = JobSpec { id, script: script.as_bytes(), required: &[SENTINEL] };
+    advance(host, &job, records.bootstrap, job.required, &[records.sentinel]).await
 }
 
 /// One step of a job whose record is not known yet (the CLI's loop): read it, then [`advance`].
@@ -180,7 +180,7 @@ pub async fn advance_prepare(host: &impl HostOps, work: &Work, id: Option<&str>,
         Work::Job(PrepareJob { script, secrets, .. }) => {
             let id = id.unwrap_or_default();
             let redactor = Redactor::new(secrets.clone());
-            let job = JobSpec { id, script: script.as_bytes() };
+            let job = JobSpec { id, script: script.as_bytes(), required: &[] };
             let record = host.job_records(&[id], &[]).await?.jobs[0];
             if record.state == JobState::Lost {
                 // A reboot (or a kill) is not the preparation failing, and preparing is
@@ -236,7 +236,7 @@ pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 /// (`NextWork::AlreadyReset`); once released, a new machine of the same name must not be
 /// mistaken for it. A crash in between only repeats the reset.
 pub async fn advance_reset(host: &impl HostOps, id: &str, host_name: &str) -> Result<Resetting, SshError> {
-    let job = JobSpec { id, script: RESET.as_bytes() };
+    let job = JobSpec { id, script: RESET.as_bytes(), required: &[] };
     let record = host.job_records(&[id], &[]).await?.jobs[0];
     match record.state {
         JobState::Absent => {

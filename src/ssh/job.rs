@@ -32,6 +32,11 @@ pub const LOG_TAIL_MAX_BYTES: usize = 64 * 1024;
 pub struct JobSpec<'a> {
     pub id: &'a str,
     pub script: &'a [u8],
+    /// Paths that must exist when the job exits 0 for it to have succeeded (Cluster API's
+    /// sentinel). The host checks them the moment the job exits and records success on disk:
+    /// a path in /run is gone after a reboot, and the verdict must not depend on when capssh
+    /// looked. Absolute, one per line.
+    pub required: &'a [&'a str],
 }
 
 /// Whether starting a job started it now or found it already started.
@@ -195,7 +200,9 @@ pub fn judge(id: &str, record: JobRecord, required: &[&str], present: &[bool]) -
 impl Session {
     /// Uploads the script (over stdin) and starts the job, unless it was started before.
     pub async fn start_job(&self, job: &JobSpec<'_>) -> Result<Start, SshError> {
-        let script = with_inputs(scripts::JOB_START, &[("JOBS_DIR", JOBS_DIR), ("JOB_ID", check_id(job.id)?), ("JOURNAL", JOURNAL)]);
+        let required = job.required.join("\n");
+        let inputs = [("JOBS_DIR", JOBS_DIR), ("JOB_ID", check_id(job.id)?), ("JOURNAL", JOURNAL), ("REQUIRED", required.as_str())];
+        let script = with_inputs(scripts::JOB_START, &inputs);
         let output = self.run_checked(&script, Some(job.script), Duration::from_secs(60)).await?;
         // The last line: a login shell may have printed something before it.
         Ok(if output.stdout_text().lines().last().map(str::trim) == Some("started") { Start::Started } else { Start::AlreadyStarted })
