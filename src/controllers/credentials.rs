@@ -127,11 +127,21 @@ pub async fn ensure_move_label(ctx: &super::Context, host: &SSHHost) -> Result<(
     Ok(())
 }
 
-/// One value of a Secret marked for capssh (see [`marked_for_capssh`]), e.g. a registry's
-/// pull credentials: capssh hands it to a host, so the Secret must be meant for that.
-pub async fn marked_secret_value(client: &kube::Client, namespace: &str, name: &str, key: &str) -> Result<String, ReconcileError> {
-    let (secret, _) = read(Source::Direct(client), namespace, name).await?;
-    value(&secret, namespace, name, key)
+/// Values of one Secret marked for capssh (see [`marked_for_capssh`]), e.g. a registry's pull
+/// credentials: capssh hands them to a host, so the Secret must be meant for that. Read once,
+/// from the controllers' watch cache.
+pub async fn marked_secret_values<const N: usize>(
+    ctx: &super::Context,
+    namespace: &str,
+    name: &str,
+    keys: [&str; N],
+) -> Result<[String; N], ReconcileError> {
+    let (secret, _) = read(Source::Cached(ctx), namespace, name).await?;
+    let mut values = [const { String::new() }; N];
+    for (slot, key) in values.iter_mut().zip(keys) {
+        *slot = value(&secret, namespace, name, key)?;
+    }
+    Ok(values)
 }
 
 /// Reads a credential Secret, refusing one not marked for capssh before any value is read.

@@ -12,7 +12,7 @@ pub mod sshhost;
 pub mod sshmachine;
 pub mod timing;
 
-pub use credentials::{cached_target_for, marked_secret_value, target_for};
+pub use credentials::{cached_target_for, marked_secret_values, target_for};
 pub use error::ReconcileError;
 pub use timing::Timing;
 

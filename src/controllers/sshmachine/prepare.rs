@@ -9,7 +9,7 @@ use super::report::{Outcome, Report, Step};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{CASourceKind, ConditionStatus, MachinePhase, PreparationMode, RegistryCARef, RegistryMirrors, SSHHost, SSHMachine};
 use crate::bootstrap::prepare::{RegistryInputs, Work, plan};
-use crate::controllers::{Context, ReconcileError, marked_secret_value, timing};
+use crate::controllers::{Context, ReconcileError, marked_secret_values, timing};
 use crate::hosts::work::{PrepareContext, Preparing, advance_prepare, prepare_job_id};
 use crate::ssh::HostOps;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -105,7 +105,10 @@ pub(super) fn prepared_before_bootstrap(machine: &SSHMachine, report: &mut Repor
 async fn registry_inputs(ctx: &Context, machine: &SSHMachine, registry: &RegistryMirrors) -> Result<RegistryInputs, ReconcileError> {
     let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
     let ca_pem = match &registry.ca_ref {
-        Some(RegistryCARef { kind: CASourceKind::Secret, name, key }) => Some(marked_secret_value(&ctx.client, namespace, name, key).await?),
+        Some(RegistryCARef { kind: CASourceKind::Secret, name, key }) => {
+            let [ca] = marked_secret_values(ctx, namespace, name, [key.as_str()]).await?;
+            Some(ca)
+        }
         Some(RegistryCARef { kind: CASourceKind::ConfigMap, name, key }) => {
             let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
             let map = maps.get_opt(name).await?.ok_or_else(|| ReconcileError::Invalid(format!("ConfigMap {namespace}/{name}: not found")))?;
@@ -116,8 +119,7 @@ async fn registry_inputs(ctx: &Context, machine: &SSHMachine, registry: &Registr
     };
     let (credentials, credentials_source) = match &registry.credentials_secret_ref {
         Some(secret) => {
-            let user = marked_secret_value(&ctx.client, namespace, &secret.name, "username").await?;
-            let password = marked_secret_value(&ctx.client, namespace, &secret.name, "password").await?;
+            let [user, password] = marked_secret_values(ctx, namespace, &secret.name, ["username", "password"]).await?;
             (Some((user, password)), format!("Secret {namespace}/{}", secret.name))
         }
         None => (None, String::new()),
