@@ -150,6 +150,7 @@ pub struct ImageSpec {
 enum Entry {
     Dir { mode: u32, owner: u32 },
     File { mode: u32, content: Vec<u8> },
+    Symlink { target: String },
 }
 
 impl ImageSpec {
@@ -167,6 +168,12 @@ impl ImageSpec {
     pub fn file(&mut self, path: &str, mode: u32, content: Vec<u8>) {
         self.parents(path);
         self.layer.insert(path.to_string(), Entry::File { mode, content });
+    }
+
+    /// A symbolic link at `path` to `target` (as `ln -s target path` makes it).
+    pub fn symlink(&mut self, path: &str, target: &str) {
+        self.parents(path);
+        self.layer.insert(path.to_string(), Entry::Symlink { target: target.to_string() });
     }
 
     /// A file with the content of `source` (through symlinks).
@@ -201,6 +208,7 @@ impl ImageSpec {
             match entry {
                 Entry::Dir { mode, owner } => tar.entry(&format!("{path}/"), *mode, *owner, Kind::Dir, &[])?,
                 Entry::File { mode, content } => tar.entry(path, *mode, ROOT, Kind::File, content)?,
+                Entry::Symlink { target } => tar.entry(path, 0o777, ROOT, Kind::Symlink(target), &[])?,
             }
         }
         Ok(tar.finish()?)
@@ -427,9 +435,11 @@ fn read_member(archive: &Path, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
     }
 }
 
-enum Kind {
+enum Kind<'a> {
     File,
     Dir,
+    /// A symbolic link to the target.
+    Symlink(&'a str),
 }
 
 /// A ustar writer: fixed mtime (0) and owner names for the ids, so equal input gives equal bytes.
@@ -459,6 +469,11 @@ impl<W: Write> Tar<W> {
         header[156] = match kind {
             Kind::File => b'0',
             Kind::Dir => b'5',
+            Kind::Symlink(target) => {
+                assert!(target.len() < 100, "link targets here are short: {target}");
+                header[157..157 + target.len()].copy_from_slice(target.as_bytes());
+                b'2'
+            }
         };
         header[257..263].copy_from_slice(b"ustar\0");
         header[263..265].copy_from_slice(b"00");

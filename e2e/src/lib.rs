@@ -7,8 +7,10 @@
 //! - [`process`]: child processes that cannot outlive the test process;
 //! - [`release`]: Cluster API and capssh installed by `clusterctl init` from a local repository;
 //! - [`bench`]: the provisioning benchmark (`make bench`);
-//! - [`images`]: OCI image archives built without a container engine; [`registry`]: a registry with TLS and auth.
+//! - [`images`]: OCI image archives built without a container engine ([`addon_images`]: kube-proxy,
+//!   CoreDNS, kube-router, agnhost); [`registry`]: a registry with TLS and auth.
 
+pub mod addon_images;
 pub mod apply;
 pub mod bench;
 pub mod capi;
@@ -29,3 +31,4 @@ pub mod release;
 pub mod scenario;
 pub mod tools;
 pub mod workload;
+pub mod workload_checks;

@@ -141,6 +141,22 @@ impl Registry {
         &self.password
     }
 
+    /// What spec.preparation.registry reads in a namespace: a ConfigMap `ca_config_map` holding
+    /// this registry's CA (`ca.crt`) and a basic-auth Secret `credentials_secret` with its
+    /// credentials, marked for capssh.
+    pub fn pull_objects(&self, ca_config_map: &str, credentials_secret: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let ca = std::fs::read_to_string(&self.ca_file)?;
+        Ok(vec![
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": ca_config_map}, "data": {"ca.crt": ca}}),
+            serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": credentials_secret, "labels": {"infrastructure.cluster.x-k8s.io/capssh-credentials": "true"}},
+                "type": "kubernetes.io/basic-auth",
+                "stringData": {"username": self.user, "password": self.password}
+            }),
+        ])
+    }
+
     /// What crane needs to reach this registry, as environment variables naming files: its CA and
     /// the credentials.
     pub fn crane_env(&self) -> Vec<(&'static str, PathBuf)> {

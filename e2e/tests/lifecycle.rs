@@ -3,11 +3,14 @@
 //!
 //! 1. create a cluster (1 control-plane machine by KubeadmControlPlane, 1 worker by a
 //!    MachineDeployment) from `clusterctl generate cluster` on bare Debian nodes that capssh
-//!    prepares from an artifact mirror; the workload cluster's nodes are Ready;
-//! 2. scale the MachineDeployment 1 → 3 → 1: released hosts are reset and Available, and their
-//!    kubeadm state is gone;
+//!    prepares from an artifact mirror, pulling the rest from a registry mirror (TLS, basic auth);
+//!    its CNI (kube-router) comes by ClusterResourceSet; the nodes are Ready and the cluster runs
+//!    workloads ([`check_workloads`]: kube-proxy, CoreDNS, Pod-to-Pod and Service traffic across
+//!    nodes, DNS, logs and exec);
+//! 2. scale the MachineDeployment 1 → 3 (workloads checked on the 4 nodes) → 1: released hosts
+//!    are reset and Available, and their kubeadm state is gone;
 //! 3. roll both to the next Kubernetes patch (with new SSHMachineTemplates pinning its mirror's
-//!    SHA256SUMS): every node ends on it;
+//!    SHA256SUMS): every node ends on it, kube-proxy too, and workloads are checked again;
 //! 4. delete the cluster: every host Available and clean, nothing left behind.
 //!
 //! Everything is real: etcd + kube-apiserver, Cluster API's core/CABPK/KCP managers with their
@@ -15,6 +18,7 @@
 //! Logs of every controller and every node's journal and capssh job logs stay in
 //! `_artifacts/e2e/lifecycle-<pid>/`.
 
+use capssh_e2e::addon_images::serve_addons;
 use capssh_e2e::apply::{apply_all, documents};
 use capssh_e2e::capi::install_capssh_crds;
 use capssh_e2e::capi_managers::CapiManagers;
@@ -24,9 +28,11 @@ use capssh_e2e::mgmt::ManagementPlane;
 use capssh_e2e::mirror::{MirrorServer, build_mirror};
 use capssh_e2e::nodes::balancer::Balancer;
 use capssh_e2e::nodes::{ENDPOINT, GATEWAY, NodeFarm};
+use capssh_e2e::registry::Registry;
 use capssh_e2e::scenario::{namespace, register_nodes};
 use capssh_e2e::tools::{artifacts_dir, repo_root};
 use capssh_e2e::workload::*;
+use capssh_e2e::workload_checks::check_workloads;
 use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -36,6 +42,8 @@ const NAME: &str = "sandbox";
 const FIRST: &str = "v1.36.3";
 const NEXT: &str = "v1.36.4";
 const NODES: usize = 5;
+const REGISTRY_CA: &str = "registry-ca";
+const REGISTRY_CREDENTIALS: &str = "registry-pull";
 const SSH_MACHINE_TEMPLATE: (&str, &str, &str) = ("infrastructure.cluster.x-k8s.io", "v1alpha1", "SSHMachineTemplate");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,6 +68,15 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     // On the node network's gateway (it exists once the nodes do).
     let mirror = MirrorServer::start(&mirror_root, (GATEWAY, 0).into())?;
     timeline.mark(&format!("artifact mirror for {FIRST} and {NEXT}"));
+
+    // The registry mirror of registry.k8s.io and docker.io, and the CNI's ClusterResourceSet.
+    let registry = Registry::start_on(&work.join("registry"), GATEWAY)?;
+    let pushed = serve_addons(&registry, &[FIRST, NEXT])?;
+    apply_all(&client, &registry.pull_objects(REGISTRY_CA, REGISTRY_CREDENTIALS)?, Some(NS), false).await?;
+    let cni = std::fs::read_to_string(repo_root().join("templates/addons/cni-kube-router.yaml"))?;
+    apply_all(&client, &documents(&cni)?, Some(NS), false).await?;
+    eprintln!("registry mirror at {} serves {}", registry.address, pushed.join(", "));
+    timeline.mark(&format!("registry mirror with {} add-on images", pushed.len()));
 
     // 1. Create.
     let repo = LocalRepository::publish(&work)?;
@@ -90,6 +107,9 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
                 ("SSH_ARTIFACTS_CHECKSUMS_SHA256", &mirrors.0.sums_sha256),
                 ("SSH_CONTROL_PLANE_HOST_ROLE", "kubeadm"),
                 ("SSH_WORKER_HOST_ROLE", "kubeadm"),
+                ("SSH_REGISTRY_ENDPOINT", &format!("https://{}", registry.address)),
+                ("SSH_REGISTRY_CA_CONFIGMAP", REGISTRY_CA),
+                ("SSH_REGISTRY_CREDENTIALS_SECRET", REGISTRY_CREDENTIALS),
             ],
         )
         .map_err(anyhow::Error::msg)?;
@@ -102,11 +122,15 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     wait_cluster(&client, NS, &workload, 2, FIRST, 20).await.inspect_err(|_| describe(&repo, &plane))?;
     timeline.mark("create: 1 control plane + 1 worker Running, nodes Ready");
     describe(&repo, &plane);
+    check_workloads(&workload, 2).await?;
+    timeline.mark("create: add-ons up, Pod and Service traffic across nodes, DNS, logs, exec");
 
     // 2. Scale the workers 1 → 3 → 1.
     scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 3).await?;
     wait_cluster(&client, NS, &workload, 4, FIRST, 15).await?;
     timeline.mark("scale workers 1 -> 3");
+    check_workloads(&workload, 4).await?;
+    timeline.mark("scaled: workloads on all 4 nodes");
     let before = claimed_hosts(&client, NS).await?;
     scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 1).await?;
     wait_cluster(&client, NS, &workload, 2, FIRST, 15).await?;
@@ -151,6 +175,11 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     wait_cluster(&client, NS, &workload, 2, NEXT, 30).await.inspect_err(|_| describe(&repo, &plane))?;
     timeline.mark(&format!("rolling upgrade {FIRST} -> {NEXT}"));
     describe(&repo, &plane);
+    let proxy_image =
+        workload.kubectl(&["get", "daemonset", "kube-proxy", "-n", "kube-system", "-o", "jsonpath={.spec.template.spec.containers[0].image}"])?;
+    assert!(proxy_image.ends_with(&format!(":{NEXT}")), "kube-proxy still runs {proxy_image}");
+    check_workloads(&workload, 2).await?;
+    timeline.mark("upgraded: workloads checked again");
 
     // 4. Delete.
     kind_api(&client, CLUSTER).delete(NAME, &DeleteParams::default()).await?;

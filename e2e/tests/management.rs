@@ -51,7 +51,7 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     let b = ManagementCluster::start(SUITE, "b", &[&current], &current, 1).await?;
     for (cluster, version) in [(&a, &previous.version), (&b, &current.version)] {
         let folder = cluster.repo.root.join("infrastructure-ssh").join(version);
-        std::fs::copy(repo_root().join("e2e/templates/cluster-template-sandbox.yaml"), folder.join("cluster-template-sandbox.yaml"))?;
+        std::fs::copy(repo_root().join("e2e/templates/cluster-template-nodes-only.yaml"), folder.join("cluster-template-nodes-only.yaml"))?;
     }
     let client = a.plane.client().await?;
     let target = b.plane.client().await?;
@@ -77,7 +77,7 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
                 "--infrastructure",
                 &format!("ssh:{}", previous.version),
                 "--flavor",
-                "sandbox",
+                "nodes-only",
                 "--target-namespace",
                 NS,
                 "--kubernetes-version",

@@ -70,7 +70,12 @@ const VETH_PREFIX: &str = "capsshn";
 const CGROUP_PREFIX: &str = "capssh-node-";
 const BOOT_SCRIPT: &str = include_str!("boot.sh");
 /// Global (not namespaced) sysctls a kubelet changes; restored when the farm is dropped.
-const KERNEL_SYSCTLS: &[&str] = &["kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory"];
+const KERNEL_SYSCTLS: &[&str] = &["kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", CONNTRACK_MAX];
+/// The conntrack table size: one value for the whole kernel, read-only inside a network
+/// namespace. kube-proxy sets it at start unless it already holds what kube-proxy wants, and a
+/// failed write stops kube-proxy; so the farm sets that value ([`kube_proxy_conntrack_max`]).
+/// On a real host kube-proxy sets it itself.
+const CONNTRACK_MAX: &str = "net/netfilter/nf_conntrack_max";
 
 /// One booted node.
 pub struct Node {
@@ -97,6 +102,12 @@ impl Node {
     fn boot_slot(&self) -> std::sync::MutexGuard<'_, Option<Daemon>> {
         self.boot.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The nf_conntrack_max kube-proxy's default configuration asks for on a machine with `cpus`
+/// CPUs (32768 per CPU, at least 131072, at most 1048576).
+pub fn kube_proxy_conntrack_max(cpus: usize) -> usize {
+    (32768 * cpus).clamp(131072, 1048576)
 }
 
 /// A set of nodes; dropping it stops and removes them.
@@ -132,6 +143,8 @@ impl NodeFarm {
             .map(|k| Ok((k.to_string(), fs::read_to_string(Path::new("/proc/sys").join(k))?.trim().to_string())))
             .collect::<anyhow::Result<_>>()?;
         let mut farm = NodeFarm { nodes: Vec::new(), client_key, gateway: GATEWAY, logs, kernel_sysctls, _lock: lock };
+        let cpus = fs::read_to_string("/proc/cpuinfo")?.lines().filter(|l| l.starts_with("processor")).count();
+        fs::write(Path::new("/proc/sys").join(CONNTRACK_MAX), kube_proxy_conntrack_max(cpus).to_string()).context("setting nf_conntrack_max")?;
         farm.create_bridge()?;
         for i in 0..count {
             let node = farm.prepare_node(&base, i)?;
@@ -219,6 +232,10 @@ impl NodeFarm {
         fs::create_dir_all(upper.join("etc/ssh"))?;
         fs::write(upper.join("etc/hostname"), format!("{name}\n"))?;
         fs::write(upper.join("etc/hosts"), format!("127.0.0.1 localhost\n{address} {name}\n"))?;
+        // A resolver, as every real host has one (CoreDNS forwards to it and will not start
+        // without one): the gateway, on this machine, where nothing answers DNS, so a name
+        // outside the cluster fails to resolve and no query leaves the machine.
+        fs::write(upper.join("etc/resolv.conf"), format!("nameserver {GATEWAY}\n"))?;
         let key = upper.join("etc/ssh/ssh_host_ed25519_key");
         run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &name, "-f"]).arg(&key))?;
         let public = fs::read_to_string(key.with_extension("pub"))?;

@@ -42,9 +42,17 @@ if command -v iptables-save >/dev/null 2>&1 && command -v iptables-restore >/dev
   iptables-save | grep -v -E 'KUBE-|CNI-|cali-|flannel|cilium' | iptables-restore || say "iptables cleanup failed"
 fi
 if command -v ipvsadm >/dev/null 2>&1; then ipvsadm --clear; fi
-for link in kube-ipvs0 cni0 flannel.1 vxlan.calico tunl0 cilium_host cilium_net; do
+# The CNIs' own links: a bridge left with the last cluster's Pod gateway address makes the next
+# cluster's CNI fail on this host (the node gets another podCIDR).
+for link in kube-ipvs0 cni0 kube-bridge kube-dummy-if flannel.1 vxlan.calico tunl0 cilium_host cilium_net; do
   ip link delete "$link" 2>/dev/null
 done
+# kube-router's routes to the other nodes' Pods (it marks them protocol 17): left behind, one of
+# them may point this host's next podCIDR at another node.
+ip route flush proto 17 2>/dev/null
+if command -v ipset >/dev/null 2>&1; then
+  ipset list -n 2>/dev/null | grep -E '^(kube-router-|KUBE-)' | while IFS= read -r set; do ipset destroy "$set" 2>/dev/null; done
+fi
 # Old bootstrap and preparation records go too: the next machine on this host gets fresh jobs.
 find /var/lib/capssh/jobs -mindepth 1 -maxdepth 1 \( -name 'bootstrap-*' -o -name 'prepare-*' \) -exec rm -rf {} + 2>/dev/null
 say "cleanup finished"

@@ -1,0 +1,217 @@
+//! The images a workload cluster runs beyond its control plane, built like [`crate::images`]
+//! (one deterministic layer, cached by content) from what hack/tools builds and this Debian
+//! machine's packages:
+//!
+//! - `registry.k8s.io/kube-proxy:<version>`: kube-proxy at `/usr/local/bin/kube-proxy` (where
+//!   kubeadm's DaemonSet calls it) with iptables (the nf_tables variant under every iptables
+//!   name, as upstream's iptables-wrapper picks on a host without legacy rules) and its extensions;
+//! - `registry.k8s.io/coredns/coredns:<kubeadm's tag>`: CoreDNS at `/coredns`, built at exactly
+//!   the version kubeadm installs. It runs as root: upstream's image runs as 65532 with a file
+//!   capability to bind port 53, and a layer written here carries no extended attributes;
+//! - `docker.io/cloudnativelabs/kube-router:v2.1.0`: kube-router with iptables and ipset, and a
+//!   static busybox as `/bin/sh` for the DaemonSet's step that installs the CNI configuration;
+//! - `registry.k8s.io/e2e-test-images/agnhost:<its VERSION>`: Kubernetes' test server at
+//!   `/agnhost` (one static Go program; its subcommands are the probes).
+
+use crate::images::{CACHE, ImageArchive, ImageSpec, RunConfig, build_image, linked_libraries};
+use crate::tools::repo_root;
+use anyhow::Context;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The nf_tables iptables of Debian's `iptables` package; one binary that acts by its name.
+const XTABLES: &str = "/usr/sbin/xtables-nft-multi";
+/// The names kube-proxy and kube-router call iptables by.
+const IPTABLES_NAMES: &[&str] = &["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"];
+/// Where Debian's iptables loads its match and target extensions from (compiled in).
+const XTABLES_EXTENSIONS: &str = "/usr/lib/x86_64-linux-gnu/xtables";
+const IPSET: &str = "/usr/sbin/ipset";
+/// Debian's `busybox-static`.
+const BUSYBOX: &str = "/bin/busybox";
+/// The busybox applets the image links (a shell and what its CNI install step runs). Not
+/// `wget`: Debian 12's static busybox crashes in it (SIGSEGV, even on this machine itself).
+const BUSYBOX_APPLETS: &[&str] = &["sh", "cat", "cp", "mv", "rm", "ls", "mkdir", "sleep"];
+
+/// The kube-router version of hack/tools (its only version the Go proxy serves).
+pub const KUBE_ROUTER_IMAGE: &str = "docker.io/cloudnativelabs/kube-router:v2.1.0";
+
+/// The add-on images of Kubernetes `versions` (kube-proxy of each, CoreDNS as the first one's
+/// kubeadm names it), kube-router and agnhost.
+pub fn addon_images(versions: &[&str]) -> anyhow::Result<Vec<ImageArchive>> {
+    let mut images = Vec::new();
+    for version in versions {
+        images.push(build_image(&kube_proxy_image(version)?, Path::new(CACHE))?);
+    }
+    let first = versions.first().context("no Kubernetes version")?;
+    images.push(build_image(&coredns_image(&kubeadm_image(first, "coredns")?)?, Path::new(CACHE))?);
+    images.push(build_image(&kube_router_image()?, Path::new(CACHE))?);
+    images.push(build_image(&agnhost_image()?, Path::new(CACHE))?);
+    Ok(images)
+}
+
+/// Builds the add-on images of `versions` and pushes each to `registry` under its own path (what a
+/// mirror of its upstream registry serves); returns the references pushed.
+pub fn serve_addons(registry: &crate::registry::Registry, versions: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut pushed = Vec::new();
+    for image in addon_images(versions)? {
+        crate::images::push(&image, &crate::images::relocate(&image.reference, &registry.address), &registry.crane_env())?;
+        pushed.push(image.reference);
+    }
+    Ok(pushed)
+}
+
+/// The reference `kubeadm config images list` gives for `name` at `version`.
+pub fn kubeadm_image(version: &str, name: &str) -> anyhow::Result<String> {
+    let kubeadm = tool_binary(&format!("kubeadm-{version}"))?;
+    let out = std::process::Command::new(&kubeadm).args(["config", "images", "list", "--kubernetes-version", version]).output()?;
+    anyhow::ensure!(out.status.success(), "kubeadm config images list: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)?
+        .lines()
+        .find(|l| l.rsplit_once('/').is_some_and(|(_, last)| last.split(':').next() == Some(name)))
+        .map(str::to_string)
+        .with_context(|| format!("kubeadm {version} lists no {name} image"))
+}
+
+pub fn kube_proxy_image(version: &str) -> anyhow::Result<ImageSpec> {
+    let mut spec = ImageSpec::new(&format!("registry.k8s.io/kube-proxy:{version}"), root_config("/usr/local/bin/kube-proxy"));
+    spec.dir("tmp", 0o1777, 0);
+    spec.file_from("usr/local/bin/kube-proxy", 0o755, &tool_binary(&format!("kube-proxy-{version}"))?)?;
+    netfilter_tools(&mut spec, false)?;
+    Ok(spec)
+}
+
+pub fn coredns_image(reference: &str) -> anyhow::Result<ImageSpec> {
+    let tag = reference.rsplit_once(':').map(|(_, tag)| tag).context("a CoreDNS reference with a tag")?;
+    let binary = tool_binary(&format!("coredns-{tag}"))
+        .with_context(|| format!("kubeadm installs CoreDNS {tag}: hack/tools/coredns must pin github.com/coredns/coredns {tag}"))?;
+    let mut spec = ImageSpec::new(reference, root_config("/coredns"));
+    spec.dir("tmp", 0o1777, 0);
+    spec.file_from("coredns", 0o755, &binary)?;
+    Ok(spec)
+}
+
+pub fn kube_router_image() -> anyhow::Result<ImageSpec> {
+    let version = KUBE_ROUTER_IMAGE.rsplit_once(':').map(|(_, v)| v).unwrap_or_default();
+    let mut spec = ImageSpec::new(KUBE_ROUTER_IMAGE, root_config("/usr/local/bin/kube-router"));
+    spec.dir("tmp", 0o1777, 0);
+    spec.file_from("usr/local/bin/kube-router", 0o755, &tool_binary(&format!("kube-router-{version}"))?)?;
+    netfilter_tools(&mut spec, true)?;
+    busybox(&mut spec)?;
+    Ok(spec)
+}
+
+pub fn agnhost_image() -> anyhow::Result<ImageSpec> {
+    let k8s = crate::tools::module_dir("k8s");
+    let version = std::fs::read_to_string(k8s.join("test/images/agnhost/VERSION")).context("agnhost's VERSION")?;
+    let mut spec = ImageSpec::new(&format!("registry.k8s.io/e2e-test-images/agnhost:{}", version.trim()), root_config("/agnhost"));
+    spec.dir("tmp", 0o1777, 0);
+    spec.file_from("agnhost", 0o755, &tool_binary("agnhost")?)?;
+    Ok(spec)
+}
+
+fn root_config(entrypoint: &str) -> RunConfig {
+    RunConfig { user: None, env: vec![PATH_ENV.into()], entrypoint: vec![entrypoint.into()], cmd: vec![], working_dir: "/".into() }
+}
+
+/// `hack/tools/bin/<name>` (a versioned file or the link to the current one), resolved.
+fn tool_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let path = repo_root().join("hack/tools/bin").join(name);
+    std::fs::canonicalize(&path).with_context(|| format!("{} is missing: run make tools", path.display()))
+}
+
+/// iptables (nf_tables) under each of its names, its extensions, optionally ipset, and the
+/// libraries they load.
+fn netfilter_tools(spec: &mut ImageSpec, with_ipset: bool) -> anyhow::Result<()> {
+    let mut loaded = vec![PathBuf::from(XTABLES)];
+    spec.file_from("usr/sbin/xtables-nft-multi", 0o755, Path::new(XTABLES)).context("Debian's iptables package (hack/install-deps.sh)")?;
+    for name in IPTABLES_NAMES {
+        spec.symlink(&format!("usr/sbin/{name}"), "xtables-nft-multi");
+    }
+    for entry in std::fs::read_dir(XTABLES_EXTENSIONS).with_context(|| format!("reading {XTABLES_EXTENSIONS}"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "so") {
+            let inside = inside(&path)?;
+            spec.file_from(&inside, 0o644, &path)?;
+            loaded.push(path);
+        }
+    }
+    if with_ipset {
+        spec.file_from("usr/sbin/ipset", 0o755, Path::new(IPSET)).context("Debian's ipset package (hack/install-deps.sh)")?;
+        loaded.push(PathBuf::from(IPSET));
+    }
+    let mut libraries: Vec<PathBuf> = Vec::new();
+    for binary in &loaded {
+        for library in linked_libraries(binary)? {
+            if !libraries.contains(&library) {
+                libraries.push(library);
+            }
+        }
+    }
+    for library in libraries {
+        let mode = std::fs::metadata(&library)?.permissions().mode() & 0o777;
+        spec.file_from(&inside(&library)?, mode, &library)?;
+    }
+    Ok(())
+}
+
+/// Debian's static busybox at `/bin/busybox`, linked as each of [`BUSYBOX_APPLETS`].
+fn busybox(spec: &mut ImageSpec) -> anyhow::Result<()> {
+    spec.file_from("bin/busybox", 0o755, Path::new(BUSYBOX)).context("Debian's busybox-static package (hack/install-deps.sh)")?;
+    for applet in BUSYBOX_APPLETS {
+        spec.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    Ok(())
+}
+
+/// An absolute path of this machine as a path inside the layer.
+fn inside(path: &Path) -> anyhow::Result<String> {
+    path.strip_prefix("/")
+        .ok()
+        .and_then(Path::to_str)
+        .map(str::to_string)
+        .with_context(|| format!("{} is not an absolute UTF-8 path", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_netfilter_userland_carries_every_iptables_name_and_the_libraries_it_loads() {
+        let mut spec = ImageSpec::new("example.invalid/netfilter:test", root_config("/usr/sbin/iptables"));
+        netfilter_tools(&mut spec, true).unwrap();
+        assert!(spec.file_content("usr/sbin/xtables-nft-multi").is_some());
+        assert!(spec.file_content("usr/sbin/ipset").is_some());
+        assert!(spec.file_content("usr/lib/x86_64-linux-gnu/xtables/libxt_comment.so").is_some(), "kube-proxy's rules carry comments");
+        for library in linked_libraries(Path::new(XTABLES)).unwrap() {
+            assert!(spec.file_content(&inside(&library).unwrap()).is_some(), "{} is missing", library.display());
+        }
+    }
+
+    /// The image's iptables, ipset and shell run from the image's own files (chroot into its
+    /// unpacked layer, in a network namespace of their own): nothing is missing from the layer.
+    #[test]
+    fn the_kube_router_image_runs_its_netfilter_tools_and_shell_from_its_own_files() {
+        let archive = build_image(&kube_router_image().unwrap(), Path::new(CACHE)).unwrap();
+        let dir = std::env::temp_dir().join(format!("capssh-kube-router-image-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("rootfs")).unwrap();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh").arg("-c").arg(script).current_dir(&dir).output().unwrap();
+            assert!(out.status.success(), "{script}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let digest = crate::images::archive_manifest_digest(&archive.path).unwrap();
+        sh(&format!(
+            "tar -xf {} && tar -xf blobs/sha256/$(python3 -c \"import json;print(json.load(open('blobs/sha256/{}'))['layers'][0]['digest'][7:])\") -C rootfs",
+            archive.path.display(),
+            &digest[7..]
+        ));
+        let out = sh(
+            "unshare -n chroot rootfs /bin/sh -c 'iptables -t nat -N CAPSSH-TEST && iptables -t nat -A CAPSSH-TEST -m comment --comment proof -j RETURN && iptables-save -t nat && ipset create capssh-test hash:ip && ipset list -n'",
+        );
+        assert!(out.contains("-A CAPSSH-TEST -m comment --comment proof -j RETURN") && out.contains("capssh-test"), "{out}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
