@@ -10,6 +10,7 @@
 //!   capability to bind port 53, and a layer written here carries no extended attributes;
 //! - `docker.io/cloudnativelabs/kube-router:v2.1.0`: kube-router with iptables and ipset, and a
 //!   static busybox as `/bin/sh` for the DaemonSet's step that installs the CNI configuration;
+//! - `ghcr.io/kube-vip/kube-vip:v0.5.5`: kube-vip at `/kube-vip`, as upstream's image from scratch;
 //! - `registry.k8s.io/e2e-test-images/agnhost:<its VERSION>`: Kubernetes' test server at
 //!   `/agnhost` (one static Go program; its subcommands are the probes).
 
@@ -35,9 +36,12 @@ const BUSYBOX_APPLETS: &[&str] = &["sh", "cat", "cp", "mv", "rm", "ls", "mkdir",
 
 /// The kube-router version of hack/tools (its only version the Go proxy serves).
 pub const KUBE_ROUTER_IMAGE: &str = "docker.io/cloudnativelabs/kube-router:v2.1.0";
+/// The kube-vip version of hack/tools (its only version the Go proxy serves), the default
+/// flavor's `KUBE_VIP_VERSION`.
+pub const KUBE_VIP_IMAGE: &str = "ghcr.io/kube-vip/kube-vip:v0.5.5";
 
 /// The add-on images of Kubernetes `versions` (kube-proxy of each, CoreDNS as the first one's
-/// kubeadm names it), kube-router and agnhost.
+/// kubeadm names it), kube-router, kube-vip and agnhost.
 pub fn addon_images(versions: &[&str]) -> anyhow::Result<Vec<ImageArchive>> {
     let mut images = Vec::new();
     for version in versions {
@@ -46,6 +50,7 @@ pub fn addon_images(versions: &[&str]) -> anyhow::Result<Vec<ImageArchive>> {
     let first = versions.first().context("no Kubernetes version")?;
     images.push(build_image(&coredns_image(&kubeadm_image(first, "coredns")?)?, Path::new(CACHE))?);
     images.push(build_image(&kube_router_image()?, Path::new(CACHE))?);
+    images.push(build_image(&kube_vip_image()?, Path::new(CACHE))?);
     images.push(build_image(&agnhost_image()?, Path::new(CACHE))?);
     Ok(images)
 }
@@ -98,6 +103,15 @@ pub fn kube_router_image() -> anyhow::Result<ImageSpec> {
     spec.file_from("usr/local/bin/kube-router", 0o755, &tool_binary(&format!("kube-router-{version}"))?)?;
     netfilter_tools(&mut spec, true)?;
     busybox(&mut spec)?;
+    Ok(spec)
+}
+
+/// kube-vip as upstream's image has it (from scratch, `/kube-vip` as the entrypoint).
+pub fn kube_vip_image() -> anyhow::Result<ImageSpec> {
+    let version = KUBE_VIP_IMAGE.rsplit_once(':').map(|(_, v)| v).unwrap_or_default();
+    let mut spec = ImageSpec::new(KUBE_VIP_IMAGE, root_config("/kube-vip"));
+    spec.dir("tmp", 0o1777, 0);
+    spec.file_from("kube-vip", 0o755, &tool_binary(&format!("kube-vip-{version}"))?)?;
     Ok(spec)
 }
 

@@ -28,6 +28,7 @@ pub mod pki;
 pub mod process;
 pub mod registry;
 pub mod release;
+pub mod sandbox;
 pub mod scenario;
 pub mod tools;
 pub mod workload;

@@ -1,16 +1,20 @@
-//! The full lifecycle with real Cluster API on real kubeadm nodes (issue 6), the README's main
-//! job (`make e2e`):
+//! The full lifecycle with real Cluster API on real kubeadm nodes, the README's main job
+//! (`make e2e`), on the default flavor users get (`templates/cluster-template.yaml`: kube-vip
+//! holding the control-plane VIP) with a highly available control plane:
 //!
-//! 1. create a cluster (1 control-plane machine by KubeadmControlPlane, 1 worker by a
+//! 1. create a cluster (3 control-plane machines by KubeadmControlPlane, 1 worker by a
 //!    MachineDeployment) from `clusterctl generate cluster` on bare Debian nodes that capssh
 //!    prepares from an artifact mirror, pulling the rest from a registry mirror (TLS, basic auth);
-//!    its CNI (kube-router) comes by ClusterResourceSet; the nodes are Ready and the cluster runs
-//!    workloads ([`check_workloads`]: kube-proxy, CoreDNS, Pod-to-Pod and Service traffic across
-//!    nodes, DNS, logs and exec);
-//! 2. scale the MachineDeployment 1 → 3 (workloads checked on the 4 nodes) → 1: released hosts
+//!    what the sandbox needs beyond a real host is laid over the rendered flavor
+//!    ([`capssh_e2e::sandbox`]); its CNI (kube-router) comes by ClusterResourceSet; the nodes
+//!    are Ready and the cluster runs workloads ([`check_workloads`]: kube-proxy, CoreDNS,
+//!    Pod-to-Pod and Service traffic across nodes, DNS, logs and exec);
+//! 2. scale the MachineDeployment 1 → 3 (workloads checked on the 6 nodes) → 1: released hosts
 //!    are reset and Available, and their kubeadm state is gone;
 //! 3. roll both to the next Kubernetes patch (with new SSHMachineTemplates pinning its mirror's
-//!    SHA256SUMS): every node ends on it, kube-proxy too, and workloads are checked again;
+//!    SHA256SUMS): KCP replaces the three control-plane machines, and with them the three etcd
+//!    members, one by one; the VIP moves off each host that goes; every node ends on the new
+//!    version, kube-proxy too, and workloads are checked again;
 //! 4. delete the cluster: every host Available and clean, nothing left behind.
 //!
 //! Everything is real: etcd + kube-apiserver, Cluster API's core/CABPK/KCP managers with their
@@ -26,9 +30,9 @@ use capssh_e2e::clusterctl::LocalRepository;
 use capssh_e2e::manager::start_manager;
 use capssh_e2e::mgmt::ManagementPlane;
 use capssh_e2e::mirror::{MirrorServer, build_mirror};
-use capssh_e2e::nodes::balancer::Balancer;
-use capssh_e2e::nodes::{ENDPOINT, GATEWAY, NodeFarm};
+use capssh_e2e::nodes::{GATEWAY, NodeFarm, VIRTUAL_IP};
 use capssh_e2e::registry::Registry;
+use capssh_e2e::sandbox::{SandboxSettings, adapt};
 use capssh_e2e::scenario::{namespace, register_nodes};
 use capssh_e2e::tools::{artifacts_dir, repo_root};
 use capssh_e2e::workload::*;
@@ -41,7 +45,9 @@ const NS: &str = "lifecycle";
 const NAME: &str = "sandbox";
 const FIRST: &str = "v1.36.3";
 const NEXT: &str = "v1.36.4";
-const NODES: usize = 5;
+/// 3 control planes and up to 3 workers; a rollout's extra machine fits in the same 6.
+const NODES: usize = 6;
+const CONTROL_PLANES: usize = 3;
 const REGISTRY_CA: &str = "registry-ca";
 const REGISTRY_CREDENTIALS: &str = "registry-pull";
 const SSH_MACHINE_TEMPLATE: (&str, &str, &str) = ("infrastructure.cluster.x-k8s.io", "v1alpha1", "SSHMachineTemplate");
@@ -58,7 +64,6 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     timeline.mark("management plane, Cluster API and capssh up");
 
     let nodes = NodeFarm::start(SUITE, NODES)?;
-    let _endpoint = Balancer::start((ENDPOINT, 6443).into(), nodes.nodes.iter().map(|n| n.address).collect(), 6443)?;
     namespace(&client, NS).await?;
     register_nodes(&client, NS, &nodes, json!({"role": "kubeadm"})).await?;
     timeline.mark(&format!("{NODES} bare Debian nodes booted and registered"));
@@ -78,10 +83,10 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     eprintln!("registry mirror at {} serves {}", registry.address, pushed.join(", "));
     timeline.mark(&format!("registry mirror with {} add-on images", pushed.len()));
 
-    // 1. Create.
+    // 1. Create, from the default flavor.
     let repo = LocalRepository::publish(&work)?;
-    std::fs::copy(repo_root().join("e2e/templates/cluster-template-sandbox.yaml"), repo.file("cluster-template-sandbox.yaml"))?;
     let provider = format!("ssh:{}", repo.version);
+    let control_planes = CONTROL_PLANES.to_string();
     let rendered = repo
         .run(
             &[
@@ -90,50 +95,58 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
                 NAME,
                 "--infrastructure",
                 &provider,
-                "--flavor",
-                "sandbox",
                 "--target-namespace",
                 NS,
                 "--kubernetes-version",
                 FIRST,
                 "--control-plane-machine-count",
-                "1",
+                &control_planes,
                 "--worker-machine-count",
                 "1",
             ],
             &[
-                ("SSH_CONTROL_PLANE_ENDPOINT_HOST", &ENDPOINT.to_string()),
-                ("SSH_ARTIFACTS_URL", &mirror.url()),
-                ("SSH_ARTIFACTS_CHECKSUMS_SHA256", &mirrors.0.sums_sha256),
+                ("SSH_CONTROL_PLANE_ENDPOINT_HOST", &VIRTUAL_IP.to_string()),
+                ("SSH_KUBE_VIP_INTERFACE", "eth0"),
                 ("SSH_CONTROL_PLANE_HOST_ROLE", "kubeadm"),
                 ("SSH_WORKER_HOST_ROLE", "kubeadm"),
-                ("SSH_REGISTRY_ENDPOINT", &format!("https://{}", registry.address)),
-                ("SSH_REGISTRY_CA_CONFIGMAP", REGISTRY_CA),
-                ("SSH_REGISTRY_CREDENTIALS_SECRET", REGISTRY_CREDENTIALS),
+                // The test network's own range.
+                ("SSH_POD_CIDR", "198.19.0.0/17"),
+                ("SSH_SERVICE_CIDR", "198.19.240.0/20"),
             ],
         )
         .map_err(anyhow::Error::msg)?;
-    std::fs::write(work.join("cluster.yaml"), &rendered)?;
-    apply_all(&client, &documents(&rendered)?, Some(NS), false).await?;
+    let mut documents = documents(&rendered)?;
+    adapt(
+        &mut documents,
+        &SandboxSettings {
+            artifacts_url: mirror.url(),
+            artifacts_checksums_sha256: mirrors.0.sums_sha256.clone(),
+            registry_endpoint: format!("https://{}", registry.address),
+            registry_ca_config_map: REGISTRY_CA.into(),
+            registry_credentials_secret: REGISTRY_CREDENTIALS.into(),
+        },
+    )?;
+    std::fs::write(work.join("cluster.json"), serde_json::to_vec_pretty(&documents)?)?;
+    apply_all(&client, &documents, Some(NS), false).await?;
     let workload = wait_for(5, "the workload kubeconfig", || async {
         Ok(Workload::from_secret(&client, NS, NAME, &work).await?.ok_or_else(|| "no kubeconfig Secret yet".to_string()))
     })
     .await?;
-    wait_cluster(&client, NS, &workload, 2, FIRST, 20).await.inspect_err(|_| describe(&repo, &plane))?;
-    timeline.mark("create: 1 control plane + 1 worker Running, nodes Ready");
+    wait_cluster(&client, NS, &workload, CONTROL_PLANES + 1, FIRST, 25).await.inspect_err(|_| describe(&repo, &plane))?;
+    timeline.mark("create: 3 control planes (kube-vip) + 1 worker Running, nodes Ready");
     describe(&repo, &plane);
-    check_workloads(&workload, 2).await?;
+    check_workloads(&workload, CONTROL_PLANES + 1).await?;
     timeline.mark("create: add-ons up, Pod and Service traffic across nodes, DNS, logs, exec");
 
     // 2. Scale the workers 1 → 3 → 1.
     scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 3).await?;
-    wait_cluster(&client, NS, &workload, 4, FIRST, 15).await?;
+    wait_cluster(&client, NS, &workload, CONTROL_PLANES + 3, FIRST, 15).await?;
     timeline.mark("scale workers 1 -> 3");
-    check_workloads(&workload, 4).await?;
-    timeline.mark("scaled: workloads on all 4 nodes");
+    check_workloads(&workload, CONTROL_PLANES + 3).await?;
+    timeline.mark("scaled: workloads on all 6 nodes");
     let before = claimed_hosts(&client, NS).await?;
     scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 1).await?;
-    wait_cluster(&client, NS, &workload, 2, FIRST, 15).await?;
+    wait_cluster(&client, NS, &workload, CONTROL_PLANES + 1, FIRST, 15).await?;
     let released: Vec<String> = wait_for(10, "two released hosts Available", || async {
         let hosts = list(&client, NS, SSH_HOST).await?;
         let released: Vec<String> = before
@@ -154,6 +167,9 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     timeline.mark("scale workers 3 -> 1 (released hosts reset, Available)");
 
     // 3. Rolling upgrade to the next patch, from templates that pin its SHA256SUMS.
+    let vip_holder_before = vip_holder(&workload)?;
+    let control_plane_nodes_before = control_plane_nodes(&workload)?;
+    assert!(control_plane_nodes_before.iter().any(|(name, _)| *name == vip_holder_before), "{vip_holder_before} holds the VIP, no control plane");
     let patches = PatchParams::default();
     let (control_plane, workers) = (format!("{NAME}-control-plane"), format!("{NAME}-md-0"));
     let control_plane_next = pinned_copy(&client, &control_plane, NEXT, &mirrors.1.sums_sha256).await?;
@@ -172,13 +188,25 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
             &Patch::Merge(json!({"spec": {"template": {"spec": {"version": NEXT, "infrastructureRef": {"name": workers_next}}}}})),
         )
         .await?;
-    wait_cluster(&client, NS, &workload, 2, NEXT, 30).await.inspect_err(|_| describe(&repo, &plane))?;
+    wait_cluster(&client, NS, &workload, CONTROL_PLANES + 1, NEXT, 40).await.inspect_err(|_| describe(&repo, &plane))?;
     timeline.mark(&format!("rolling upgrade {FIRST} -> {NEXT}"));
     describe(&repo, &plane);
     let proxy_image =
         workload.kubectl(&["get", "daemonset", "kube-proxy", "-n", "kube-system", "-o", "jsonpath={.spec.template.spec.containers[0].image}"])?;
     assert!(proxy_image.ends_with(&format!(":{NEXT}")), "kube-proxy still runs {proxy_image}");
-    check_workloads(&workload, 2).await?;
+    let control_plane_nodes_after = control_plane_nodes(&workload)?;
+    assert_eq!(control_plane_nodes_after.len(), CONTROL_PLANES, "{control_plane_nodes_after:?}");
+    assert!(
+        control_plane_nodes_after.iter().all(|(_, uid)| control_plane_nodes_before.iter().all(|(_, old)| old != uid)),
+        "every control-plane node is replaced: before {control_plane_nodes_before:?}, after {control_plane_nodes_after:?}"
+    );
+    let etcd = etcd_member_nodes(&workload)?;
+    let names_after: Vec<String> = control_plane_nodes_after.iter().map(|(name, _)| name.clone()).collect();
+    assert_eq!(etcd, names_after, "one Ready etcd member on each new control-plane node");
+    // Every node that could hold the VIP before is gone, so the lease has moved to a new one.
+    let vip_holder_after = vip_holder(&workload)?;
+    assert!(names_after.contains(&vip_holder_after), "the VIP moved with the control plane: {vip_holder_before} -> {vip_holder_after}");
+    check_workloads(&workload, CONTROL_PLANES + 1).await?;
     timeline.mark("upgraded: workloads checked again");
 
     // 4. Delete.
@@ -228,6 +256,44 @@ async fn pinned_copy(client: &kube::Client, name: &str, version: &str, pin: &str
     artifacts.insert("checksumsSHA256".into(), json!(pin));
     templates.create(&PostParams::default(), &template).await?;
     Ok(copy)
+}
+
+/// The node holding kube-vip's control-plane lease, so the VIP: its host answers ARP for it.
+fn vip_holder(workload: &Workload) -> anyhow::Result<String> {
+    let holder = workload.kubectl(&["get", "lease", "plndr-cp-lock", "-n", "kube-system", "-o", "jsonpath={.spec.holderIdentity}"])?;
+    anyhow::ensure!(!holder.is_empty(), "nobody holds kube-vip's lease");
+    Ok(holder)
+}
+
+/// The control-plane nodes, (name, UID) sorted by name. A host can come back as a new node
+/// under its old name (reset, then claimed again): the UID tells the nodes apart.
+fn control_plane_nodes(workload: &Workload) -> anyhow::Result<Vec<(String, String)>> {
+    let listed = workload.kubectl(&[
+        "get",
+        "nodes",
+        "-l",
+        "node-role.kubernetes.io/control-plane",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.metadata.uid}{\"\\n\"}{end}",
+    ])?;
+    let mut nodes: Vec<(String, String)> =
+        listed.lines().filter_map(|l| l.split_once(' ')).map(|(name, uid)| (name.to_string(), uid.to_string())).collect();
+    nodes.sort();
+    Ok(nodes)
+}
+
+/// The nodes of the Ready etcd members (kubeadm's static Pods), sorted.
+fn etcd_member_nodes(workload: &Workload) -> anyhow::Result<Vec<String>> {
+    let pods: serde_json::Value = serde_json::from_str(&workload.kubectl(&["get", "pods", "-n", "kube-system", "-l", "component=etcd", "-o", "json"])?)?;
+    let mut nodes: Vec<String> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_string))
+        .collect();
+    nodes.sort();
+    Ok(nodes)
 }
 
 fn kind_api(client: &kube::Client, kind: (&str, &str, &str)) -> Api<DynamicObject> {

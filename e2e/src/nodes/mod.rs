@@ -60,6 +60,9 @@ pub const BRIDGE: &str = "capsshnodes";
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 129);
 /// Reserved for the workload cluster's control-plane endpoint (see [`balancer`]).
 pub const ENDPOINT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 130);
+/// A free address on the node network for a control-plane VIP that the nodes hold themselves
+/// (kube-vip, the default flavor): above every node's address.
+pub const VIRTUAL_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 const FIRST_NODE: u8 = 131;
 const MAX_NODES: usize = 60;
 const PREFIX_LEN: u8 = 25;
