@@ -284,7 +284,8 @@ fn control_plane_nodes(workload: &Workload) -> anyhow::Result<Vec<(String, Strin
 
 /// The nodes of the Ready etcd members (kubeadm's static Pods), sorted.
 fn etcd_member_nodes(workload: &Workload) -> anyhow::Result<Vec<String>> {
-    let pods: serde_json::Value = serde_json::from_str(&workload.kubectl(&["get", "pods", "-n", "kube-system", "-l", "component=etcd", "-o", "json"])?)?;
+    let pods: serde_json::Value =
+        serde_json::from_str(&workload.kubectl(&["get", "pods", "-n", "kube-system", "-l", "component=etcd", "-o", "json"])?)?;
     let mut nodes: Vec<String> = pods["items"]
         .as_array()
         .into_iter()
