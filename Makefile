@@ -23,6 +23,9 @@ release-manifests: tools ## Publish a local clusterctl repository under _artifac
 e2e: deps tools build ## The main job: a cluster's whole lifecycle on real kubeadm nodes with real Cluster API (root)
 	cargo test -p capssh-e2e --locked --test lifecycle -- --nocapture
 
+conformance: deps tools build ## The lifecycle with every sig-network and sig-node Pods [Conformance] test that runs here (root)
+	CAPSSH_E2E_CONFORMANCE=full cargo test -p capssh-e2e --locked --test lifecycle -- --nocapture
+
 demo: tools build release-manifests ## Publish the provider to a local clusterctl repository and render a cluster
 	hack/demo.sh
 
@@ -52,7 +55,7 @@ images: ## OCI archives of the capssh and Cluster API manager images in _artifac
 	cargo build --release --locked -p capssh -p capssh-e2e --bin capssh --bin images
 	IMAGES_PUSH_TO=$(IMAGES_PUSH_TO) $${CARGO_TARGET_DIR:-target}/release/images
 
-.PHONY: help deps tools build crds release-manifests e2e demo unit lint test bench images
+.PHONY: help deps tools build crds release-manifests e2e conformance demo unit lint test bench images
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz each parser of untrusted input FUZZ_SECONDS (default 60) per target; installs nightly and cargo-fuzz if missing

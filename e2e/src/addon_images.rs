@@ -12,7 +12,7 @@
 //!   static busybox as `/bin/sh` for the DaemonSet's step that installs the CNI configuration;
 //! - `ghcr.io/kube-vip/kube-vip:v0.5.5`: kube-vip at `/kube-vip`, as upstream's image from scratch;
 //! - `registry.k8s.io/e2e-test-images/agnhost:<its VERSION>`: Kubernetes' test server at
-//!   `/agnhost` (one static Go program; its subcommands are the probes).
+//!   `/agnhost` with the shell and network tools its upstream image carries ([`agnhost_image`]).
 
 use crate::images::{CACHE, ImageArchive, ImageSpec, RunConfig, build_image, linked_libraries};
 use crate::tools::repo_root;
@@ -102,7 +102,7 @@ pub fn kube_router_image() -> anyhow::Result<ImageSpec> {
     spec.dir("tmp", 0o1777, 0);
     spec.file_from("usr/local/bin/kube-router", 0o755, &tool_binary(&format!("kube-router-{version}"))?)?;
     netfilter_tools(&mut spec, true)?;
-    busybox(&mut spec)?;
+    busybox(&mut spec, BUSYBOX_APPLETS)?;
     Ok(spec)
 }
 
@@ -115,14 +115,58 @@ pub fn kube_vip_image() -> anyhow::Result<ImageSpec> {
     Ok(spec)
 }
 
+/// agnhost as Kubernetes' own image carries it (its Dockerfile: alpine with bind-tools, curl,
+/// netcat-openbsd, iproute2 and bash; users 1000 and group 50000; the porter's certificate;
+/// `CMD ["pause"]`), from this Debian machine's packages: the e2e tests run shell commands in it
+/// (`/bin/sh -c 'echo hostName | nc -v -t -w 2 …'`, curl, dig).
 pub fn agnhost_image() -> anyhow::Result<ImageSpec> {
     let k8s = crate::tools::module_dir("k8s");
-    let version = std::fs::read_to_string(k8s.join("test/images/agnhost/VERSION")).context("agnhost's VERSION")?;
-    let mut spec = ImageSpec::new(&format!("registry.k8s.io/e2e-test-images/agnhost:{}", version.trim()), root_config("/agnhost"));
+    let source = k8s.join("test/images/agnhost");
+    let version = std::fs::read_to_string(source.join("VERSION")).context("agnhost's VERSION")?;
+    let mut config = root_config("/agnhost");
+    config.cmd = vec!["pause".into()];
+    let mut spec = ImageSpec::new(&format!("registry.k8s.io/e2e-test-images/agnhost:{}", version.trim()), config);
     spec.dir("tmp", 0o1777, 0);
+    spec.dir("uploads", 0o755, 0);
     spec.file_from("agnhost", 0o755, &tool_binary("agnhost")?)?;
+    spec.symlink("agnhost-2", "agnhost");
+    for file in ["localhost.crt", "localhost.key"] {
+        spec.file_from(file, 0o644, &source.join("porter").join(file))?;
+    }
+    let users = "root:x:0:0:root:/root:/bin/sh\nuser-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n";
+    spec.file("etc/passwd", 0o644, users.into());
+    spec.file("etc/group", 0o644, "root:x:0:\nuser-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n".into());
+    spec.file("etc/nsswitch.conf", 0o644, "hosts: files dns\nservices: files\n".into());
+    spec.dir("home/user-defined-in-image", 0o755, 0);
+    let mut loaded = Vec::new();
+    for (inside, host) in AGNHOST_TOOLS {
+        spec.file_from(inside, 0o755, Path::new(host)).with_context(|| format!("{host} (hack/install-deps.sh installs its package)"))?;
+        loaded.push(PathBuf::from(host));
+    }
+    add_libraries(&mut spec, &loaded)?;
+    busybox(&mut spec, AGNHOST_APPLETS)?;
     Ok(spec)
 }
+
+/// What the e2e tests call in agnhost's image besides agnhost: (path in the image, this
+/// machine's file).
+const AGNHOST_TOOLS: &[(&str, &str)] = &[
+    ("bin/sh", "/usr/bin/dash"),
+    ("bin/bash", "/usr/bin/bash"),
+    ("usr/bin/curl", "/usr/bin/curl"),
+    ("usr/bin/nc", "/usr/bin/nc.openbsd"),
+    ("usr/bin/dig", "/usr/bin/dig"),
+    ("usr/bin/nslookup", "/usr/bin/nslookup"),
+    ("sbin/ip", "/usr/bin/ip"),
+];
+
+/// The small tools of the tests' shell commands, as busybox applets (not `wget`: see
+/// [`BUSYBOX_APPLETS`]).
+const AGNHOST_APPLETS: &[&str] = &[
+    "cat", "sleep", "seq", "ls", "hostname", "grep", "sed", "awk", "head", "tail", "wc", "tr", "cut", "sort", "uniq", "env", "date", "mkdir", "rm",
+    "cp", "mv", "touch", "test", "timeout", "id", "ps", "kill", "true", "false", "tee", "find", "xargs", "stat", "dd", "chmod", "ln", "nproc",
+    "uname", "md5sum", "base64",
+];
 
 fn root_config(entrypoint: &str) -> RunConfig {
     RunConfig { user: None, env: vec![PATH_ENV.into()], entrypoint: vec![entrypoint.into()], cmd: vec![], working_dir: "/".into() }
@@ -154,8 +198,13 @@ fn netfilter_tools(spec: &mut ImageSpec, with_ipset: bool) -> anyhow::Result<()>
         spec.file_from("usr/sbin/ipset", 0o755, Path::new(IPSET)).context("Debian's ipset package (hack/install-deps.sh)")?;
         loaded.push(PathBuf::from(IPSET));
     }
+    add_libraries(spec, &loaded)
+}
+
+/// The shared libraries (and loader) the `loaded` files of this machine link, at their paths.
+fn add_libraries(spec: &mut ImageSpec, loaded: &[PathBuf]) -> anyhow::Result<()> {
     let mut libraries: Vec<PathBuf> = Vec::new();
-    for binary in &loaded {
+    for binary in loaded {
         for library in linked_libraries(binary)? {
             if !libraries.contains(&library) {
                 libraries.push(library);
@@ -169,10 +218,10 @@ fn netfilter_tools(spec: &mut ImageSpec, with_ipset: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Debian's static busybox at `/bin/busybox`, linked as each of [`BUSYBOX_APPLETS`].
-fn busybox(spec: &mut ImageSpec) -> anyhow::Result<()> {
+/// Debian's static busybox at `/bin/busybox`, linked as each of `applets`.
+fn busybox(spec: &mut ImageSpec, applets: &[&str]) -> anyhow::Result<()> {
     spec.file_from("bin/busybox", 0o755, Path::new(BUSYBOX)).context("Debian's busybox-static package (hack/install-deps.sh)")?;
-    for applet in BUSYBOX_APPLETS {
+    for applet in applets {
         spec.symlink(&format!("bin/{applet}"), "busybox");
     }
     Ok(())
@@ -203,12 +252,11 @@ mod tests {
         }
     }
 
-    /// The image's iptables, ipset and shell run from the image's own files (chroot into its
-    /// unpacked layer, in a network namespace of their own): nothing is missing from the layer.
-    #[test]
-    fn the_kube_router_image_runs_its_netfilter_tools_and_shell_from_its_own_files() {
-        let archive = build_image(&kube_router_image().unwrap(), Path::new(CACHE)).unwrap();
-        let dir = std::env::temp_dir().join(format!("capssh-kube-router-image-{}", std::process::id()));
+    /// Runs `script` with the image's own `/bin/sh`, chrooted into its unpacked layer, in a
+    /// network namespace of its own; stdout.
+    fn run_in_image(spec: &ImageSpec, script: &str) -> String {
+        let archive = build_image(spec, Path::new(CACHE)).unwrap();
+        let dir = std::env::temp_dir().join(format!("capssh-image-run-{}-{}", std::process::id(), archive.digest.len() + script.len()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("rootfs")).unwrap();
         let sh = |script: &str| {
@@ -222,10 +270,31 @@ mod tests {
             archive.path.display(),
             &digest[7..]
         ));
-        let out = sh(
-            "unshare -n chroot rootfs /bin/sh -c 'iptables -t nat -N CAPSSH-TEST && iptables -t nat -A CAPSSH-TEST -m comment --comment proof -j RETURN && iptables-save -t nat && ipset create capssh-test hash:ip && ipset list -n'",
+        let out = sh(&format!("unshare -n chroot rootfs /bin/sh -c '{script}'"));
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    }
+
+    /// kube-router's iptables, ipset and shell run from the image's own files: nothing is
+    /// missing from the layer.
+    #[test]
+    fn the_kube_router_image_runs_its_netfilter_tools_and_shell_from_its_own_files() {
+        let out = run_in_image(
+            &kube_router_image().unwrap(),
+            "iptables -t nat -N CAPSSH-TEST && iptables -t nat -A CAPSSH-TEST -m comment --comment proof -j RETURN && iptables-save -t nat && ipset create capssh-test hash:ip && ipset list -n",
         );
         assert!(out.contains("-A CAPSSH-TEST -m comment --comment proof -j RETURN") && out.contains("capssh-test"), "{out}");
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The commands Kubernetes' e2e tests run in agnhost's image work from its own files.
+    #[test]
+    fn the_agnhost_image_runs_the_shell_commands_of_the_kubernetes_e2e_tests() {
+        let out = run_in_image(
+            &agnhost_image().unwrap(),
+            "echo hostName | nc -v -t -w 1 127.0.0.1 1 || echo nc-refused; curl --version | head -n 1; dig -v 2>&1; echo lines=$(seq 1 2 | wc -l); /agnhost --help | grep netexec",
+        );
+        for expected in ["nc-refused", "curl ", "DiG ", "lines=2", "netexec"] {
+            assert!(out.contains(expected), "{expected} missing from:\n{out}");
+        }
     }
 }

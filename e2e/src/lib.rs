@@ -17,6 +17,7 @@ pub mod capi;
 pub mod capi_managers;
 pub mod chaos;
 pub mod clusterctl;
+pub mod conformance;
 pub mod hosts;
 pub mod images;
 pub mod manager;

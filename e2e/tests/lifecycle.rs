@@ -9,8 +9,9 @@
 //!    ([`capssh_e2e::sandbox`]); its CNI (kube-router) comes by ClusterResourceSet; the nodes
 //!    are Ready and the cluster runs workloads ([`check_workloads`]: kube-proxy, CoreDNS,
 //!    Pod-to-Pod and Service traffic across nodes, DNS, logs and exec);
-//! 2. scale the MachineDeployment 1 → 3 (workloads checked on the 6 nodes) → 1: released hosts
-//!    are reset and Available, and their kubeadm state is gone;
+//! 2. scale the MachineDeployment 1 → 3 (workloads checked on the 6 nodes; Kubernetes
+//!    conformance tests run there, a sample or all of them: [`conformance::focus_from_env`]) → 1:
+//!    released hosts are reset and Available, and their kubeadm state is gone;
 //! 3. roll both to the next Kubernetes patch (with new SSHMachineTemplates pinning its mirror's
 //!    SHA256SUMS): KCP replaces the three control-plane machines, and with them the three etcd
 //!    members, one by one; the VIP moves off each host that goes; every node ends on the new
@@ -27,6 +28,7 @@ use capssh_e2e::apply::{apply_all, documents};
 use capssh_e2e::capi::install_capssh_crds;
 use capssh_e2e::capi_managers::CapiManagers;
 use capssh_e2e::clusterctl::LocalRepository;
+use capssh_e2e::conformance;
 use capssh_e2e::manager::start_manager;
 use capssh_e2e::mgmt::ManagementPlane;
 use capssh_e2e::mirror::{MirrorServer, build_mirror};
@@ -144,6 +146,12 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     timeline.mark("scale workers 1 -> 3");
     check_workloads(&workload, CONTROL_PLANES + 3).await?;
     timeline.mark("scaled: workloads on all 6 nodes");
+    if let Some(focus) = conformance::focus_from_env()? {
+        let summary = conformance::run(&workload.kubeconfig, &focus, &work.join("conformance"))?;
+        eprintln!("{summary}");
+        timeline.mark(&format!("conformance: {} passed, {} failed, {} skipped", summary.passed, summary.failed.len(), summary.skipped));
+        anyhow::ensure!(summary.failed.is_empty(), "conformance tests failed: {:?}", summary.failed);
+    }
     let before = claimed_hosts(&client, NS).await?;
     scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 1).await?;
     wait_cluster(&client, NS, &workload, CONTROL_PLANES + 1, FIRST, 15).await?;
