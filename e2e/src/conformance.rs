@@ -89,19 +89,26 @@ pub fn run(kubeconfig: &Path, focus: &str, report_dir: &Path) -> anyhow::Result<
         .status()?;
     let report = std::fs::read_to_string(report_dir.join("junit_01.xml"))
         .map_err(|err| anyhow::anyhow!("e2e.test ({status}) wrote no junit_01.xml in {}: {err}", report_dir.display()))?;
-    Ok(summarize(&report))
+    Ok(summarize(&report, &regex::Regex::new(focus)?))
 }
 
-/// Counts the test cases of a JUnit report: failed (named), skipped, the rest passed.
-pub fn summarize(junit: &str) -> Summary {
+/// Counts the tests of a JUnit report: failed (named), passed, and skipped among those `focus`
+/// selects (the report lists every test of the suite; the ones outside the focus, and the
+/// suite's own setup nodes, are not counted).
+pub fn summarize(junit: &str, focus: &regex::Regex) -> Summary {
     let mut summary = Summary::default();
     for case in junit.split("<testcase ").skip(1) {
         let body = case.split("</testcase>").next().unwrap_or(case);
         let name = body.split("name=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap_or("?").to_string();
+        if !name.starts_with("[It] ") {
+            continue;
+        }
         if body.contains("<failure") || body.contains("<error") {
             summary.failed.push(name);
         } else if body.contains("<skipped") || body.contains("status=\"skipped\"") {
-            summary.skipped += 1;
+            if focus.is_match(&name) {
+                summary.skipped += 1;
+            }
         } else {
             summary.passed += 1;
         }
@@ -116,13 +123,15 @@ mod tests {
     #[test]
     fn a_junit_report_is_counted_by_outcome() {
         let junit = r#"<testsuites><testsuite>
-<testcase name="[sig-network] Services should serve a basic endpoint [Conformance]" classname="Kubernetes e2e suite" status="passed" time="12"></testcase>
-<testcase name="[sig-network] DNS should provide DNS for services [Conformance]" classname="Kubernetes e2e suite" status="skipped" time="0"><skipped message="skipped"></skipped></testcase>
-<testcase name="[sig-node] Pods should be submitted and removed [Conformance]" classname="Kubernetes e2e suite" status="failed" time="30"><failure message="timed out">x</failure></testcase>
+<testcase name="[SynchronizedBeforeSuite]" classname="Kubernetes e2e suite" status="passed" time="1"></testcase>
+<testcase name="[It] [sig-network] Services should serve a basic endpoint [Conformance]" classname="Kubernetes e2e suite" status="passed" time="12"></testcase>
+<testcase name="[It] [sig-network] DNS should provide DNS for services [Conformance]" classname="Kubernetes e2e suite" status="skipped" time="0"><skipped message="skipped"></skipped></testcase>
+<testcase name="[It] [sig-storage] Secrets should be consumable [Conformance]" classname="Kubernetes e2e suite" status="skipped" time="0"><skipped message="skipped"></skipped></testcase>
+<testcase name="[It] [sig-node] Pods should be submitted and removed [Conformance]" classname="Kubernetes e2e suite" status="failed" time="30"><failure message="timed out">x</failure></testcase>
 </testsuite></testsuites>"#;
         assert_eq!(
-            summarize(junit),
-            Summary { passed: 1, failed: vec!["[sig-node] Pods should be submitted and removed [Conformance]".into()], skipped: 1 }
+            summarize(junit, &regex::Regex::new(FOCUS).unwrap()),
+            Summary { passed: 1, failed: vec!["[It] [sig-node] Pods should be submitted and removed [Conformance]".into()], skipped: 1 }
         );
     }
 
