@@ -48,9 +48,9 @@ pub fn addon_images(versions: &[&str]) -> anyhow::Result<Vec<ImageArchive>> {
         images.push(build_image(&kube_proxy_image(version)?, Path::new(CACHE))?);
     }
     let first = versions.first().context("no Kubernetes version")?;
-    images.push(build_image(&coredns_image(&kubeadm_image(first, "coredns")?)?, Path::new(CACHE))?);
+    images.push(coredns_image(&kubeadm_image(first, "coredns")?)?);
     images.push(build_image(&kube_router_image()?, Path::new(CACHE))?);
-    images.push(build_image(&kube_vip_image()?, Path::new(CACHE))?);
+    images.push(kube_vip_image()?);
     images.push(build_image(&agnhost_image()?, Path::new(CACHE))?);
     Ok(images)
 }
@@ -86,14 +86,12 @@ pub fn kube_proxy_image(version: &str) -> anyhow::Result<ImageSpec> {
     Ok(spec)
 }
 
-pub fn coredns_image(reference: &str) -> anyhow::Result<ImageSpec> {
+/// CoreDNS at `/coredns`, tagged `reference` (what kubeadm asks for).
+pub fn coredns_image(reference: &str) -> anyhow::Result<ImageArchive> {
     let tag = reference.rsplit_once(':').map(|(_, tag)| tag).context("a CoreDNS reference with a tag")?;
     let binary = tool_binary(&format!("coredns-{tag}"))
         .with_context(|| format!("kubeadm installs CoreDNS {tag}: hack/tools/coredns must pin github.com/coredns/coredns {tag}"))?;
-    let mut spec = ImageSpec::new(reference, root_config("/coredns"));
-    spec.dir("tmp", 0o1777, 0);
-    spec.file_from("coredns", 0o755, &binary)?;
-    Ok(spec)
+    crate::images::build(reference, &binary, "coredns")
 }
 
 pub fn kube_router_image() -> anyhow::Result<ImageSpec> {
@@ -107,12 +105,9 @@ pub fn kube_router_image() -> anyhow::Result<ImageSpec> {
 }
 
 /// kube-vip as upstream's image has it (from scratch, `/kube-vip` as the entrypoint).
-pub fn kube_vip_image() -> anyhow::Result<ImageSpec> {
+pub fn kube_vip_image() -> anyhow::Result<ImageArchive> {
     let version = KUBE_VIP_IMAGE.rsplit_once(':').map(|(_, v)| v).unwrap_or_default();
-    let mut spec = ImageSpec::new(KUBE_VIP_IMAGE, root_config("/kube-vip"));
-    spec.dir("tmp", 0o1777, 0);
-    spec.file_from("kube-vip", 0o755, &tool_binary(&format!("kube-vip-{version}"))?)?;
-    Ok(spec)
+    crate::images::build(KUBE_VIP_IMAGE, &tool_binary(&format!("kube-vip-{version}"))?, "kube-vip")
 }
 
 /// agnhost as Kubernetes' own image carries it (its Dockerfile: alpine with bind-tools, curl,
@@ -120,12 +115,10 @@ pub fn kube_vip_image() -> anyhow::Result<ImageSpec> {
 /// `CMD ["pause"]`), from this Debian machine's packages: the e2e tests run shell commands in it
 /// (`/bin/sh -c 'echo hostName | nc -v -t -w 2 …'`, curl, dig).
 pub fn agnhost_image() -> anyhow::Result<ImageSpec> {
-    let k8s = crate::tools::module_dir("k8s");
-    let source = k8s.join("test/images/agnhost");
-    let version = std::fs::read_to_string(source.join("VERSION")).context("agnhost's VERSION")?;
+    let source = crate::tools::module_dir("k8s").join("test/images/agnhost");
     let mut config = root_config("/agnhost");
     config.cmd = vec!["pause".into()];
-    let mut spec = ImageSpec::new(&format!("registry.k8s.io/e2e-test-images/agnhost:{}", version.trim()), config);
+    let mut spec = ImageSpec::new(&agnhost_reference()?, config);
     spec.dir("tmp", 0o1777, 0);
     spec.dir("uploads", 0o755, 0);
     spec.file_from("agnhost", 0o755, &tool_binary("agnhost")?)?;
@@ -146,6 +139,13 @@ pub fn agnhost_image() -> anyhow::Result<ImageSpec> {
     add_libraries(&mut spec, &loaded)?;
     busybox(&mut spec, AGNHOST_APPLETS)?;
     Ok(spec)
+}
+
+/// agnhost's reference, tagged with the VERSION of its source in the pinned Kubernetes module.
+pub fn agnhost_reference() -> anyhow::Result<String> {
+    let version_file = crate::tools::module_dir("k8s").join("test/images/agnhost/VERSION");
+    let version = std::fs::read_to_string(version_file).context("agnhost's VERSION")?;
+    Ok(format!("registry.k8s.io/e2e-test-images/agnhost:{}", version.trim()))
 }
 
 /// What the e2e tests call in agnhost's image besides agnhost: (path in the image, this

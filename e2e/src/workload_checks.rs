@@ -5,7 +5,7 @@
 //! proxy, `kubectl logs`, `kubectl exec`). The Pods run agnhost's netexec, whose `/dial` makes
 //! the Pod itself send the requests.
 
-use crate::addon_images::agnhost_image;
+use crate::addon_images::agnhost_reference;
 use crate::workload::{Workload, wait_for};
 use serde_json::Value;
 
@@ -78,7 +78,7 @@ pub struct ProofPod {
 /// The Deployment (agnhost netexec on 8080, one Pod per node, control planes included) and its
 /// ClusterIP Service (80 → 8080); waits until a Ready Pod runs on each of the `nodes` nodes.
 async fn deploy_echo(workload: &Workload, nodes: usize) -> anyhow::Result<Vec<ProofPod>> {
-    let image = agnhost_image()?.reference;
+    let image = agnhost_reference()?;
     let manifest = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": APP, "namespace": NS},
