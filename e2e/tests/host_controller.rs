@@ -303,7 +303,7 @@ async fn a_credential_secret_must_be_marked_for_capssh() {
 /// Two SSHHosts for one box: the first probe records its SSHHost on the box; the second is
 /// refused as DuplicateHost, naming the first and how to fix it. A recreated SSHHost of the same
 /// namespace and name (what `clusterctl move` makes: new uid) is the same host; once the first
-/// is gone and its record removed, the second is accepted.
+/// is deleted (free, it removes its record from the box), the second is accepted.
 #[tokio::test]
 async fn a_second_sshhost_for_one_box_is_refused() {
     let bed = setup("duplicate-host", 1).await;
@@ -329,9 +329,14 @@ async fn a_second_sshhost_for_one_box_is_refused() {
     assert_eq!(record(), format!("namespace={NS}\nname=first\nuid={uid}\n"), "the refused SSHHost did not take the record");
     assert_eq!(phase_of(&api, "first").await, Some(HostPhase::Available), "the first keeps the box");
 
-    // The first, deleted and created again under its name (a move): the same host, new uid.
+    // The first, moved (clusterctl marks the source copy, deletes it and strips its finalizers,
+    // then creates it again under its name): the same host, new uid; the record stays.
+    let mark = json!({"metadata": {"annotations": {"clusterctl.cluster.x-k8s.io/delete-for-move": ""}}});
+    api.patch("first", &PatchParams::default(), &Patch::Merge(mark)).await.unwrap();
     api.delete("first", &DeleteParams::default()).await.unwrap();
+    api.patch("first", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": []}}))).await.unwrap();
     eventually(30, "first gone", || async { api.get_opt("first").await.ok()?.is_none().then_some(()) }).await.unwrap();
+    assert_eq!(record(), format!("namespace={NS}\nname=first\nuid={uid}\n"), "a moved source copy keeps the record");
     api.create(&PostParams::default(), &host_object("first", &address, pin.clone())).await.unwrap();
     let new_uid = eventually(60, "the new first Available", || async {
         let host = api.get("first").await.ok()?;
@@ -342,10 +347,10 @@ async fn a_second_sshhost_for_one_box_is_refused() {
     assert_ne!(new_uid, uid);
     assert_eq!(record(), format!("namespace={NS}\nname=first\nuid={new_uid}\n"), "the record follows the move");
 
-    // The fix the message gives: delete one SSHHost and, with it gone, remove its record.
+    // The fix the message gives: delete one SSHHost. Free, it takes its record off the box.
     api.delete("first", &DeleteParams::default()).await.unwrap();
     eventually(30, "first gone", || async { api.get_opt("first").await.ok()?.is_none().then_some(()) }).await.unwrap();
-    farm.exec_ok(0, "rm /var/lib/capssh/owner").unwrap();
+    assert_eq!(farm.exec_ok(0, "cat /var/lib/capssh/owner 2>/dev/null || echo none").unwrap(), "none\n", "the deleted SSHHost's record is gone");
     nudge(&api, "second", "fixed").await;
     eventually(60, "second Available", || async { (phase_of(&api, "second").await == Some(HostPhase::Available)).then_some(()) }).await.unwrap();
     let second_uid = api.get("second").await.unwrap().metadata.uid.unwrap();

@@ -20,6 +20,8 @@ pub const JOB_STOP: &str = include_str!("scripts/job-stop.sh");
 pub const PROBE: &str = include_str!("scripts/probe.sh");
 /// Records which SSHHost stands for the box, and reports another one already recorded there.
 pub const OWNER_RECORD: &str = include_str!("scripts/owner-record.sh");
+/// Removes the owner record of an SSHHost deleted while free, if it is still that SSHHost's.
+pub const OWNER_RELEASE: &str = include_str!("scripts/owner-release.sh");
 /// Whether a provisioned host still answers, as root.
 pub const HEALTH: &str = include_str!("scripts/health.sh");
 /// The reset run (as a job) when a machine is deleted.
@@ -43,6 +45,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("job-stop.sh", JOB_STOP),
     ("probe.sh", PROBE),
     ("owner-record.sh", OWNER_RECORD),
+    ("owner-release.sh", OWNER_RELEASE),
     ("health.sh", HEALTH),
     ("reset.sh", RESET),
     ("verify-reset.sh", VERIFY_RESET),

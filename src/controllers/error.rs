@@ -29,6 +29,13 @@ pub enum ReconcileError {
 }
 
 impl ReconcileError {
+    /// The reconciled object itself was deleted meanwhile (its last finalizer went while a
+    /// reconcile was queued): nothing is left to do and nothing failed.
+    pub fn object_gone(&self, name: &str) -> bool {
+        matches!(self, ReconcileError::Kube(kube::Error::Api(status))
+            if status.code == 404 && status.details.as_ref().is_some_and(|d| d.name == name))
+    }
+
     /// How long to wait before trying again; the controllers' error policies apply this.
     pub fn requeue_after(&self) -> Duration {
         match self {
@@ -69,5 +76,17 @@ mod tests {
         assert_eq!(missing.connection_reason(), "CredentialsUnavailable");
         let working = ReconcileError::StillWorking { what: "w".into(), retry_after: Duration::from_secs(3) };
         assert_eq!(working.requeue_after(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn only_a_not_found_of_the_object_itself_means_it_is_gone() {
+        let not_found = |name: &str| {
+            let mut status = kube::core::Status::failure(&format!("sshmachines \"{name}\" not found"), "NotFound").with_code(404);
+            status.details = Some(serde_json::from_value(serde_json::json!({"name": name, "kind": "sshmachines"})).unwrap());
+            ReconcileError::Kube(kube::Error::Api(Box::new(status)))
+        };
+        assert!(not_found("m-1").object_gone("m-1"));
+        assert!(!not_found("its-cluster").object_gone("m-1"), "a missing related object is a failure");
+        assert!(!ReconcileError::Stale("m-1".into()).object_gone("m-1"));
     }
 }

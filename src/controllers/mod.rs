@@ -110,13 +110,22 @@ impl Context {
         }
     }
 
-    /// Publishes an Event on `obj`; the note is redacted and bounded (the API server refuses a
+    /// Publishes an Event on `obj`, and logs it (the log is where an operator reads the whole
+    /// story after the Events expire); the note is redacted and bounded (the API server refuses a
     /// note over 1 kB). Failing to publish is only logged.
     pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, warning: bool, reason: &str, note: &str) {
+        let note = conditions::bounded(&crate::redact::redact(note), MAX_EVENT_NOTE_BYTES);
+        let (kind, namespace, name) =
+            (K::kind(&()), obj.meta().namespace.as_deref().unwrap_or_default(), obj.meta().name.as_deref().unwrap_or_default());
+        if warning {
+            tracing::warn!(%kind, namespace, name, reason, note, "event");
+        } else {
+            tracing::info!(%kind, namespace, name, reason, note, "event");
+        }
         let event = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_string(),
-            note: Some(conditions::bounded(&crate::redact::redact(note), MAX_EVENT_NOTE_BYTES)),
+            note: Some(note),
             action: reason.to_string(),
             secondary: None,
         };

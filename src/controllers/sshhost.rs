@@ -14,7 +14,7 @@ use super::timing::{self, errors};
 use super::{Context, QUARANTINE_ANNOTATION, ReconcileError, cached_target_for};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{ConditionStatus, HostPhase, MachinePhase, SSHHost, SSHHostStatus, SSHMachine};
-use crate::bootstrap::scripts::{OWNER_RECORD, with_inputs};
+use crate::bootstrap::scripts::{OWNER_RECORD, OWNER_RELEASE, with_inputs};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
@@ -77,10 +77,14 @@ async fn reconcile_normal(host: &SSHHost, ctx: &Context) -> Result<Action, Recon
     Ok(action)
 }
 
-/// A deleted host: an unclaimed one goes at once (nothing on the box to undo); a claimed one
-/// stays until its machine has reset and released it, and Ready says what it waits for.
+/// A deleted host: an unclaimed one lets go of its box (its owner record, so that the box can
+/// be registered again, here or elsewhere) and goes; a claimed one stays until its machine has
+/// reset and released it, and Ready says what it waits for.
 async fn reconcile_delete(host: &SSHHost, ctx: &Context) -> Result<Action, ReconcileError> {
-    let Some(consumer) = &host.spec.consumer_ref else { return Ok(Action::await_change()) };
+    let Some(consumer) = &host.spec.consumer_ref else {
+        release_owner_record(ctx, host).await;
+        return Ok(Action::await_change());
+    };
     let mut status = host.status.clone().unwrap_or_default();
     let quarantine = host.metadata.annotations.as_ref().and_then(|a| a.get(QUARANTINE_ANNOTATION));
     let message = match quarantine {
@@ -307,6 +311,55 @@ async fn ensure_owner_record(session: &crate::ssh::Session, host: &SSHHost) -> R
     }
 }
 
+/// What the owner-release script found on the box.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OwnerRelease {
+    Removed,
+    Absent,
+    /// Another SSHHost (a newer one of the same name, after a move) is recorded: kept.
+    Other,
+}
+
+pub fn parse_owner_release(output: &str) -> Result<OwnerRelease, String> {
+    match output.lines().find_map(|l| l.strip_prefix("owner=")).unwrap_or_default() {
+        "removed" => Ok(OwnerRelease::Removed),
+        "absent" => Ok(OwnerRelease::Absent),
+        "other" => Ok(OwnerRelease::Other),
+        other => Err(format!("the owner release script printed {other:?}, not removed, absent or other")),
+    }
+}
+
+/// Best effort: a box that cannot be reached (or whose credentials went with the namespace)
+/// must not hold the deletion. A Warning event then says what to clear by hand. A paused host
+/// gets no host work, this included.
+async fn release_owner_record(ctx: &Context, host: &SSHHost) {
+    if super::capi::is_paused(None, &host.metadata) {
+        return;
+    }
+    let (namespace, name) = (host.metadata.namespace.as_deref().unwrap_or_default(), host.metadata.name.as_deref().unwrap_or_default());
+    let result = async {
+        let (target, key) = cached_target_for(ctx, host).await?;
+        let session = ctx.pool.lease(&key, &target).await?;
+        let inputs = [("OWNER_FILE", OWNER_FILE), ("OWNER_UID", host.metadata.uid.as_deref().unwrap_or_default())];
+        let output = session.run_checked(&with_inputs(OWNER_RELEASE, &inputs), None, Duration::from_secs(30)).await;
+        drop(session);
+        ctx.pool.forget(&key.host).await;
+        parse_owner_release(&output?.stdout_text()).map_err(ReconcileError::Invalid)
+    }
+    .await;
+    match result {
+        Ok(found) => tracing::info!(namespace, name, ?found, "deleted SSHHost let go of its box's owner record"),
+        Err(err) => {
+            let note = format!(
+                "deleted without removing its owner record from the box at {} ({err}): remove {OWNER_FILE} on the host before another \
+                 SSHHost stands for it",
+                host.spec.address
+            );
+            ctx.event(host, true, reasons::OWNER_RECORD_LEFT, &note).await;
+        }
+    }
+}
+
 /// The DuplicateHost message: which SSHHost already stands for the box, and the two ways out.
 pub fn duplicate_message(host: &SSHHost, other_namespace: &str, other_name: &str, other_uid: &str) -> String {
     let address = &host.spec.address;
@@ -347,6 +400,10 @@ pub fn error_policy(host: Arc<SSHHost>, err: &ReconcileError, _ctx: Arc<Context>
     let (namespace, name) = (host.metadata.namespace.as_deref().unwrap_or_default(), host.metadata.name.as_deref().unwrap_or_default());
     match err {
         ReconcileError::StillWorking { .. } => tracing::debug!(namespace, name, status = %err, "SSHHost deletion waits"),
+        _ if err.object_gone(name) => {
+            tracing::debug!(namespace, name, "SSHHost deleted meanwhile");
+            return Action::await_change();
+        }
         _ => tracing::warn!(namespace, name, error = %err, "SSHHost reconcile failed"),
     }
     Action::requeue(err.requeue_after())

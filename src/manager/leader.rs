@@ -28,6 +28,13 @@ fn expired(unchanged_for: Duration, lease_duration_seconds: Option<i32>) -> bool
     }
 }
 
+/// How long the next renewal may take, `since_renewal` after the last one: until another
+/// replica could find the lease expired, less one renewal period of margin (its clock and ours
+/// start apart). None: too late, the lease may already be another's.
+fn renewal_budget(since_renewal: Duration, lease_duration: Duration, renew_every: Duration) -> Option<Duration> {
+    lease_duration.saturating_sub(renew_every).checked_sub(since_renewal).filter(|left| !left.is_zero())
+}
+
 impl LeaderElection {
     pub fn new(client: kube::Client, namespace: &str, name: &str, identity: &str) -> Self {
         Self {
@@ -43,37 +50,48 @@ impl LeaderElection {
     /// Returns once this replica holds the Lease.
     pub async fn acquire(&self) {
         loop {
-            match self.try_acquire_or_renew().await {
-                Ok(true) => {
+            // An attempt that is never answered is given up and made again.
+            match tokio::time::timeout(self.lease_duration, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => {
                     tracing::info!(lease = %self.name, identity = %self.identity, "became the leader");
                     return;
                 }
-                Ok(false) => {}
-                Err(err) => tracing::warn!(error = %err, "leader election"),
+                Ok(Ok(false)) => {}
+                Ok(Err(err)) => tracing::warn!(error = %err, "leader election"),
+                Err(_) => tracing::warn!(lease = %self.name, "leader election: the API server did not answer in time"),
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
 
-    /// Renews the Lease until it cannot; then returns an error (the manager exits).
+    /// Renews the Lease until it cannot; then returns an error (the manager exits). Each renewal
+    /// is bounded by what is left of the lease: a request that is never answered (an API server
+    /// gone with the connection still open) must not keep this replica reconciling after another
+    /// one took the lease.
     pub async fn hold(&self) -> anyhow::Result<()> {
         let mut last_renewal = tokio::time::Instant::now();
         let mut wait = self.renew_every;
         loop {
             tokio::time::sleep(wait).await;
-            match self.try_acquire_or_renew().await {
+            let Some(budget) = renewal_budget(last_renewal.elapsed(), self.lease_duration, self.renew_every) else {
+                anyhow::bail!("could not renew the lease {} in time", self.name);
+            };
+            let renewed = match tokio::time::timeout(budget, self.try_acquire_or_renew()).await {
+                Ok(renewed) => renewed,
+                Err(_) => anyhow::bail!("renewing the lease {} took longer than the lease allows ({budget:?})", self.name),
+            };
+            match renewed {
                 Ok(true) => {
                     last_renewal = tokio::time::Instant::now();
                     wait = self.renew_every;
                 }
                 Ok(false) => anyhow::bail!("lost the lease {} to another replica", self.name),
-                Err(err) if last_renewal.elapsed() < self.lease_duration - self.renew_every => {
+                Err(err) => {
                     // The API server may be back any moment (a restart): ask again soon, so a
-                    // short outage does not cost the lease.
+                    // short outage does not cost the lease. The budget above ends the retries.
                     tracing::warn!(error = %err, "could not renew the lease; retrying");
                     wait = std::time::Duration::from_secs(1);
                 }
-                Err(err) => anyhow::bail!("could not renew the lease {} in time: {err}", self.name),
             }
         }
     }
@@ -132,6 +150,15 @@ impl LeaderElection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renewal_may_take_only_what_is_left_of_the_lease() {
+        let (lease, every) = (Duration::from_secs(15), Duration::from_secs(5));
+        assert_eq!(renewal_budget(Duration::from_secs(5), lease, every), Some(Duration::from_secs(5)), "on schedule");
+        assert_eq!(renewal_budget(Duration::from_secs(9), lease, every), Some(Duration::from_secs(1)), "after failed retries");
+        assert_eq!(renewal_budget(Duration::from_secs(10), lease, every), None, "another replica may take it in 5 s: stop");
+        assert_eq!(renewal_budget(Duration::from_secs(60), lease, every), None);
+    }
 
     #[test]
     fn another_holders_lease_expires_by_our_own_clock() {

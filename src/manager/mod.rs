@@ -73,11 +73,15 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     servers.spawn(http::serve_metrics(args.metrics_addr, state.clone()));
     if !args.webhook_addr.is_empty() {
         let addr: SocketAddr = args.webhook_addr.parse()?;
-        servers.spawn(http::serve_webhook(addr, args.webhook_cert_dir.clone()));
+        state.expect_webhook();
+        servers.spawn(http::serve_webhook(addr, args.webhook_cert_dir.clone(), state.clone()));
     }
     let config = kube::Config::infer().await?;
     let client = kube::client::ClientBuilder::try_from(config)?.with_layer(&api_log::LogFailedCalls).build();
-    // Probes and the webhook serve on every replica; controllers only on the leader.
+    // Probes and the webhook serve on every replica; controllers only on the leader. Ready once
+    // the API server answers (with these credentials, through this Pod's network).
+    let version = client.apiserver_version().await.map_err(|err| anyhow::anyhow!("the API server does not answer: {err}"))?;
+    tracing::info!(server = %version.git_version, "API server reached");
     state.set_ready(true);
     if args.leader_elect {
         let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("capssh-{}", std::process::id()));

@@ -101,6 +101,9 @@ pub mod reasons {
     /// The box is recorded (in /var/lib/capssh/owner) as another SSHHost's: one machine, two
     /// SSHHosts. Refused until one of them goes.
     pub const DUPLICATE_HOST: &str = "DuplicateHost";
+    /// Deleted while free, but its owner record could not be removed from the box (the event
+    /// says why): the box must be cleared by hand before another SSHHost can stand for it.
+    pub const OWNER_RECORD_LEFT: &str = "OwnerRecordLeft";
     /// Deleted while claimed: the deletion waits until the machine resets and releases the host.
     pub const WAITING_FOR_RELEASE: &str = "WaitingForRelease";
     /// The event on a machine whose preparation finished.

@@ -10,6 +10,8 @@ bounded() { # seconds command...: runs it, killed after that long
   shift
   timeout -k 10 "$limit" "$@"
 }
+# The control-plane endpoint's address, read before kubeadm reset removes the kubeconfigs.
+endpoint=$(sed -n 's#^ *server: https://\[\{0,1\}\([^]/]*\)\]\{0,1\}:[0-9]*$#\1#p' /etc/kubernetes/admin.conf /etc/kubernetes/kubelet.conf 2>/dev/null | head -n 1)
 if command -v kubeadm >/dev/null 2>&1; then
   bounded 180 kubeadm reset -f 2>&1 || say "kubeadm reset exited with status $?"
 fi
@@ -42,14 +44,50 @@ if command -v iptables-save >/dev/null 2>&1 && command -v iptables-restore >/dev
   iptables-save | grep -v -E 'KUBE-|CNI-|cali-|flannel|cilium' | iptables-restore || say "iptables cleanup failed"
 fi
 if command -v ipvsadm >/dev/null 2>&1; then ipvsadm --clear; fi
+# A control-plane VIP that kube-vip (or a static keepalived Pod) held here: killed with its Pod, it
+# never took the address down, and a host answering for a VIP it no longer serves breaks the
+# cluster's endpoint and refuses this host's own next join. Only a host address (/32, /128) that
+# no SSH client came in on goes, and not while a keepalived of the host's own still runs.
+if [ -n "$endpoint" ] && ! pgrep -x keepalived >/dev/null 2>&1; then
+  ours=$(ss -Htn state established '( sport = :22 )' 2>/dev/null | awk '{print $3}' | sed 's/:[0-9]*$//; s/^\[//; s/\]$//; s/^::ffff://' | sort -u)
+  ip -o addr show 2>/dev/null | awk -v a="$endpoint" '{split($4, p, "/"); if (p[1] == a && (p[2] == "32" || p[2] == "128")) print $2, $4}' |
+    while read -r dev cidr; do
+      if printf '%s\n' "$ours" | grep -qx "$endpoint"; then
+        say "kept $cidr on $dev: an SSH client reached this host there"
+      elif ip addr del "$cidr" dev "$dev"; then
+        say "removed the control-plane endpoint $cidr from $dev"
+      fi
+    done
+fi
 # The CNIs' own links: a bridge left with the last cluster's Pod gateway address makes the next
 # cluster's CNI fail on this host (the node gets another podCIDR).
 for link in kube-ipvs0 cni0 kube-bridge kube-dummy-if flannel.1 vxlan.calico tunl0 cilium_host cilium_net; do
   ip link delete "$link" 2>/dev/null
 done
 # kube-router's routes to the other nodes' Pods (it marks them protocol 17): left behind, one of
-# them may point this host's next podCIDR at another node.
+# them may point this host's next podCIDR at another node. Only the way back to each SSH client
+# connected now is kept, as a host route of protocol 252 (earlier ones go): capssh running in a
+# cluster this host was part of (a self-hosted management cluster) reaches it from a Pod address
+# that one of those routes led back to, and must still read this reset's result and reach the
+# host in the pool; until that cluster's CNI stops counting the host as one of its nodes, its
+# Pods' traffic to the host is not masqueraded.
+way_back() { # address: "via dev" of the route to it, if through a gateway
+  ip -o route get "$1" 2>/dev/null | sed -n 's/.* via \([^ ]*\) dev \([^ ]*\).*/\1 \2/p'
+}
+kept=""
+for peer in $(ss -Htn state established '( sport = :22 )' 2>/dev/null | awk '{print $4}' | sed -n 's/^\([0-9.]*\):[0-9]*$/\1/p' | sort -u); do
+  before=$(way_back "$peer")
+  [ -n "$before" ] && kept="$kept $peer,$(echo "$before" | tr ' ' ',')"
+done
 ip route flush proto 17 2>/dev/null
+ip route flush proto 252 2>/dev/null
+for entry in $kept; do
+  peer=${entry%%,*}
+  via=${entry#*,}
+  dev=${via#*,}
+  via=${via%%,*}
+  [ "$(way_back "$peer")" = "$via $dev" ] || ip route replace "$peer/32" via "$via" dev "$dev" proto 252 2>/dev/null
+done
 if command -v ipset >/dev/null 2>&1; then
   ipset list -n 2>/dev/null | grep -E '^(kube-router-|KUBE-)' | while IFS= read -r set; do ipset destroy "$set" 2>/dev/null; done
 fi

@@ -117,6 +117,32 @@ fn the_box_records_its_sshhost_once_follows_a_move_and_refuses_another() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Runs the real owner-release script with `sh` for the SSHHost of `uid`.
+fn release(file: &std::path::Path, uid: &str) -> OwnerRelease {
+    let inputs = [("OWNER_FILE", file.to_str().unwrap()), ("OWNER_UID", uid)];
+    let out = std::process::Command::new("sh").args(["-c", &with_inputs(OWNER_RELEASE, &inputs)]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    parse_owner_release(&String::from_utf8_lossy(&out.stdout)).unwrap()
+}
+
+#[test]
+fn a_deleted_sshhost_removes_only_its_own_record() {
+    let dir = std::env::temp_dir().join(format!("capssh-owner-release-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("capssh/owner");
+    assert_eq!(release(&file, "uid-1"), OwnerRelease::Absent, "never recorded: nothing to do");
+    record(&file, ("ns", "h0", "uid-1"));
+    // The same name again after a move records a new uid: the old copy's deletion keeps it.
+    record(&file, ("ns", "h0", "uid-2"));
+    assert_eq!(release(&file, "uid-1"), OwnerRelease::Other);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "namespace=ns\nname=h0\nuid=uid-2\n");
+    assert_eq!(release(&file, "uid-2"), OwnerRelease::Removed);
+    assert!(!file.exists());
+    assert_eq!(record(&file, ("other-ns", "h9", "uid-3")), OwnerRecord::Ours, "the box can be registered again, anywhere");
+    assert!(parse_owner_release("").is_err(), "no verdict is an error, never a pass");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_duplicate_is_told_which_sshhost_has_the_box_and_how_to_fix_it() {
     let host = probed_host(HostPhase::Available, "2026-01-01T00:08:00Z", 1, 1);

@@ -38,6 +38,14 @@ pub fn bootstrap_overdue(age: Option<Duration>, limit_seconds: Option<i32>) -> b
     }
 }
 
+/// Whether a machine read again from the API server (after its bootstrap Secret was found
+/// missing) is on its way out: gone, or deleted. The reconcile then ran on a stale copy (the
+/// deletion removes the Secret with the machine), and failing it would only report the deletion
+/// as bad data.
+pub fn going_away(fresh: Option<&kube::core::ObjectMeta>) -> bool {
+    fresh.is_none_or(|meta| meta.deletion_timestamp.is_some())
+}
+
 /// What to do with a deleted machine's host after a reset step.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AfterReset {
@@ -97,6 +105,15 @@ mod tests {
         assert_eq!(entry(&meta(&["cluster.x-k8s.io/paused"]), Some(&cluster(false))), Entry::Paused);
         assert_eq!(entry(&meta(&[]), Some(&cluster(false))), Entry::Proceed);
         assert_eq!(entry(&meta(&[]), None), Entry::Proceed);
+    }
+
+    #[test]
+    fn a_missing_secret_of_a_machine_on_its_way_out_is_no_failure() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        assert!(going_away(None), "gone meanwhile");
+        let deleted = ObjectMeta { deletion_timestamp: Some(Time(jiff::Timestamp::now())), ..Default::default() };
+        assert!(going_away(Some(&deleted)));
+        assert!(!going_away(Some(&ObjectMeta::default())), "alive: its Secret really is missing");
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub fn error_policy(machine: Arc<SSHMachine>, err: &ReconcileError, _ctx: Arc<Co
     let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
     match err {
         ReconcileError::StillWorking { .. } | ReconcileError::Stale(_) => tracing::debug!(namespace, name, status = %err, "SSHMachine still working"),
+        _ if err.object_gone(name) => {
+            tracing::debug!(namespace, name, "SSHMachine deleted meanwhile");
+            return Action::await_change();
+        }
         _ => tracing::warn!(namespace, name, error = %err, "SSHMachine reconcile failed"),
     }
     Action::requeue(err.requeue_after())

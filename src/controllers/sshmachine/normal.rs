@@ -89,7 +89,12 @@ async fn ensure_inputs(ctx: &Context, machine: &SSHMachine, cluster: Option<Arc<
 async fn ensure_bootstrap_data(ctx: &Context, machine: &SSHMachine, inputs: &Inputs, report: &mut Report<'_>) -> Step<(Vec<u8>, Format)> {
     let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
     let secret = &inputs.secret_name;
-    let (data, format) = bootstrap_data(ctx, namespace, secret).await.map_err(|message| invalid_data(report, &message))?;
+    let (data, format) = match bootstrap_data(ctx, namespace, secret).await {
+        Ok(Some(found)) => found,
+        Ok(None) if still_here(ctx, machine).await => return Err(invalid_data(report, &format!("bootstrap Secret {secret} does not exist"))),
+        Ok(None) => return Err(Outcome::AwaitChange),
+        Err(message) => return Err(invalid_data(report, &message)),
+    };
     // Once a host is recorded, the real rendering (ensure_rendered) does this check.
     if machine.spec.host_ref.is_none()
         && let Err(err) = plan(&data, format, &placeholder_metadata())
@@ -250,14 +255,27 @@ fn already_reset(report: &mut Report<'_>, host_name: &str, reset_id: &str) -> Ou
     Outcome::AwaitChange
 }
 
-/// The bootstrap Secret's data and format, or what is wrong with the Secret.
-async fn bootstrap_data(ctx: &Context, namespace: &str, secret_name: &str) -> Result<(Vec<u8>, Format), String> {
-    let secret = ctx
+/// Whether the machine, read again from the API server, is still here and not being deleted
+/// (the copy this reconcile started from may be older than its deletion). A failed read counts
+/// as here: the missing Secret is then reported.
+async fn still_here(ctx: &Context, machine: &SSHMachine) -> bool {
+    let api: kube::Api<SSHMachine> = kube::Api::namespaced(ctx.client.clone(), machine.metadata.namespace.as_deref().unwrap_or_default());
+    match api.get_opt(machine.metadata.name.as_deref().unwrap_or_default()).await {
+        Ok(fresh) => !decisions::going_away(fresh.as_ref().map(|m| &m.metadata)),
+        Err(_) => true,
+    }
+}
+
+/// The bootstrap Secret's data and format (None: no such Secret), or what is wrong with it.
+async fn bootstrap_data(ctx: &Context, namespace: &str, secret_name: &str) -> Result<Option<(Vec<u8>, Format)>, String> {
+    let Some(secret) = ctx
         .caches
         .bootstrap_data(&ctx.client, namespace, secret_name)
         .await
         .map_err(|err| format!("reading bootstrap Secret {secret_name}: {err}"))?
-        .ok_or_else(|| format!("bootstrap Secret {secret_name} does not exist"))?;
+    else {
+        return Ok(None);
+    };
     let data = secret.data.clone().unwrap_or_default();
     let value = data.get("value").ok_or_else(|| format!("bootstrap Secret {secret_name} has no key \"value\""))?;
     let format = match data.get("format") {
@@ -265,7 +283,7 @@ async fn bootstrap_data(ctx: &Context, namespace: &str, secret_name: &str) -> Re
         None => None,
     };
     let format = Format::from_secret(format.as_deref()).map_err(|err| format!("bootstrap Secret {secret_name}: {err}"))?;
-    Ok((value.0.clone(), format))
+    Ok(Some((value.0.clone(), format)))
 }
 
 /// Every metadata key with a stand-in value: enough to check the data before a host is chosen.
