@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 deps: ## Install the Debian packages the tests need (root)
 	hack/install-deps.sh
@@ -23,6 +23,13 @@ release-manifests: tools ## Publish a local clusterctl repository under _artifac
 e2e: deps tools build ## The main job: a cluster's whole lifecycle on real kubeadm nodes with real Cluster API (root)
 	cargo test -p capssh-e2e --locked --test lifecycle -- --nocapture
 
+self-hosted: deps tools build ## The installed suite with its self-hosted steps: the management cluster moves into itself, scales and upgrades itself (root)
+	CAPSSH_E2E_SELF_HOSTED=1 cargo test -p capssh-e2e --locked --test installed -- --nocapture
+
+CAPI_SPECS ?= quick-start && !ClusterClass
+capi-e2e: deps tools build ## The installed suite, then Cluster API's own e2e specs (e2e/capi) on its management cluster (root); CAPI_SPECS='<ginkgo label filter>'
+	CAPSSH_E2E_CAPI_SPECS="$(CAPI_SPECS)" cargo test -p capssh-e2e --locked --test installed -- --nocapture
+
 conformance: deps tools build ## The lifecycle with every sig-network and sig-node Pods [Conformance] test that runs here (root)
 	CAPSSH_E2E_CONFORMANCE=full cargo test -p capssh-e2e --locked --test lifecycle -- --nocapture
 
@@ -37,7 +44,7 @@ lint: ## rustfmt, clippy (warnings are errors) and shellcheck over every shell s
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	shellcheck -s sh src/bootstrap/scripts/*.sh
 	shellcheck -s bash hack/*.sh hack/tools/*.sh .ci/run
-	shellcheck e2e/src/nodes/boot.sh fuzz/run.sh
+	shellcheck e2e/src/nodes/boot.sh fuzz/run.sh e2e/capi/data/generate.sh
 
 test: deps tools build ## Unit tests and the suites against real kube-apiserver, clusterctl and sshd (root)
 	cargo test --workspace --locked
@@ -48,14 +55,15 @@ bench: tools ## Benchmark capssh against plain OpenSSH on N local hosts (root); 
 	BENCH_SIZES=$(BENCH_SIZES) $${CARGO_TARGET_DIR:-target}/release/bench
 
 # The Go tools `make images` needs, by their tools.txt names.
-IMAGE_TOOLS := crane capi-manager capi-kubeadm-bootstrap-manager capi-kubeadm-control-plane-manager
+IMAGE_TOOLS := crane capi-manager capi-kubeadm-bootstrap-manager capi-kubeadm-control-plane-manager \
+	cert-manager-controller cert-manager-webhook cert-manager-cainjector
 IMAGES_PUSH_TO ?=
-images: ## OCI archives of the capssh and Cluster API manager images in _artifacts/images; IMAGES_PUSH_TO=host:port pushes them
+images: ## OCI archives of every image clusterctl init installs (capssh, Cluster API, cert-manager) in _artifacts/images; IMAGES_PUSH_TO=host:port pushes them
 	hack/tools/build.sh $(IMAGE_TOOLS)
 	cargo build --release --locked -p capssh -p capssh-e2e --bin capssh --bin images
 	IMAGES_PUSH_TO=$(IMAGES_PUSH_TO) $${CARGO_TARGET_DIR:-target}/release/images
 
-.PHONY: help deps tools build crds release-manifests e2e conformance demo unit lint test bench images
+.PHONY: help deps tools build crds release-manifests e2e self-hosted capi-e2e conformance demo unit lint test bench images
 
 FUZZ_SECONDS ?= 60
 fuzz: ## Fuzz each parser of untrusted input FUZZ_SECONDS (default 60) per target; installs nightly and cargo-fuzz if missing

@@ -9,7 +9,7 @@ set -euo pipefail
 #   a shell for their init steps and for probes from test Pods), e2e/src/addon_images.rs.
 # curl, netcat-openbsd, bind9-dnsutils, iproute2: what agnhost's image carries for the
 #   Kubernetes e2e tests' shell commands (e2e/src/addon_images.rs).
-packages=(git make gcc libc6-dev debootstrap pkg-config openssl openssh-client openssh-server iproute2 procps python3 sudo util-linux shellcheck ca-certificates iptables ipset busybox-static curl netcat-openbsd bind9-dnsutils iproute2)
+packages=(git make gcc libc6-dev debootstrap pkg-config openssl openssh-client openssh-server iproute2 procps python3 sudo util-linux shellcheck ca-certificates iptables ipset busybox-static curl netcat-openbsd bind9-dnsutils binutils)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -294,7 +294,7 @@ pub fn distroless_files(spec: &mut ImageSpec) -> anyhow::Result<()> {
 }
 
 /// The environment of distroless' bases.
-fn distroless_env() -> Vec<String> {
+pub fn distroless_env() -> Vec<String> {
     vec![PATH_ENV.into(), format!("SSL_CERT_FILE=/{CA_BUNDLE}")]
 }
 

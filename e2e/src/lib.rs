@@ -7,6 +7,7 @@
 //! - [`process`]: child processes that cannot outlive the test process;
 //! - [`release`]: Cluster API and capssh installed by `clusterctl init` from a local repository;
 //! - [`bench`]: the provisioning benchmark (`make bench`);
+//! - [`capi_specs`]: Cluster API's own e2e specs (e2e/capi) against a management cluster a suite made;
 //! - [`images`]: OCI image archives built without a container engine ([`addon_images`]: kube-proxy,
 //!   CoreDNS, kube-router, agnhost); [`registry`]: a registry with TLS and auth.
 
@@ -15,11 +16,13 @@ pub mod apply;
 pub mod bench;
 pub mod capi;
 pub mod capi_managers;
+pub mod capi_specs;
 pub mod chaos;
 pub mod clusterctl;
 pub mod conformance;
 pub mod hosts;
 pub mod images;
+pub mod installed;
 pub mod manager;
 pub mod mgmt;
 pub mod mirror;
@@ -27,6 +30,7 @@ pub mod nodes;
 pub mod pkgrepo;
 pub mod pki;
 pub mod process;
+pub mod provider_pods;
 pub mod registry;
 pub mod release;
 pub mod sandbox;

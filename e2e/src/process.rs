@@ -70,6 +70,11 @@ impl Daemon {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// How the process ended, once it has (None while it runs).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Sends a signal to the process group.
     pub fn signal(&self, signal: i32) {
         // SAFETY: plain syscall on a process group we created.

@@ -3,12 +3,15 @@
 //!
 //! - host preparation (every SSHMachineTemplate): binaries and control-plane images from the
 //!   artifact mirror (its SHA256SUMS pinned, as capssh requires for plain http), everything else
-//!   pulled through the registry mirror of registry.k8s.io, docker.io and ghcr.io (TLS with its own
-//!   CA from a ConfigMap, basic auth from a Secret). An air-gapped site sets the same fields;
-//! - the kubelets (every nodeRegistration): `--fail-cgroupv1=false` (this machine's kernel runs
-//!   cgroup v1) with kubeadm's SystemVerification preflight check skipped, and no eviction or
-//!   image collection for disk space (the nodes' disks are folders on this machine's one shared
-//!   disk, whose free share is not theirs; kind configures its nodes the same way);
+//!   pulled through the registry mirror of registry.k8s.io, docker.io, quay.io and ghcr.io, and
+//!   from the registry by its own address (images that clusterctl's `images` setting sends
+//!   there), with TLS from its own CA (a ConfigMap) and basic auth (a Secret). An air-gapped site
+//!   sets the same fields;
+//! - the kubelets (every nodeRegistration, a ClusterClass's KubeadmControlPlaneTemplate's too):
+//!   `--fail-cgroupv1=false` (this machine's kernel runs cgroup v1) with kubeadm's
+//!   SystemVerification preflight check skipped, and no eviction or image collection for disk
+//!   space (the nodes' disks are folders on this machine's one shared disk, whose free share is
+//!   not theirs; kind configures its nodes the same way);
 //! - the Cluster's label `cni: kube-router`, which the CNI add-on's ClusterResourceSet selects.
 //!
 //! Pod and Service networks come through the flavors' own variables (`SSH_POD_CIDR`,
@@ -28,7 +31,7 @@ pub struct SandboxSettings {
 }
 
 /// The registries the nodes pull through the mirror.
-pub const MIRRORED_REGISTRIES: &[&str] = &["registry.k8s.io", "docker.io", "ghcr.io"];
+pub const MIRRORED_REGISTRIES: &[&str] = &["registry.k8s.io", "docker.io", "quay.io", "ghcr.io"];
 
 /// The kubelet flags the nodes need (name, value).
 pub const KUBELET_ARGS: &[(&str, &str)] = &[
@@ -39,11 +42,14 @@ pub const KUBELET_ARGS: &[(&str, &str)] = &[
 
 /// Lays the sandbox's needs over rendered documents (in place).
 pub fn adapt(documents: &mut [Value], settings: &SandboxSettings) -> anyhow::Result<()> {
+    let itself = settings.registry_endpoint.trim_start_matches("https://").trim_end_matches('/');
+    let mirrors: Vec<Value> =
+        MIRRORED_REGISTRIES.iter().chain([&itself]).map(|r| json!({"registry": r, "endpoint": settings.registry_endpoint})).collect();
     let preparation = json!({
         "mode": "Artifacts",
         "artifacts": {"url": settings.artifacts_url, "checksumsSHA256": settings.artifacts_checksums_sha256},
         "registry": {
-            "mirrors": MIRRORED_REGISTRIES.iter().map(|r| json!({"registry": r, "endpoint": settings.registry_endpoint})).collect::<Vec<_>>(),
+            "mirrors": mirrors,
             "caRef": {"kind": "ConfigMap", "name": settings.registry_ca_config_map},
             "credentialsSecretRef": {"name": settings.registry_credentials_secret}
         }
@@ -61,6 +67,13 @@ pub fn adapt(documents: &mut [Value], settings: &SandboxSettings) -> anyhow::Res
             }
             "KubeadmControlPlane" => {
                 let spec = &mut document["spec"]["kubeadmConfigSpec"];
+                adapt_node_registration(&mut spec["initConfiguration"]["nodeRegistration"])?;
+                adapt_node_registration(&mut spec["joinConfiguration"]["nodeRegistration"])?;
+                seen.2 += 1;
+            }
+            // A ClusterClass's control plane (its clusters' KubeadmControlPlanes are made from it).
+            "KubeadmControlPlaneTemplate" => {
+                let spec = &mut document["spec"]["template"]["spec"]["kubeadmConfigSpec"];
                 adapt_node_registration(&mut spec["initConfiguration"]["nodeRegistration"])?;
                 adapt_node_registration(&mut spec["joinConfiguration"]["nodeRegistration"])?;
                 seen.2 += 1;
@@ -97,10 +110,11 @@ fn adapt_node_registration(registration: &mut Value) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn settings() -> SandboxSettings {
+    /// Sandbox settings as a suite makes them (for tests of what adapts templates).
+    pub(crate) fn settings() -> SandboxSettings {
         SandboxSettings {
             artifacts_url: "http://198.18.0.129:8080".into(),
             artifacts_checksums_sha256: "ab".repeat(32),
@@ -127,7 +141,9 @@ mod tests {
         for template in kind("SSHMachineTemplate") {
             let preparation = &template["spec"]["template"]["spec"]["preparation"];
             assert_eq!(preparation["mode"], "Artifacts");
-            assert_eq!(preparation["registry"]["mirrors"].as_array().unwrap().len(), MIRRORED_REGISTRIES.len());
+            let mirrors = preparation["registry"]["mirrors"].as_array().unwrap();
+            assert_eq!(mirrors.len(), MIRRORED_REGISTRIES.len() + 1);
+            assert_eq!(mirrors.last().unwrap(), &json!({"registry": "198.18.0.129:5000", "endpoint": "https://198.18.0.129:5000"}));
         }
         let control_plane = kind("KubeadmControlPlane").next().unwrap();
         for phase in ["initConfiguration", "joinConfiguration"] {

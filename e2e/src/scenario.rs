@@ -35,8 +35,20 @@ pub async fn register_farm(client: &kube::Client, ns: &str, farm: &HostFarm, lab
 /// The node farm's key as the ssh-auth Secret `node-key` (marked for capssh), and one pinned SSHHost per node (named
 /// after it: node-0, node-1, ...; root logs in), with `labels` on every host.
 pub async fn register_nodes(client: &kube::Client, ns: &str, farm: &NodeFarm, labels: serde_json::Value) -> anyhow::Result<()> {
+    register_some_nodes(client, ns, farm, 0..farm.nodes.len(), labels).await
+}
+
+/// [`register_nodes`] for the nodes at `indices` only (one farm shared by several clusters, each
+/// with its own pool).
+pub async fn register_some_nodes(
+    client: &kube::Client,
+    ns: &str,
+    farm: &NodeFarm,
+    indices: std::ops::Range<usize>,
+    labels: serde_json::Value,
+) -> anyhow::Result<()> {
     key_secret(client, ns, "node-key", &farm.client_key.private_key_pem).await?;
-    let hosts: Vec<_> = farm.nodes.iter().map(|n| (n.name.as_str(), n.address.to_string(), n.host_key_public.as_str())).collect();
+    let hosts: Vec<_> = farm.nodes[indices].iter().map(|n| (n.name.as_str(), n.address.to_string(), n.host_key_public.as_str())).collect();
     register_hosts(client, ns, "node-key", &hosts, labels).await
 }
 

@@ -15,6 +15,20 @@ pub fn tool(name: &str) -> PathBuf {
     path
 }
 
+/// Builds one tool of hack/tools/tools.txt by its name (hack/tools/build.sh NAME: cached, so a
+/// tool already built at its version, or a module of this repository at its sources, is not
+/// built again) and returns its path. Its progress goes to this process's stderr.
+pub fn build_tool(name: &str) -> anyhow::Result<PathBuf> {
+    let status = Command::new(repo_root().join("hack/tools/build.sh"))
+        .arg(name)
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .status()
+        .map_err(|err| anyhow::anyhow!("running hack/tools/build.sh {name}: {err}"))?;
+    anyhow::ensure!(status.success(), "hack/tools/build.sh {name}: {status}");
+    Ok(tool(name))
+}
+
 /// The capssh binary of this workspace, built by `cargo test` (or by `cargo build`).
 pub fn capssh() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));

@@ -43,6 +43,9 @@ impl Timeline {
     }
 }
 
+/// How long one check of [`wait_for`] may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Waits (polling every 2 s) until `check` returns Ok(Some); on timeout the error carries the
 /// last thing `check` said was missing.
 pub async fn wait_for<T, F, Fut>(minutes: u64, what: &str, mut check: F) -> anyhow::Result<T>
@@ -52,10 +55,13 @@ where
 {
     let deadline = Instant::now() + Duration::from_secs(minutes * 60);
     loop {
-        let last = match check().await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(missing)) => missing,
-            Err(err) => format!("error: {err:#}"),
+        // One check that never returns (a request to an endpoint that went away) must not
+        // stall the whole wait past its deadline.
+        let last = match tokio::time::timeout(CHECK_TIMEOUT, check()).await {
+            Ok(Ok(Ok(value))) => return Ok(value),
+            Ok(Ok(Err(missing))) => missing,
+            Ok(Err(err)) => format!("error: {err:#}"),
+            Err(_) => format!("a check did not return within {} s", CHECK_TIMEOUT.as_secs()),
         };
         anyhow::ensure!(Instant::now() < deadline, "timed out after {minutes} min waiting for {what}; last: {last}");
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -79,6 +85,7 @@ pub const MACHINE_DEPLOYMENT: (&str, &str, &str) = ("cluster.x-k8s.io", "v1beta2
 pub const KUBEADM_CONTROL_PLANE: (&str, &str, &str) = ("controlplane.cluster.x-k8s.io", "v1beta2", "KubeadmControlPlane");
 pub const SSH_HOST: (&str, &str, &str) = ("infrastructure.cluster.x-k8s.io", "v1alpha1", "SSHHost");
 pub const SSH_MACHINE: (&str, &str, &str) = ("infrastructure.cluster.x-k8s.io", "v1alpha1", "SSHMachine");
+pub const SSH_MACHINE_TEMPLATE: (&str, &str, &str) = ("infrastructure.cluster.x-k8s.io", "v1alpha1", "SSHMachineTemplate");
 
 pub fn text<'a>(object: &'a DynamicObject, pointer: &str) -> &'a str {
     object.data.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
@@ -109,6 +116,26 @@ impl Workload {
         let kubeconfig = dir.join(format!("{cluster}.kubeconfig"));
         std::fs::write(&kubeconfig, &value.0)?;
         Ok(Some(Workload { kubeconfig }))
+    }
+
+    /// Waits (up to `minutes`) for the kubeconfig Secret Cluster API writes, and writes it to `dir`.
+    pub async fn wait_from_secret(client: &kube::Client, namespace: &str, cluster: &str, dir: &Path, minutes: u64) -> anyhow::Result<Workload> {
+        wait_for(minutes, &format!("{cluster}'s kubeconfig"), || async {
+            Ok(Workload::from_secret(client, namespace, cluster, dir).await?.ok_or_else(|| "no kubeconfig Secret yet".to_string()))
+        })
+        .await
+    }
+
+    /// A client of the workload cluster, from its kubeconfig.
+    /// A client that gives up on a request after a minute (no watches go through it): the
+    /// cluster's endpoint is a VIP that moves, and a request sent to a holder that went away is
+    /// never answered (kube's default waits 295 s, once per request).
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig)?;
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+        config.connect_timeout = Some(Duration::from_secs(10));
+        config.read_timeout = Some(Duration::from_secs(60));
+        Ok(kube::Client::try_from(config)?)
     }
 
     /// `kubectl <args>` against the workload cluster; stdout.
@@ -147,7 +174,12 @@ pub async fn wait_cluster(
     version: &str,
     minutes: u64,
 ) -> anyhow::Result<()> {
-    wait_for(minutes, &format!("{count} machines Running at {version} and their nodes Ready"), || async {
+    let outcome = wait_for(minutes, &format!("{count} machines Running at {version} and their nodes Ready"), || async {
+        // A failed bootstrap is never retried by itself (nothing here replaces the machine):
+        // waiting on would only hide its message behind a timeout.
+        if let Some(failed) = failed_bootstrap(&list(client, namespace, SSH_MACHINE).await?) {
+            return Ok(Ok(Err(failed)));
+        }
         let machines = list(client, namespace, MACHINE).await?;
         let (running, summary) = running_machines(&machines);
         if machines.len() != count || running.len() != count || machines.iter().any(|m| text(m, "/spec/version") != version) {
@@ -158,9 +190,20 @@ pub async fn wait_cluster(
             Err(err) => return Ok(Err(format!("workload cluster: {err:#}"))),
         };
         let good = nodes.iter().filter(|(_, ready, kubelet)| *ready && kubelet == version).count();
-        Ok(if nodes.len() == count && good == count { Ok(()) } else { Err(format!("workload nodes: {nodes:?}")) })
+        Ok(if nodes.len() == count && good == count { Ok(Ok(())) } else { Err(format!("workload nodes: {nodes:?}")) })
     })
-    .await
+    .await?;
+    outcome.map_err(|failed| anyhow::anyhow!("a bootstrap failed while waiting for {count} machines at {version}: {failed}"))
+}
+
+/// `<name>: <message>` of the first SSHMachine whose bootstrap failed, if any.
+pub fn failed_bootstrap(machines: &[DynamicObject]) -> Option<String> {
+    use capssh::api::v1alpha1::conditions::{reasons, types};
+    machines.iter().find_map(|m| {
+        let conditions = m.data.pointer("/status/conditions")?.as_array()?;
+        let failed = conditions.iter().find(|c| c["type"] == types::BOOTSTRAP_SUCCEEDED && c["reason"] == reasons::BOOTSTRAP_FAILED)?;
+        Some(format!("{}: {}", m.metadata.name.as_deref().unwrap_or("?"), failed["message"].as_str().unwrap_or_default()))
+    })
 }
 
 /// Nothing of kubeadm is left on the node: no kubelet running, no cluster configuration, no pods.
@@ -197,4 +240,35 @@ pub async fn busy_hosts(client: &kube::Client, namespace: &str) -> anyhow::Resul
         .filter(|h| text(h, "/status/phase") != "Available" || h.data.pointer("/spec/consumerRef").is_some())
         .map(|h| format!("{}={}", h.metadata.name.as_deref().unwrap_or("?"), text(h, "/status/phase")))
         .collect())
+}
+
+/// A copy of SSHMachineTemplate `name` for Kubernetes `version`, its mirror's SHA256SUMS pinned
+/// to `pin` (a pin names one version); returns the copy's name.
+pub async fn pinned_copy(client: &kube::Client, namespace: &str, name: &str, version: &str, pin: &str) -> anyhow::Result<String> {
+    let templates = api(client, namespace, SSH_MACHINE_TEMPLATE);
+    let mut template = templates.get(name).await?;
+    let copy = format!("{name}-{}", version.replace('.', "-"));
+    template.metadata = kube::api::ObjectMeta { name: Some(copy.clone()), labels: template.metadata.labels.clone(), ..Default::default() };
+    let artifacts = template
+        .data
+        .pointer_mut("/spec/template/spec/preparation/artifacts")
+        .and_then(serde_json::Value::as_object_mut)
+        .ok_or_else(|| anyhow::anyhow!("SSHMachineTemplate {name} prepares from no artifact mirror"))?;
+    artifacts.insert("checksumsSHA256".into(), serde_json::json!(pin));
+    templates.create(&kube::api::PostParams::default(), &template).await?;
+    Ok(copy)
+}
+
+/// Ok once some SSHMachine in `namespace` has condition `kind` with `reason`.
+pub async fn ssh_machine_in(client: &kube::Client, namespace: &str, kind: &str, reason: &str) -> Result<(), String> {
+    let machines = list(client, namespace, SSH_MACHINE).await.map_err(|e| e.to_string())?;
+    let found = machines.iter().any(|m| {
+        m.data
+            .pointer("/status/conditions")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == kind && c["reason"] == reason)
+    });
+    if found { Ok(()) } else { Err(format!("no SSHMachine with {kind}={reason}")) }
 }

@@ -39,7 +39,7 @@ use capssh_e2e::scenario::{namespace, register_nodes};
 use capssh_e2e::tools::{artifacts_dir, repo_root};
 use capssh_e2e::workload::*;
 use capssh_e2e::workload_checks::check_workloads;
-use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 
 const SUITE: &str = "lifecycle";
@@ -52,7 +52,6 @@ const NODES: usize = 6;
 const CONTROL_PLANES: usize = 3;
 const REGISTRY_CA: &str = "registry-ca";
 const REGISTRY_CREDENTIALS: &str = "registry-pull";
-const SSH_MACHINE_TEMPLATE: (&str, &str, &str) = ("infrastructure.cluster.x-k8s.io", "v1alpha1", "SSHMachineTemplate");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
@@ -130,10 +129,7 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     )?;
     std::fs::write(work.join("cluster.json"), serde_json::to_vec_pretty(&documents)?)?;
     apply_all(&client, &documents, Some(NS), false).await?;
-    let workload = wait_for(5, "the workload kubeconfig", || async {
-        Ok(Workload::from_secret(&client, NS, NAME, &work).await?.ok_or_else(|| "no kubeconfig Secret yet".to_string()))
-    })
-    .await?;
+    let workload = Workload::wait_from_secret(&client, NS, NAME, &work, 5).await?;
     wait_cluster(&client, NS, &workload, CONTROL_PLANES + 1, FIRST, 25).await.inspect_err(|_| describe(&repo, &plane))?;
     timeline.mark("create: 3 control planes (kube-vip) + 1 worker Running, nodes Ready");
     describe(&repo, &plane);
@@ -180,8 +176,8 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     assert!(control_plane_nodes_before.iter().any(|(name, _)| *name == vip_holder_before), "{vip_holder_before} holds the VIP, no control plane");
     let patches = PatchParams::default();
     let (control_plane, workers) = (format!("{NAME}-control-plane"), format!("{NAME}-md-0"));
-    let control_plane_next = pinned_copy(&client, &control_plane, NEXT, &mirrors.1.sums_sha256).await?;
-    let workers_next = pinned_copy(&client, &workers, NEXT, &mirrors.1.sums_sha256).await?;
+    let control_plane_next = pinned_copy(&client, NS, &control_plane, NEXT, &mirrors.1.sums_sha256).await?;
+    let workers_next = pinned_copy(&client, NS, &workers, NEXT, &mirrors.1.sums_sha256).await?;
     kind_api(&client, KUBEADM_CONTROL_PLANE)
         .patch(
             &control_plane,
@@ -208,9 +204,13 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
         control_plane_nodes_after.iter().all(|(_, uid)| control_plane_nodes_before.iter().all(|(_, old)| old != uid)),
         "every control-plane node is replaced: before {control_plane_nodes_before:?}, after {control_plane_nodes_after:?}"
     );
-    let etcd = etcd_member_nodes(&workload)?;
     let names_after: Vec<String> = control_plane_nodes_after.iter().map(|(name, _)| name.clone()).collect();
-    assert_eq!(etcd, names_after, "one Ready etcd member on each new control-plane node");
+    // A deleted node's mirror Pods stay until the Pod garbage collector's quarantine ends (40 s).
+    wait_for(3, "one Ready etcd member on each new control-plane node", || async {
+        let etcd = etcd_member_nodes(&workload)?;
+        Ok(if etcd == names_after { Ok(()) } else { Err(format!("etcd Pods Ready on {etcd:?}, control planes {names_after:?}")) })
+    })
+    .await?;
     // Every node that could hold the VIP before is gone, so the lease has moved to a new one.
     let vip_holder_after = vip_holder(&workload)?;
     assert!(names_after.contains(&vip_holder_after), "the VIP moved with the control plane: {vip_holder_before} -> {vip_holder_after}");
@@ -247,23 +247,6 @@ async fn cluster_lifecycle_on_kubeadm_nodes() -> anyhow::Result<()> {
     eprintln!("\n{table}\nartifacts (controller logs, node journals, capssh job logs): {}", work.display());
     drop(capi);
     Ok(())
-}
-
-/// A copy of SSHMachineTemplate `name` for Kubernetes `version`, its mirror's SHA256SUMS pinned
-/// to `pin` (a pin names one version); returns the copy's name.
-async fn pinned_copy(client: &kube::Client, name: &str, version: &str, pin: &str) -> anyhow::Result<String> {
-    let templates = kind_api(client, SSH_MACHINE_TEMPLATE);
-    let mut template = templates.get(name).await?;
-    let copy = format!("{name}-{}", version.replace('.', "-"));
-    template.metadata = ObjectMeta { name: Some(copy.clone()), labels: template.metadata.labels.clone(), ..ObjectMeta::default() };
-    let artifacts = template
-        .data
-        .pointer_mut("/spec/template/spec/preparation/artifacts")
-        .and_then(serde_json::Value::as_object_mut)
-        .ok_or_else(|| anyhow::anyhow!("SSHMachineTemplate {name} prepares from no artifact mirror"))?;
-    artifacts.insert("checksumsSHA256".into(), json!(pin));
-    templates.create(&PostParams::default(), &template).await?;
-    Ok(copy)
 }
 
 /// The node holding kube-vip's control-plane lease, so the VIP: its host answers ARP for it.

@@ -98,10 +98,7 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
         .map_err(anyhow::Error::msg)?;
     let docs = with_bootstrap_marker(documents(&rendered)?);
     apply_all(&client, &docs, Some(NS), false).await?;
-    let workload = wait_for(5, "the workload kubeconfig", || async {
-        Ok(Workload::from_secret(&client, NS, NAME, &work).await?.ok_or_else(|| "no kubeconfig Secret yet".to_string()))
-    })
-    .await?;
+    let workload = Workload::wait_from_secret(&client, NS, NAME, &work, 5).await?;
     wait_cluster(&client, NS, &workload, 2, VERSION, 20).await?;
     // The previous release keeps no job journal: its bootstraps are known from the claims.
     let bootstrapped_by_previous = claimed_hosts(&client, NS).await?;
@@ -133,8 +130,10 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
 
     // 3. Scale up; kill the leader while the new machine's bootstrap runs.
     scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 2).await?;
-    wait_for(5, "a machine whose bootstrap job is running", || async { Ok(in_condition(&client, "BootstrapSucceeded", "Bootstrapping").await) })
-        .await?;
+    wait_for(5, "a machine whose bootstrap job is running", || async {
+        Ok(ssh_machine_in(&client, NS, "BootstrapSucceeded", "Bootstrapping").await)
+    })
+    .await?;
     kill_leader(&mut a, &client).await?;
     wait_cluster(&client, NS, &workload, 3, VERSION, 10).await?;
     timeline.mark("scale 1 -> 2 workers, leader killed mid-bootstrap: the other replica finished it");
@@ -283,15 +282,6 @@ fn with_bootstrap_marker(mut docs: Vec<Value>) -> Vec<Value> {
         }
     }
     docs
-}
-
-/// Ok once some SSHMachine has condition `kind` with `reason`.
-async fn in_condition(client: &kube::Client, kind: &str, reason: &str) -> Result<(), String> {
-    let machines = list(client, NS, SSH_MACHINE).await.map_err(|e| e.to_string())?;
-    let found = machines.iter().any(|m| {
-        m.data.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten().any(|c| c["type"] == kind && c["reason"] == reason)
-    });
-    if found { Ok(()) } else { Err(format!("no SSHMachine with {kind}={reason}")) }
 }
 
 /// Ok while some SSHMachine has a host but is not provisioned yet.

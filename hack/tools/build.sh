@@ -7,6 +7,10 @@
 #
 # Binaries land in hack/tools/bin/<name>-<version> (the cache, keyed by version) with a link
 # hack/tools/bin/<name> to the current one. Go's own module and build caches make rebuilds cheap.
+# A module of this repository (tools.txt names its folder relative to hack/tools, e.g.
+# ../../e2e/capi) is built only when named (hack/tools/build.sh capi-e2e.test), never by a plain
+# `make tools`. It has no version: its key is src-<hash of its go.mod, go.sum and *.go files>, and
+# building a new one removes that tool's older src-* binaries.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$here/bin
@@ -17,6 +21,7 @@ if [ "${1:-}" = "--module-dir" ]; then
   case "$2" in
     capi) mod=sigs.k8s.io/cluster-api ;;
     k8s|k8s-next) mod=k8s.io/kubernetes ;;
+    cert-manager) mod=github.com/cert-manager/cert-manager ;;
     *) echo "unknown module $2" >&2; exit 2 ;;
   esac
   cd "$here/$2" && go mod download "$mod" && exec go list -m -f '{{.Dir}}' "$mod"
@@ -36,8 +41,15 @@ ldflags_for() { # module-kind version
       for k in gitVersion=$v gitMajor=1 gitMinor=$minor gitTreeState=clean; do
         flags+=" -X sigs.k8s.io/cluster-api/version.$k"
       done ;;
+    cert-manager) flags+=" -X github.com/cert-manager/cert-manager/pkg/util.AppVersion=$v" ;;
   esac
   echo "$flags"
+}
+
+# A short hash of a module folder's Go sources (names and contents of go.mod, go.sum, *.go).
+source_hash() { # dir
+  (cd "$1" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 \
+    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)
 }
 
 mkdir -p "$bin"
@@ -46,9 +58,14 @@ built=0
 while read -r name module pkg; do
   case "$name" in ''|'#'*) continue ;; esac
   if [ $# -gt 0 ] && [[ "$wanted" != *" $name "* ]]; then continue; fi
+  # This repository's own modules are built on request only.
+  if [ $# -eq 0 ] && [[ "$module" == ../* ]]; then continue; fi
   version=$(cd "$here/$module" && go list -f '{{.Module.Version}}' "$pkg")
+  # The main module (sources in this repository) has no version: key it by its sources.
+  [ -n "$version" ] || version=src-$(source_hash "$here/$module")
   target="$bin/$name-$version"
   if [ ! -x "$target" ]; then
+    case $version in src-*) rm -f "$bin/$name"-src-* ;; esac
     echo "building $name $version ($pkg)" >&2
     start=$SECONDS
     case $name in
