@@ -45,6 +45,13 @@ pub fn set(conditions: &mut Vec<Condition>, kind: &str, status: ConditionStatus,
     }
 }
 
+/// Sets Ready True with no message. Cluster API mirrors our Ready into the Machine's and the
+/// Cluster's InfrastructureReady and summarises those into Ready and Available, where any
+/// message reads as something to look at (its own e2e framework requires them empty).
+pub fn set_ready(conditions: &mut Vec<Condition>, reason: &str, generation: Option<i64>) {
+    set(conditions, crate::api::v1alpha1::conditions::types::READY, ConditionStatus::True, reason, "", generation);
+}
+
 /// Now, in the RFC 3339 seconds precision of metav1.Time.
 pub fn now() -> String {
     jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string()

@@ -93,7 +93,7 @@ fn report_endpoint(cluster: &SSHCluster, owner: Option<&DynamicObject>, status: 
     let generation = cluster.metadata.generation;
     if cluster.spec.control_plane_endpoint.is_set() || owner.and_then(capi::cluster_endpoint).is_some() {
         status.initialization = Some(Initialization { provisioned: Some(true) });
-        conditions::set(&mut status.conditions, READY, ConditionStatus::True, reasons::PROVISIONED, "control-plane endpoint known", generation);
+        conditions::set_ready(&mut status.conditions, reasons::PROVISIONED, generation);
     } else {
         let message = "set spec.controlPlaneEndpoint, or Cluster.spec.controlPlaneEndpoint";
         conditions::set(&mut status.conditions, READY, ConditionStatus::False, reasons::WAITING_FOR_CONTROL_PLANE_ENDPOINT, message, generation);
@@ -104,4 +104,35 @@ pub fn error_policy(cluster: Arc<SSHCluster>, err: &ReconcileError, _ctx: Arc<Co
     let (namespace, name) = (cluster.metadata.namespace.as_deref().unwrap_or_default(), cluster.metadata.name.as_deref().unwrap_or_default());
     tracing::warn!(namespace, name, error = %err, "SSHCluster reconcile failed");
     Action::requeue(err.requeue_after())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::v1alpha1::{ApiEndpoint, SSHClusterSpec};
+
+    fn cluster(host: &str) -> SSHCluster {
+        let endpoint = ApiEndpoint { host: host.into(), port: if host.is_empty() { 0 } else { 6443 } };
+        SSHCluster::new("c", SSHClusterSpec { control_plane_endpoint: endpoint, failure_domains: None })
+    }
+
+    #[test]
+    fn ready_once_an_endpoint_is_known_and_then_says_nothing() {
+        let mut status = SSHClusterStatus::default();
+        report_endpoint(&cluster(""), None, &mut status);
+        let ready = conditions::get(&status.conditions, READY).unwrap();
+        assert_eq!((ready.status.clone(), ready.reason.as_str()), (ConditionStatus::False, reasons::WAITING_FOR_CONTROL_PLANE_ENDPOINT));
+        assert!(ready.message.contains("controlPlaneEndpoint"));
+
+        let owner: DynamicObject =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "c"}, "spec": {"controlPlaneEndpoint": {"host": "198.18.0.10", "port": 6443}}})).unwrap();
+        report_endpoint(&cluster(""), Some(&owner), &mut status);
+        let ready = conditions::get(&status.conditions, READY).unwrap();
+        assert_eq!((ready.status.clone(), ready.message.as_str()), (ConditionStatus::True, ""));
+
+        let mut status = SSHClusterStatus::default();
+        report_endpoint(&cluster("198.18.0.10"), None, &mut status);
+        assert_eq!(conditions::get(&status.conditions, READY).unwrap().message, "");
+        assert_eq!(status.initialization.and_then(|i| i.provisioned), Some(true));
+    }
 }

@@ -167,7 +167,7 @@ async fn ensure_bootstrapped(
 /// The contract's fields once the bootstrap succeeded.
 fn provisioned(ctx: &Context, machine: &SSHMachine, host: &SSHHost, inputs: &Inputs, report: &mut Report<'_>) -> Outcome {
     let host_name = host.metadata.name.as_deref().unwrap_or_default();
-    report.set(types::READY, ConditionStatus::True, reasons::PROVISIONED, &format!("running on host {host_name}"));
+    report.ready(reasons::PROVISIONED);
     report.status.phase = Some(MachinePhase::Provisioned);
     report.status.initialization = Some(Initialization { provisioned: Some(true) });
     report.status.addresses = addresses(host);
@@ -193,7 +193,7 @@ async fn ensure_healthy(ctx: &Context, machine: &SSHMachine, report: &mut Report
     match checked {
         Ok(fingerprint) => {
             report.set(types::HOST_CONNECTED, ConditionStatus::True, reasons::CONNECTED, &format!("host key {fingerprint}"));
-            report.set(types::READY, ConditionStatus::True, reasons::PROVISIONED, &format!("running on host {host_name}"));
+            report.ready(reasons::PROVISIONED);
         }
         Err(err) => {
             let message = format!("host {host_name} does not answer: {err}");

@@ -67,6 +67,11 @@ impl<'a> Report<'a> {
         conditions::set(&mut self.status.conditions, kind, status, reason, message, self.machine.metadata.generation);
     }
 
+    /// Ready True, with no message (see [`conditions::set_ready`]).
+    pub fn ready(&mut self, reason: &str) {
+        conditions::set_ready(&mut self.status.conditions, reason, self.machine.metadata.generation);
+    }
+
     /// Sets a step's condition False and mirrors it into Ready (which Cluster API copies into
     /// the Machine's InfrastructureReady), with the phase people see.
     pub fn wait(&mut self, kind: &str, reason: &str, message: &str, phase: MachinePhase) {
