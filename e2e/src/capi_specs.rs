@@ -41,8 +41,11 @@ pub const VARIABLE: &str = "CAPSSH_E2E_CAPI_SPECS";
 const SUITE_TIMEOUT: &str = "3h";
 /// The credentials Secret of the hosts, in every spec's namespace.
 const KEY_SECRET: &str = "node-key";
-/// How many of the hosts are control-plane hosts (the others are workers).
-const CONTROL_PLANE_HOSTS: usize = 1;
+/// How many hosts the specs get, and how many of them are control-plane hosts (the others are
+/// workers): KCPRemediation's three control planes and a spare (a remediated machine's host is
+/// reset before it is free again), MachineDeploymentScale's three workers.
+pub const HOSTS: usize = 7;
+const CONTROL_PLANE_HOSTS: usize = 4;
 /// The files the e2e config publishes for the ssh provider, by the sets adapted together (a set
 /// holds exactly one Cluster; the ClusterClass goes with the flavor that names it).
 const FLAVOR_SETS: [&[&str]; 4] = [
@@ -76,7 +79,7 @@ pub struct Target<'a> {
     pub registry: &'a Registry,
     pub settings: &'a SandboxSettings,
     pub nodes: &'a NodeFarm,
-    /// The farm's nodes the specs' clusters run on; they must be free.
+    /// The farm's nodes the specs' clusters run on ([`HOSTS`] of them); they must be free.
     pub hosts: Range<usize>,
     /// The namespace of the management cluster where the suite registered those nodes (their
     /// SSHHosts are deleted first: a box stands for one SSHHost at a time).
@@ -111,7 +114,8 @@ pub async fn run(filter: &str, target: &Target<'_>) -> anyhow::Result<String> {
         let owner = target.nodes.exec_ok(i, "cat /var/lib/capssh/owner 2>/dev/null || true")?;
         anyhow::ensure!(owner.trim().is_empty(), "{}: its deleted SSHHost left the owner record {owner:?}", target.nodes.nodes[i].name);
     }
-    eprintln!("Cluster API's e2e specs ({filter}) on {}: 1 control-plane host, {} workers", names.join(", "), names.len() - CONTROL_PLANE_HOSTS);
+    anyhow::ensure!(names.len() == HOSTS, "the specs need {HOSTS} hosts, not {}", names.len());
+    eprintln!("Cluster API's e2e specs ({filter}) on {}: {CONTROL_PLANE_HOSTS} control-plane hosts, {} workers", names.join(", "), HOSTS - CONTROL_PLANE_HOSTS);
 
     let report = dir.join("report.json");
     let _ = std::fs::remove_file(&report);
@@ -502,8 +506,10 @@ mod tests {
 
     #[test]
     fn the_hosts_directory_registers_pinned_hosts_by_role_in_the_spec_namespace() {
-        let hosts =
-            [("node-5", Ipv4Addr::new(198, 18, 0, 136), "ssh-ed25519 AAAA5"), ("node-6", Ipv4Addr::new(198, 18, 0, 137), "ssh-ed25519 AAAA6")];
+        let keys: Vec<String> = (0..CONTROL_PLANE_HOSTS + 1).map(|i| format!("ssh-ed25519 AAAA{i}")).collect();
+        let names: Vec<String> = (0..keys.len()).map(|i| format!("node-{i}")).collect();
+        let hosts: Vec<(&str, Ipv4Addr, &str)> =
+            names.iter().zip(&keys).enumerate().map(|(i, (n, k))| (n.as_str(), Ipv4Addr::new(198, 18, 0, 136 + i as u8), k.as_str())).collect();
         let extra = vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "registry-ca"}, "data": {"ca.crt": "x"}})];
         let yaml = to_yaml(&host_objects(&hosts, "-----BEGIN KEY-----\nabc\n-----END KEY-----\n", extra)).unwrap();
         let docs = documents(&yaml.replace("${NAMESPACE}", "spec-ns")).unwrap();
@@ -512,8 +518,10 @@ mod tests {
         assert_eq!(docs[0]["stringData"]["ssh-privatekey"], "-----BEGIN KEY-----\nabc\n-----END KEY-----\n");
         assert_eq!(docs[1]["kind"], "ConfigMap");
         let roles: Vec<_> = docs[2..].iter().map(|d| (d["metadata"]["name"].clone(), d["metadata"]["labels"]["role"].clone())).collect();
-        assert_eq!(roles, [(json!("node-5"), json!("control-plane")), (json!("node-6"), json!("worker"))]);
-        assert_eq!(docs[3]["spec"]["hostKey"]["publicKeys"], json!(["ssh-ed25519 AAAA6"]));
+        let mut want: Vec<_> = (0..CONTROL_PLANE_HOSTS).map(|i| (json!(format!("node-{i}")), json!("control-plane"))).collect();
+        want.push((json!(format!("node-{CONTROL_PLANE_HOSTS}")), json!("worker")));
+        assert_eq!(roles, want);
+        assert_eq!(docs[3]["spec"]["hostKey"]["publicKeys"], json!(["ssh-ed25519 AAAA1"]));
         assert_eq!(docs[3]["spec"]["address"], "198.18.0.137");
         assert_eq!(docs[3]["spec"]["auth"]["privateKeySecretRef"]["name"], KEY_SECRET);
     }

@@ -60,12 +60,13 @@ use std::path::Path;
 const SUITE: &str = "installed";
 const VERSION: &str = "v1.36.3";
 const NEXT: &str = "v1.36.4";
-const NODES: usize = 8;
 /// The management cluster's nodes (registered on the bootstrap plane: 3 control planes and 1
 /// worker at most, and one more for each rollout's or scale-up's extra machine) and the workload
-/// cluster's (registered on the management cluster).
+/// cluster's (registered on the management cluster); Cluster API's specs, when asked for, run on
+/// the workload cluster's and the farm's last ones.
 const MANAGEMENT_NODES: Range<usize> = 0..5;
 const WORKLOAD_NODES: Range<usize> = 5..8;
+const SPEC_NODES: Range<usize> = 5..5 + capi_specs::HOSTS;
 const BOOTSTRAP_NS: &str = "bootstrap";
 const MANAGEMENT: &str = "management";
 const NS: &str = "workloads";
@@ -87,10 +88,11 @@ async fn clusterctl_init_into_a_cluster_capssh_made() -> anyhow::Result<()> {
     let current = Release::current(&work)?;
     let bootstrap = ManagementCluster::start(SUITE, "bootstrap", &[&current], &current, 1).await?;
     let client = bootstrap.plane.client().await?;
-    let nodes = NodeFarm::start(SUITE, NODES)?;
+    let node_count = if capi_specs::label_filter().is_some() { SPEC_NODES.end } else { WORKLOAD_NODES.end };
+    let nodes = NodeFarm::start(SUITE, node_count)?;
     namespace(&client, BOOTSTRAP_NS).await?;
     register_some_nodes(&client, BOOTSTRAP_NS, &nodes, MANAGEMENT_NODES, json!({"role": "kubeadm"})).await?;
-    timeline.mark(&format!("bootstrap plane up (clusterctl init, managers as processes); {NODES} bare nodes booted"));
+    timeline.mark(&format!("bootstrap plane up (clusterctl init, managers as processes); {} bare nodes booted", nodes.nodes.len()));
 
     let mirror_root = work.join("mirror");
     let (artifacts, next_artifacts) = (build_mirror(&mirror_root, VERSION)?, build_mirror(&mirror_root, NEXT)?);
@@ -231,7 +233,7 @@ async fn clusterctl_init_into_a_cluster_capssh_made() -> anyhow::Result<()> {
             registry: &registry,
             settings: &settings,
             nodes: &nodes,
-            hosts: WORKLOAD_NODES,
+            hosts: SPEC_NODES,
             registered_in: NS,
             kubernetes_version: VERSION,
             vip: WORKLOAD_VIP,
