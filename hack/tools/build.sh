@@ -10,7 +10,8 @@
 # A module of this repository (tools.txt names its folder relative to hack/tools, e.g.
 # ../../e2e/capi) is built only when named (hack/tools/build.sh capi-e2e.test), never by a plain
 # `make tools`. It has no version: its key is src-<hash of its go.mod, go.sum and *.go files>, and
-# building a new one removes that tool's older src-* binaries.
+# building a new one removes that tool's older src-* binaries. A tools.txt line ending in
+# `on-request` (the benchmark's peer) is likewise built only when named.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=$here/bin
@@ -22,6 +23,7 @@ if [ "${1:-}" = "--module-dir" ]; then
     capi) mod=sigs.k8s.io/cluster-api ;;
     k8s|k8s-next) mod=k8s.io/kubernetes ;;
     cert-manager) mod=github.com/cert-manager/cert-manager ;;
+    byoh) mod=github.com/vmware-tanzu/cluster-api-provider-bringyourownhost ;;
     *) echo "unknown module $2" >&2; exit 2 ;;
   esac
   cd "$here/$2" && go mod download "$mod" && exec go list -m -f '{{.Dir}}' "$mod"
@@ -55,11 +57,11 @@ source_hash() { # dir
 mkdir -p "$bin"
 wanted=" $* "
 built=0
-while read -r name module pkg; do
+while read -r name module pkg when; do
   case "$name" in ''|'#'*) continue ;; esac
   if [ $# -gt 0 ] && [[ "$wanted" != *" $name "* ]]; then continue; fi
-  # This repository's own modules are built on request only.
-  if [ $# -eq 0 ] && [[ "$module" == ../* ]]; then continue; fi
+  # This repository's own modules, and tools marked on-request, are built only when named.
+  if [ $# -eq 0 ] && { [[ "$module" == ../* ]] || [ "$when" = on-request ]; }; then continue; fi
   version=$(cd "$here/$module" && go list -f '{{.Module.Version}}' "$pkg")
   # The main module (sources in this repository) has no version: key it by its sources.
   [ -n "$version" ] || version=src-$(source_hash "$here/$module")
