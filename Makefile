@@ -50,9 +50,9 @@ test: deps tools build ## Unit tests and the suites against real kube-apiserver,
 	cargo test --workspace --locked
 
 BENCH_SIZES ?= 50,100,200
-bench: tools ## Benchmark capssh against plain OpenSSH on N local hosts (root); BENCH_SIZES=50,100,200
+bench: tools ## Benchmark capssh against plain OpenSSH and the peer BYOH on N local hosts (root); BENCH_SIZES=50,100,200
 	cargo build --release --locked -p capssh -p capssh-e2e --bin capssh --bin bench
-	BENCH_SIZES=$(BENCH_SIZES) $${CARGO_TARGET_DIR:-target}/release/bench
+	BENCH_SIZES=$(BENCH_SIZES) $${CARGO_TARGET_DIR:-target}/release/bench --build-peer
 
 # The Go tools `make images` needs, by their tools.txt names.
 IMAGE_TOOLS := crane capi-manager capi-kubeadm-bootstrap-manager capi-kubeadm-control-plane-manager \

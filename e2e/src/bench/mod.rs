@@ -1,13 +1,16 @@
 //! The benchmark of issue 7: provisioning throughput and footprint of capssh against the SSH
-//! floor (plain OpenSSH) and a peer (k0smotron's RemoteMachine), side by side on one machine.
+//! floor (plain OpenSSH) and a peer (BYOH, Bring Your Own Host), side by side on one machine.
 //!
 //! For each size N: a farm of N sshd hosts ([`crate::hosts`]); the floor ([`floor`]) run
 //! `floor_runs` times (median kept); then capssh ([`capssh_run`]) against a real API server:
 //! hosts registered and probed, N Machines provisioned, all deleted and the hosts Available again;
-//! then the peer ([`peer`]), when it can be built. Every host runs the same job: the script
-//! capssh's translator makes of [`bootstrap_data`] (a few write_files, a runcmd that sleeps 1 s).
+//! then BYOH ([`byoh`]) on the same hosts, when its binaries are built ([`peer`]): an agent per
+//! host registers it, N Machines provisioned, all deleted and the hosts free again. Every host
+//! gets the same bootstrap data, [`bootstrap_data`] (a few write_files, a runcmd that sleeps 1 s):
+//! capssh and the floor run the script capssh's translator makes of it, BYOH's agent runs it itself.
 //! It is a benchmark: nothing here asserts a time. `make bench` runs it (the `bench` binary).
 
+pub mod byoh;
 pub mod capssh_run;
 pub mod floor;
 pub mod observe;
@@ -27,14 +30,16 @@ pub struct Config {
     pub concurrency: usize,
     /// Floor repetitions per size (the median is reported; the machine is noisy).
     pub floor_runs: usize,
-    /// Give up on a capssh phase after this long.
+    /// Give up on a capssh (or BYOH) phase after this long.
     pub phase_timeout_seconds: u64,
+    /// Run BYOH after capssh at each size, when its binaries are built.
+    pub byoh: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         // 64 is `capssh manager --max-concurrent-hosts`'s default.
-        Self { sizes: vec![50, 100, 200], concurrency: 64, floor_runs: 3, phase_timeout_seconds: 600 }
+        Self { sizes: vec![50, 100, 200], concurrency: 64, floor_runs: 3, phase_timeout_seconds: 600, byoh: true }
     }
 }
 
@@ -85,7 +90,11 @@ pub struct SizeResult {
     pub capssh: Option<capssh_run::CapsshRun>,
     /// Why capssh has no numbers at this size, if it has none.
     pub capssh_error: Option<String>,
+    /// k0smotron, the peer that cannot be built here: why.
     pub peer: peer::PeerStatus,
+    pub byoh: Option<byoh::ByohRun>,
+    /// Why BYOH has no numbers at this size (not built, skipped, or its exact failure).
+    pub byoh_error: Option<String>,
 }
 
 /// Removes what a run left on the first `n` hosts (floor files, jobs, sentinel, written files).
@@ -96,8 +105,8 @@ fn reset_hosts(farm: &HostFarm, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one size; `peer` is what [`peer::availability`] said (asked once per benchmark).
-pub async fn run_size(config: &Config, n: usize, peer: &peer::PeerStatus) -> anyhow::Result<SizeResult> {
+/// Runs one size; `peers` is what [`peer::Peers::find`] found (once per benchmark).
+pub async fn run_size(config: &Config, n: usize, peers: &peer::Peers) -> anyhow::Result<SizeResult> {
     let started = Instant::now();
     let farm = HostFarm::start("bench", n)?;
     let farm_start_seconds = started.elapsed().as_secs_f64();
@@ -135,8 +144,33 @@ pub async fn run_size(config: &Config, n: usize, peer: &peer::PeerStatus) -> any
             (None, Some(format!("{err:#}")))
         }
     };
+    let (byoh, byoh_error) = match &peers.byoh {
+        _ if !config.byoh => (None, Some("skipped (--no-byoh)".to_string())),
+        Err(why) => (None, Some(why.clone())),
+        Ok((manager, agent)) => {
+            reset_hosts(&farm, n)?;
+            match byoh::run(&farm, n, &bootstrap_data(), timeout, manager, agent).await {
+                Ok(run) => {
+                    eprintln!(
+                        "bench N={n}: BYOH provisioned in {:.2}s (registered {:.2}s, delete {:.2}s), manager peak RSS {:.1} MiB, agents {:.1} MiB RSS in all, pairing violations {}",
+                        run.provision.wall_seconds,
+                        run.registered.wall_seconds,
+                        run.delete.wall_seconds,
+                        run.manager_end.peak_rss_mib,
+                        run.agents_after_provision.rss_mib_total,
+                        run.pairing.violations()
+                    );
+                    (Some(run), None)
+                }
+                Err(err) => {
+                    eprintln!("bench N={n}: BYOH failed: {err:#}");
+                    (None, Some(format!("{err:#}")))
+                }
+            }
+        }
+    };
     drop(farm);
-    Ok(SizeResult { n, farm_start_seconds, floor, floor_runs, capssh, capssh_error, peer: peer.clone() })
+    Ok(SizeResult { n, farm_start_seconds, floor, floor_runs, capssh, capssh_error, peer: peers.k0smotron.clone(), byoh, byoh_error })
 }
 
 /// The q-quantile of sorted values (nearest rank; 0 when empty).

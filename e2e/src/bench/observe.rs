@@ -1,6 +1,7 @@
 //! What the manager did, from two outside sources: its own Prometheus metrics (reconcile counts
 //! and latency histograms) and the API server's audit log (every request made under the
-//! manager's own client identity).
+//! manager's own client identity). The peer's controller-runtime metrics and its several
+//! identities are read with the same tools.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -43,12 +44,19 @@ pub fn audit_offset(log: &Path) -> u64 {
 pub fn count_requests(log: &Path, from: u64, to: u64) -> anyhow::Result<Requests> {
     let bytes = std::fs::read(log)?;
     let slice = &bytes[(from as usize).min(bytes.len())..(to as usize).min(bytes.len())];
-    let mut requests = Requests::default();
-    for line in slice.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+    let [requests] = count_requests_by(slice, |user, _| if user == MANAGER_USER { Some(0) } else { None });
+    Ok(requests)
+}
+
+/// Requests in audit log text (JSON lines), split into `N` tallies: `who(username, groups)` says
+/// which tally a request belongs to, or None to leave it out.
+pub fn count_requests_by<const N: usize>(log: &[u8], who: impl Fn(&str, &[&str]) -> Option<usize>) -> [Requests; N] {
+    let mut tallies: [Requests; N] = std::array::from_fn(|_| Requests::default());
+    for line in log.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let Ok(event) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
-        if event.pointer("/user/username").and_then(|u| u.as_str()) != Some(MANAGER_USER) {
-            continue;
-        }
+        let user = event.pointer("/user/username").and_then(|u| u.as_str()).unwrap_or_default();
+        let groups: Vec<&str> = event.pointer("/user/groups").and_then(|g| g.as_array()).into_iter().flatten().filter_map(|g| g.as_str()).collect();
+        let Some(requests) = who(user, &groups).and_then(|i| tallies.get_mut(i)) else { continue };
         let verb = event["verb"].as_str().unwrap_or("?");
         let resource = match (event.pointer("/objectRef/resource"), event.pointer("/objectRef/subresource")) {
             (Some(r), Some(s)) => format!("{}/{}", r.as_str().unwrap_or("?"), s.as_str().unwrap_or("?")),
@@ -58,7 +66,7 @@ pub fn count_requests(log: &Path, from: u64, to: u64) -> anyhow::Result<Requests
         requests.total += 1;
         *requests.by_kind.entry(format!("{verb} {resource}")).or_default() += 1;
     }
-    Ok(requests)
+    tallies
 }
 
 /// One scrape of the manager's histograms and counters we report on.
@@ -75,22 +83,51 @@ pub struct Scrape {
 
 pub fn parse_metrics(text: &str) -> Scrape {
     let mut scrape = Scrape::default();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let Ok(value) = value.parse::<f64>() else { continue };
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => (name, labels_of(rest.trim_end_matches('}'))),
-            None => (series, BTreeMap::new()),
-        };
+    for (name, labels, value) in samples(text) {
         let kind = labels.get("kind").cloned().unwrap_or_default();
-        let le = labels.get("le").map(|l| if l == "+Inf" { f64::INFINITY } else { l.parse().unwrap_or(f64::NAN) });
-        match (name, le) {
+        match (name, le_of(&labels)) {
             ("capssh_reconcile_duration_seconds_bucket", Some(le)) => scrape.buckets.entry(kind).or_default().push((le, value)),
             ("capssh_reconcile_outside_ssh_duration_seconds_bucket", Some(le)) => scrape.outside_ssh.entry(kind).or_default().push((le, value)),
             ("capssh_reconciles_total", _) => *scrape.reconciles.entry(kind).or_default() += value,
             _ => {}
         }
     }
+    sort_buckets(scrape)
+}
+
+/// The same from a controller-runtime manager (the peer's): controller_runtime_reconcile_time_seconds
+/// and controller_runtime_reconcile_total, keyed by their `controller` label (e.g. `byomachine`).
+/// There is no time outside SSH there: those histograms stay empty.
+pub fn parse_controller_runtime_metrics(text: &str) -> Scrape {
+    let mut scrape = Scrape::default();
+    for (name, labels, value) in samples(text) {
+        let controller = labels.get("controller").cloned().unwrap_or_default();
+        match (name, le_of(&labels)) {
+            ("controller_runtime_reconcile_time_seconds_bucket", Some(le)) => scrape.buckets.entry(controller).or_default().push((le, value)),
+            ("controller_runtime_reconcile_total", _) => *scrape.reconciles.entry(controller).or_default() += value,
+            _ => {}
+        }
+    }
+    sort_buckets(scrape)
+}
+
+/// Every sample of a Prometheus text exposition: (metric name, labels, value).
+fn samples(text: &str) -> impl Iterator<Item = (&str, BTreeMap<String, String>, f64)> {
+    text.lines().filter(|l| !l.starts_with('#')).filter_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let value = value.parse::<f64>().ok()?;
+        Some(match series.split_once('{') {
+            Some((name, rest)) => (name, labels_of(rest.trim_end_matches('}')), value),
+            None => (series, BTreeMap::new(), value),
+        })
+    })
+}
+
+fn le_of(labels: &BTreeMap<String, String>) -> Option<f64> {
+    labels.get("le").map(|l| if l == "+Inf" { f64::INFINITY } else { l.parse().unwrap_or(f64::NAN) })
+}
+
+fn sort_buckets(mut scrape: Scrape) -> Scrape {
     for buckets in scrape.buckets.values_mut().chain(scrape.outside_ssh.values_mut()) {
         buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
@@ -178,5 +215,41 @@ mod tests {
         assert!((l.p50_ms - 2.0).abs() < 1e-9, "{l:?}");
         assert!((l.p90_ms - 3.6).abs() < 1e-9, "{l:?}");
         assert!(l.outside_ssh_p99_ms <= 1.0, "every reconcile in the first bucket: {l:?}");
+    }
+
+    #[test]
+    fn controller_runtime_histograms_by_controller() {
+        let text = "# TYPE controller_runtime_reconcile_time_seconds histogram\n\
+                    controller_runtime_reconcile_time_seconds_bucket{controller=\"byomachine\",le=\"0.005\"} 10\n\
+                    controller_runtime_reconcile_time_seconds_bucket{controller=\"byomachine\",le=\"0.01\"} 20\n\
+                    controller_runtime_reconcile_time_seconds_bucket{controller=\"byomachine\",le=\"+Inf\"} 20\n\
+                    controller_runtime_reconcile_time_seconds_bucket{controller=\"byohost\",le=\"+Inf\"} 7\n\
+                    controller_runtime_reconcile_total{controller=\"byomachine\",result=\"success\"} 15\n\
+                    controller_runtime_reconcile_total{controller=\"byomachine\",result=\"error\"} 3\n\
+                    controller_runtime_reconcile_total{controller=\"byomachine\",result=\"requeue_after\"} 2\n";
+        let scrape = parse_controller_runtime_metrics(text);
+        let l = latency(&Scrape::default(), &scrape, "byomachine");
+        assert_eq!(l.reconciles, 20.0);
+        assert!((l.p50_ms - 5.0).abs() < 1e-9, "{l:?}");
+        assert_eq!(l.outside_ssh_p99_ms, 0.0, "no SSH split for a controller-runtime manager");
+        assert_eq!(scrape.buckets["byohost"], vec![(f64::INFINITY, 7.0)]);
+    }
+
+    #[test]
+    fn audit_events_split_by_identity() {
+        let log = br#"{"verb":"get","user":{"username":"capssh-bench-manager","groups":["system:masters"]},"objectRef":{"resource":"secrets"}}
+{"verb":"patch","user":{"username":"byoh:host:h1","groups":["byoh:hosts","system:authenticated"]},"objectRef":{"resource":"byohosts","subresource":"status"}}
+{"verb":"get","user":{"username":"someone","groups":[]},"requestURI":"/readyz?verbose"}
+not json
+"#;
+        let [manager, hosts] = count_requests_by(log, |user, groups| match user {
+            MANAGER_USER => Some(0),
+            _ if groups.contains(&"byoh:hosts") => Some(1),
+            _ => None,
+        });
+        assert_eq!((manager.total, hosts.total), (1, 1));
+        assert_eq!(hosts.by_kind["patch byohosts/status"], 1);
+        let [everyone] = count_requests_by(log, |_, _| Some(0));
+        assert_eq!(everyone.by_kind["get /readyz"], 1);
     }
 }

@@ -1,14 +1,65 @@
-//! The peer: k0smotron's RemoteMachine controller (`--enable-controller=infrastructure`), meant
-//! to be built by hack/tools from the Go module github.com/k0sproject/k0smotron/v2.
+//! The peers. BYOH ([`super::byoh`]) is the one that runs: [`byoh_binaries`] finds its two
+//! binaries, which hack/tools builds only when named ([`build_byoh`], `make bench`).
 //!
-//! On this workplace it cannot be had: the Go module proxy refuses the module and the other
-//! k0sproject modules it requires (403 "This module version is not available"), and there is no
-//! other route to its source that a build recipe here may use. [`availability`] asks the proxy
-//! again on every run and reports its exact answer, so the table says why the column is empty
-//! (and a run on a machine where the module resolves says so instead).
+//! The first choice was k0smotron's RemoteMachine controller (`--enable-controller=infrastructure`),
+//! from the Go module github.com/k0sproject/k0smotron/v2. On this workplace it cannot be had: the
+//! Go module proxy refuses the module and the other k0sproject modules it requires (403 "This
+//! module version is not available"), and there is no other route to its source that a build
+//! recipe here may use. [`availability`] asks the proxy again on every run and reports its exact
+//! answer (and a run on a machine where the module resolves says so instead).
 
 use serde::Serialize;
+use std::path::PathBuf;
 use std::process::Command;
+
+/// What each peer can do on this run, found once per benchmark.
+pub struct Peers {
+    /// k0smotron: never runs here; says why.
+    pub k0smotron: PeerStatus,
+    /// BYOH's manager and agent, or why BYOH cannot run (not built, or the build's failure).
+    pub byoh: Result<(PathBuf, PathBuf), String>,
+}
+
+impl Peers {
+    /// With `build`, builds BYOH's binaries first (hack/tools/build.sh; its log goes to `build_log`).
+    pub fn find(build: bool, build_log: &std::path::Path) -> Self {
+        let byoh = if build { build_byoh(build_log).and_then(|()| byoh_binaries()) } else { byoh_binaries() };
+        Self { k0smotron: availability(), byoh }
+    }
+}
+
+/// BYOH's binaries in hack/tools (tools.txt names): the manager and the host agent.
+pub const BYOH_TOOLS: [&str; 2] = ["byoh-manager", "byoh-agent"];
+
+/// The BYOH manager's and agent's paths, or why they are not there.
+pub fn byoh_binaries() -> Result<(PathBuf, PathBuf), String> {
+    let [manager, agent] = BYOH_TOOLS.map(|name| crate::tools::repo_root().join("hack/tools/bin").join(name));
+    match (manager.exists(), agent.exists()) {
+        (true, true) => Ok((manager, agent)),
+        _ => Err(format!(
+            "not built: {} or {} is missing (`hack/tools/build.sh {}`; `make bench` builds them)",
+            manager.display(),
+            agent.display(),
+            BYOH_TOOLS.join(" ")
+        )),
+    }
+}
+
+/// Builds BYOH's binaries (hack/tools/build.sh, cached by version); on failure, the build's
+/// last lines. Its whole output goes to this process's stderr and to `log`.
+pub fn build_byoh(log: &std::path::Path) -> Result<(), String> {
+    let script = crate::tools::repo_root().join("hack/tools/build.sh");
+    let out = Command::new("nice").args(["-n", "19"]).arg(&script).args(BYOH_TOOLS).output();
+    let out = out.map_err(|err| format!("running {}: {err}", script.display()))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprint!("{text}");
+    let _ = std::fs::write(log, &text);
+    if out.status.success() {
+        return Ok(());
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    Err(format!("hack/tools/build.sh {}: {}: {}", BYOH_TOOLS.join(" "), out.status, lines[lines.len().saturating_sub(20)..].join("\n")))
+}
 
 /// The module and the newest release we know of (its tags end at v2.1.0).
 pub const MODULE: &str = "github.com/k0sproject/k0smotron/v2";

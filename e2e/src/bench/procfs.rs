@@ -12,6 +12,10 @@ pub struct ProcSample {
     pub rss_mib: f64,
     /// Peak resident memory since the process started (VmHWM), MiB.
     pub peak_rss_mib: f64,
+    /// The anonymous part of `rss_mib` (RssAnon): what is private to this process. The rest is
+    /// mostly the binary's text, shared by every process running the same binary, so summing
+    /// RssAnon over many processes of one binary is closer to what they cost together.
+    pub rss_anon_mib: f64,
 }
 
 /// Reads `pid`'s counters; None once the process is gone.
@@ -28,7 +32,12 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     let kib = |key: &str| {
         status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
     };
-    Some(ProcSample { cpu_seconds: ticks / hz, rss_mib: kib("VmRSS:") / 1024.0, peak_rss_mib: kib("VmHWM:") / 1024.0 })
+    Some(ProcSample {
+        cpu_seconds: ticks / hz,
+        rss_mib: kib("VmRSS:") / 1024.0,
+        peak_rss_mib: kib("VmHWM:") / 1024.0,
+        rss_anon_mib: kib("RssAnon:") / 1024.0,
+    })
 }
 
 /// CPU seconds of `pid` and of its children it has reaped (utime + stime + cutime + cstime):
@@ -77,5 +86,6 @@ mod tests {
     fn reads_this_process() {
         let s = super::sample(std::process::id()).unwrap();
         assert!(s.rss_mib > 0.0 && s.peak_rss_mib >= s.rss_mib && s.cpu_seconds >= 0.0, "{s:?}");
+        assert!(s.rss_anon_mib > 0.0 && s.rss_anon_mib <= s.rss_mib, "{s:?}");
     }
 }

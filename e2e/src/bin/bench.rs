@@ -1,10 +1,13 @@
-//! `make bench`: capssh against the SSH floor (and k0smotron's RemoteMachine, when it can be
-//! built) on N local sshd hosts; prints a table and writes JSON under the artifacts folder.
+//! `make bench`: capssh against the SSH floor and the peer BYOH (when its binaries are built) on
+//! N local sshd hosts; prints a table and writes JSON under the artifacts folder.
 //!
-//!   bench [--sizes 50,100,200] [--concurrency 64] [--floor-runs 3]
+//!   bench [--sizes 50,100,200] [--concurrency 64] [--floor-runs 3] [--build-peer] [--no-byoh]
 //!
-//! `BENCH_SIZES`, `BENCH_CONCURRENCY` and `BENCH_FLOOR_RUNS` set the same. Needs root (network
-//! namespaces), the tools of hack/tools and a release build of capssh (`make bench` does both).
+//! `--build-peer` builds BYOH's binaries first (hack/tools/build.sh byoh-manager byoh-agent, cached;
+//! `make bench` passes it); a failed build is reported as BYOH's reason, the rest still runs.
+//! `--no-byoh` leaves BYOH out. `BENCH_SIZES`, `BENCH_CONCURRENCY` and `BENCH_FLOOR_RUNS` set the
+//! same as their flags. Needs root (network namespaces), the tools of hack/tools and a release
+//! build of capssh (`make bench` does both).
 
 use capssh_e2e::bench::{self, Config, peer, report};
 
@@ -12,8 +15,10 @@ fn parse_sizes(text: &str) -> anyhow::Result<Vec<usize>> {
     text.split(',').filter(|s| !s.trim().is_empty()).map(|s| Ok(s.trim().parse()?)).collect()
 }
 
-fn config() -> anyhow::Result<Config> {
+/// The configuration, and whether to build the peer first.
+fn config() -> anyhow::Result<(Config, bool)> {
     let mut config = Config::default();
+    let mut build_peer = false;
     let env = |key: &str| std::env::var(key).ok().filter(|v| !v.trim().is_empty());
     if let Some(v) = env("BENCH_SIZES") {
         config.sizes = parse_sizes(&v)?;
@@ -31,23 +36,33 @@ fn config() -> anyhow::Result<Config> {
             "--sizes" => config.sizes = parse_sizes(&value()?)?,
             "--concurrency" => config.concurrency = value()?.parse()?,
             "--floor-runs" => config.floor_runs = value()?.parse()?,
+            "--build-peer" => build_peer = true,
+            "--no-byoh" => config.byoh = false,
             other => anyhow::bail!("unknown argument {other} (see the doc comment of e2e/src/bin/bench.rs)"),
         }
     }
     anyhow::ensure!(!config.sizes.is_empty() && config.concurrency > 0, "no sizes, or concurrency 0");
-    Ok(config)
+    Ok((config, build_peer))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = config()?;
+    let (config, build_peer) = config()?;
     let machine = report::Machine::now();
     eprintln!("bench: sizes {:?}, concurrency {}, load average {}", config.sizes, config.concurrency, machine.load_average_at_start);
-    let peer = peer::availability();
-    eprintln!("bench: peer: {}", peer.reason);
+    if build_peer && config.byoh {
+        eprintln!("bench: building BYOH's binaries (hack/tools/build.sh {}; cached by version)", peer::BYOH_TOOLS.join(" "));
+    }
+    let build_log = capssh_e2e::tools::artifacts_dir("bench").join("byoh-build.log");
+    let peers = peer::Peers::find(build_peer && config.byoh, &build_log);
+    eprintln!("bench: k0smotron: {}", peers.k0smotron.reason);
+    match &peers.byoh {
+        Ok((manager, agent)) => eprintln!("bench: BYOH {}: {} and {}", bench::byoh::VERSION, manager.display(), agent.display()),
+        Err(why) => eprintln!("bench: BYOH: {why}"),
+    }
     let mut results = Vec::new();
     for &n in &config.sizes {
-        results.push(bench::run_size(&config, n, &peer).await?);
+        results.push(bench::run_size(&config, n, &peers).await?);
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let json = serde_json::to_string_pretty(&report::Report {
