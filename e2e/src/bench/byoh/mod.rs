@@ -142,10 +142,10 @@ impl Manager {
         Ok(())
     }
 
-    /// Until its metrics answer (its controllers are set up by then).
+    /// Until its metrics answer (it has started its runnables by then).
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !http_get(self.metrics_port, "/metrics").is_ok_and(|body| body.contains("controller_runtime")) {
+        while !http_get(self.metrics_port, "/metrics").is_ok_and(|body| !body.is_empty()) {
             self.check_running()?;
             anyhow::ensure!(Instant::now() < deadline, "BYOH's manager serves no metrics after 60s; log {}", self.log.display());
             tokio::time::sleep(Duration::from_millis(200)).await;
