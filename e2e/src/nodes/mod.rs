@@ -73,7 +73,14 @@ const VETH_PREFIX: &str = "capsshn";
 const CGROUP_PREFIX: &str = "capssh-node-";
 const BOOT_SCRIPT: &str = include_str!("boot.sh");
 /// Global (not namespaced) sysctls a kubelet changes; restored when the farm is dropped.
-const KERNEL_SYSCTLS: &[&str] = &["kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", CONNTRACK_MAX];
+const KERNEL_SYSCTLS: &[&str] = &["kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", CONNTRACK_MAX, INOTIFY_INSTANCES, INOTIFY_WATCHES];
+/// inotify's limits count per user, and every node's root is this machine's root: each node's
+/// systemd, containerd (its CRI plugin watches the CNI folder and fails to load without an
+/// instance left) and kubelet take from one budget, whose default (128 instances) a dozen nodes
+/// exhaust. The farm raises both to what kind advises for the same reason (at least).
+const INOTIFY_INSTANCES: &str = "fs/inotify/max_user_instances";
+const INOTIFY_WATCHES: &str = "fs/inotify/max_user_watches";
+const INOTIFY_LIMITS: [(&str, u64); 2] = [(INOTIFY_INSTANCES, 8192), (INOTIFY_WATCHES, 524_288)];
 /// The conntrack table size: one value for the whole kernel, read-only inside a network
 /// namespace. kube-proxy sets it at start unless it already holds what kube-proxy wants, and a
 /// failed write stops kube-proxy; so the farm sets that value ([`kube_proxy_conntrack_max`]).
@@ -148,6 +155,13 @@ impl NodeFarm {
         let mut farm = NodeFarm { nodes: Vec::new(), client_key, gateway: GATEWAY, logs, kernel_sysctls, _lock: lock };
         let cpus = fs::read_to_string("/proc/cpuinfo")?.lines().filter(|l| l.starts_with("processor")).count();
         fs::write(Path::new("/proc/sys").join(CONNTRACK_MAX), kube_proxy_conntrack_max(cpus).to_string()).context("setting nf_conntrack_max")?;
+        for (key, least) in INOTIFY_LIMITS {
+            let path = Path::new("/proc/sys").join(key);
+            let now: u64 = fs::read_to_string(&path)?.trim().parse().with_context(|| format!("reading {key}"))?;
+            if now < least {
+                fs::write(&path, least.to_string()).with_context(|| format!("setting {key}"))?;
+            }
+        }
         farm.create_bridge()?;
         for i in 0..count {
             let node = farm.prepare_node(&base, i)?;
