@@ -146,20 +146,25 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
     }
     let _ = writeln!(
         out,
-        "ratios capssh / BYOH (wall; CPU: capssh's manager vs BYOH's manager and agents; memory: capssh's manager peak vs BYOH's manager peak plus its agents' summed RSS; API requests per machine, every identity):"
+        "ratios capssh / BYOH while provisioning (wall; CPU: capssh's manager vs BYOH's manager and agents; CPU with the hosts: each \
+         manager plus every process on the hosts; memory: capssh's manager peak vs BYOH's manager peak plus its agents' summed RSS, \
+         and plus their private RSS only; API requests, every identity):"
     );
     for r in results {
         match (&r.capssh, &r.byoh) {
             (Some(c), Some(b)) => {
-                let byoh_requests = b.provision.requests.manager.total + b.provision.requests.workload.total + b.provision.requests.agents.total;
+                let (cp, bp) = (&c.provision, &b.provision);
+                let byoh_requests = bp.requests.manager.total + bp.requests.workload.total + bp.requests.agents.total;
                 let _ = writeln!(
                     out,
-                    "  N={}: wall {}, CPU {}, memory {}, requests {}",
+                    "  N={}: wall {}, CPU {}, CPU with the hosts {}, memory {} (private {}), requests {}",
                     r.n,
-                    ratio(c.provision.wall_seconds, b.provision.wall_seconds),
-                    ratio(c.provision.cpu_seconds, b.provision.manager_cpu_seconds + b.provision.agents_cpu_seconds),
+                    ratio(cp.wall_seconds, bp.wall_seconds),
+                    ratio(cp.cpu_seconds, bp.manager_cpu_seconds + bp.agents_cpu_seconds),
+                    ratio(cp.cpu_seconds + cp.hosts_sshd_cpu_seconds, bp.manager_cpu_seconds + bp.hosts_cpu_seconds),
                     ratio(c.manager_end.peak_rss_mib, b.manager_end.peak_rss_mib + b.agents_after_provision.rss_mib_total),
-                    ratio(c.provision.requests.total as f64, byoh_requests as f64)
+                    ratio(c.manager_end.peak_rss_mib, b.manager_end.peak_rss_mib + b.agents_after_provision.rss_anon_mib_total),
+                    ratio(cp.requests.total as f64, byoh_requests as f64)
                 );
             }
             _ => {
