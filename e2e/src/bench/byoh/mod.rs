@@ -272,7 +272,7 @@ async fn until(
     what: &str,
     timeout: Duration,
     manager: &mut Manager,
-    mut agents: Option<&mut Agents>,
+    agents: &mut Agents,
     mut done: impl FnMut() -> bool,
     why: impl Fn() -> String,
 ) -> anyhow::Result<()> {
@@ -281,9 +281,7 @@ async fn until(
     while !done() {
         if checked.elapsed() > Duration::from_secs(1) {
             manager.check_running()?;
-            if let Some(agents) = agents.as_deref_mut() {
-                agents.check_running()?;
-            }
+            agents.check_running()?;
             checked = Instant::now();
         }
         anyhow::ensure!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}: {}", why());
@@ -340,7 +338,7 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, timeout: Duration, manag
         "every ByoHost registered",
         timeout,
         &mut manager,
-        Some(&mut agents),
+        &mut agents,
         || registered(&views()) == n,
         || format!("{} of {n} registered", registered(&views())),
     )
@@ -375,7 +373,7 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, timeout: Duration, manag
         }
         seen.len() == n
     };
-    until("every machine provisioned", timeout, &mut manager, Some(&mut agents), done, || {
+    until("every machine provisioned", timeout, &mut manager, &mut agents, done, || {
         let pairing = analysis::check_pairing(NS, &names, &views(), &history.lock().expect("history"));
         format!("{}; pairing so far: {pairing:?}", stuck(&machines.snapshot(), &views()))
     })
@@ -396,20 +394,12 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, timeout: Duration, manag
     let before = manager.scrape();
     let started = Instant::now();
     delete_all(&byomachine_api, &names).await?;
-    until(
-        "every ByoMachine gone",
-        timeout,
-        &mut manager,
-        Some(&mut agents),
-        || machines.snapshot().is_empty(),
-        || stuck(&machines.snapshot(), &views()),
-    )
-    .await?;
+    until("every ByoMachine gone", timeout, &mut manager, &mut agents, || machines.snapshot().is_empty(), || stuck(&machines.snapshot(), &views()))
+        .await?;
     run.byomachines_gone_seconds = started.elapsed().as_secs_f64();
     delete_all(&Api::namespaced_with(client.clone(), NS, &setup::machine_resource()), &names).await?;
     let free = |vs: &[HostView]| vs.iter().filter(|h| h.free()).count();
-    until("every host free again", timeout, &mut manager, Some(&mut agents), || free(&views()) == n, || format!("{} of {n} free", free(&views())))
-        .await?;
+    until("every host free again", timeout, &mut manager, &mut agents, || free(&views()) == n, || format!("{} of {n} free", free(&views()))).await?;
     run.delete = phase(started, costs, Costs::now(&manager, Some(&agents), &plane, farm, n), &audit, offset)?;
     run.reconcile_delete = latencies(&before, &manager.scrape());
     (run.manager_end, run.agents_end) = (manager.sample(), agents.sample());
