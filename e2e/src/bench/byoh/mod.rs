@@ -425,3 +425,35 @@ async fn delete_all(api: &Api<DynamicObject>, names: &[String]) -> anyhow::Resul
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_byohost_as_the_harness_reads_it() {
+        let host: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "ByoHost",
+            "metadata": {"name": "h7", "labels": {"cluster.x-k8s.io/cluster-name": "bench",
+                                                   "byoh.infrastructure.cluster.x-k8s.io/byomachine-name": "bench.m0003"}},
+            "status": {"hostinfo": {"osname": "linux"}, "machineRef": {"kind": "ByoMachine", "name": "m0003"},
+                       "conditions": [{"type": "K8sNodeBootstrapSucceeded", "status": "True"}]}
+        }))
+        .unwrap();
+        let view = host_view(&host);
+        assert_eq!(view.machine_ref.as_deref(), Some("m0003"));
+        assert_eq!(view.attached_label.as_deref(), Some("bench.m0003"));
+        assert!(view.ready() && view.cluster_label && !view.free() && view.bootstrapped == Some(true), "{view:?}");
+        let fresh: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "ByoHost", "metadata": {"name": "h8"}, "status": {}
+        }))
+        .unwrap();
+        let view = host_view(&fresh);
+        assert!(!view.ready() && view.free() && view.bootstrapped.is_none(), "{view:?}");
+        let machine: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1beta1", "kind": "ByoMachine", "metadata": {"name": "m0003"}, "status": {"ready": true}
+        }))
+        .unwrap();
+        assert_eq!(ready_machines(&[machine, fresh]), ["m0003".to_string()].into_iter().collect());
+    }
+}
