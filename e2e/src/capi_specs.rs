@@ -115,7 +115,11 @@ pub async fn run(filter: &str, target: &Target<'_>) -> anyhow::Result<String> {
         anyhow::ensure!(owner.trim().is_empty(), "{}: its deleted SSHHost left the owner record {owner:?}", target.nodes.nodes[i].name);
     }
     anyhow::ensure!(names.len() == HOSTS, "the specs need {HOSTS} hosts, not {}", names.len());
-    eprintln!("Cluster API's e2e specs ({filter}) on {}: {CONTROL_PLANE_HOSTS} control-plane hosts, {} workers", names.join(", "), HOSTS - CONTROL_PLANE_HOSTS);
+    eprintln!(
+        "Cluster API's e2e specs ({filter}) on {}: {CONTROL_PLANE_HOSTS} control-plane hosts, {} workers",
+        names.join(", "),
+        HOSTS - CONTROL_PLANE_HOSTS
+    );
 
     let report = dir.join("report.json");
     let _ = std::fs::remove_file(&report);

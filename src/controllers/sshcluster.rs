@@ -121,14 +121,16 @@ mod tests {
         let mut status = SSHClusterStatus::default();
         report_endpoint(&cluster(""), None, &mut status);
         let ready = conditions::get(&status.conditions, READY).unwrap();
-        assert_eq!((ready.status.clone(), ready.reason.as_str()), (ConditionStatus::False, reasons::WAITING_FOR_CONTROL_PLANE_ENDPOINT));
+        assert_eq!((ready.status, ready.reason.as_str()), (ConditionStatus::False, reasons::WAITING_FOR_CONTROL_PLANE_ENDPOINT));
         assert!(ready.message.contains("controlPlaneEndpoint"));
 
-        let owner: DynamicObject =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": "c"}, "spec": {"controlPlaneEndpoint": {"host": "198.18.0.10", "port": 6443}}})).unwrap();
+        let owner: DynamicObject = serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "c"}, "spec": {"controlPlaneEndpoint": {"host": "198.18.0.10", "port": 6443}}}),
+        )
+        .unwrap();
         report_endpoint(&cluster(""), Some(&owner), &mut status);
         let ready = conditions::get(&status.conditions, READY).unwrap();
-        assert_eq!((ready.status.clone(), ready.message.as_str()), (ConditionStatus::True, ""));
+        assert_eq!((ready.status, ready.message.as_str()), (ConditionStatus::True, ""));
 
         let mut status = SSHClusterStatus::default();
         report_endpoint(&cluster("198.18.0.10"), None, &mut status);
