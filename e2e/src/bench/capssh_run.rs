@@ -12,10 +12,8 @@ use crate::mgmt::ManagementPlane;
 use crate::process::Daemon;
 use crate::scenario;
 use crate::tools::{artifacts_dir, capssh, free_port};
-use base64::Engine as _;
 use capssh::api::v1alpha1::{HostPhase, SSHHost, SSHMachine};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -323,14 +321,8 @@ fn stuck(machines: &[std::sync::Arc<SSHMachine>]) -> String {
 
 /// The bootstrap Secret, the Machine pointing at it, and the SSHMachine owned by the Machine.
 async fn create_machine(client: &kube::Client, name: &str, data: &str) -> anyhow::Result<()> {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    crate::bench::create_bootstrap_secret(client, NS, CLUSTER, name, data).await?;
     let labels = json!({"cluster.x-k8s.io/cluster-name": CLUSTER});
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-bootstrap"), "labels": labels},
-        "type": "cluster.x-k8s.io/secret",
-        "data": {"value": b64(data), "format": b64("cloud-config")}
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
     let resource = capssh::controllers::capi::machine_resource();
     let machine: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",

@@ -73,6 +73,20 @@ runcmd:
     )
 }
 
+/// The bootstrap Secret `<name>-bootstrap` holding `data`, as Cluster API's kubeadm bootstrap
+/// provider writes it (type, cluster label, `value` and `format`).
+pub async fn create_bootstrap_secret(client: &kube::Client, namespace: &str, cluster: &str, name: &str, data: &str) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{name}-bootstrap"), "labels": {"cluster.x-k8s.io/cluster-name": cluster}},
+        "type": "cluster.x-k8s.io/secret",
+        "data": {"value": b64(data), "format": b64("cloud-config")}
+    }))?;
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace).create(&Default::default(), &secret).await?;
+    Ok(())
+}
+
 /// The job script the floor uploads: exactly what capssh runs for [`bootstrap_data`].
 pub fn job_script() -> anyhow::Result<String> {
     let plan = capssh::bootstrap::plan(bootstrap_data().as_bytes(), capssh::bootstrap::Format::CloudConfig, &Default::default())?;

@@ -143,14 +143,8 @@ pub async fn cluster(client: &kube::Client, plane: &ManagementPlane, n: usize) -
 /// unchecked, and a nil version panics its manager), and the ByoMachine owned by the Machine, as
 /// Cluster API's MachineSet and its bootstrap provider would create them.
 pub async fn create_machine(client: &kube::Client, name: &str, data: &str) -> anyhow::Result<()> {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    crate::bench::create_bootstrap_secret(client, NS, CLUSTER, name, data).await?;
     let labels = json!({"cluster.x-k8s.io/cluster-name": CLUSTER});
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-bootstrap"), "labels": labels},
-        "type": "cluster.x-k8s.io/secret",
-        "data": {"value": b64(data), "format": b64("cloud-config")}
-    }))?;
-    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
     let machine: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Machine",
         "metadata": {"name": name, "labels": labels},
