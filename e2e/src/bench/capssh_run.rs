@@ -4,7 +4,7 @@
 
 use super::observe::{self, Latency, Requests, Scrape};
 use super::procfs::{self, ProcSample};
-use super::quantile;
+use super::{CREATE_CONCURRENCY, create_all, machine_seconds};
 use crate::capi::{install_capssh_crds, install_crds};
 use crate::hosts::HostFarm;
 use crate::manager::http_get;
@@ -25,8 +25,6 @@ use std::time::{Duration, Instant};
 
 const NS: &str = "bench";
 const CLUSTER: &str = "bench";
-/// How many objects the harness creates or deletes at once.
-const CREATE_CONCURRENCY: usize = 16;
 
 /// One phase of the run: its wall time and what the manager spent in it.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -205,20 +203,13 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
     (offset, costs) = (observe::audit_offset(&audit), Costs::now(&manager, &plane, farm, n));
     let before = manager.scrape();
     let started = Instant::now();
-    let created: Vec<(String, Instant)> = futures::stream::iter(0..n)
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let name = format!("m{i:04}");
-                create_machine(&client, &name, data).await?;
-                anyhow::Ok((name, Instant::now()))
-            }
-        })
-        .buffer_unordered(CREATE_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let names: Vec<String> = (0..n).map(|i| format!("m{i:04}")).collect();
+    let created = create_all(&names, |name| {
+        let client = client.clone();
+        async move { create_machine(&client, &name, data).await }
+    })
+    .await?;
     run.create_seconds = started.elapsed().as_secs_f64();
-    let created: HashMap<String, Instant> = created.into_iter().collect();
     let mut seen: HashMap<String, Instant> = HashMap::new();
     until(&watches.machines, timeout, "every machine provisioned", |ms| {
         for m in ms.iter().filter(|m| provisioned(m)) {
@@ -232,11 +223,7 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
     let after = manager.scrape();
     run.reconcile_provision = ["SSHMachine", "SSHHost"].iter().map(|k| (k.to_string(), observe::latency(&before, &after, k))).collect();
     run.manager_after_provision = manager.sample();
-    let mut per_machine: Vec<f64> = seen.iter().map(|(name, at)| at.duration_since(created[name]).as_secs_f64()).collect();
-    per_machine.sort_by(f64::total_cmp);
-    run.machine_p50_seconds = quantile(&per_machine, 0.5);
-    run.machine_p90_seconds = quantile(&per_machine, 0.9);
-    run.machine_max_seconds = per_machine.last().copied().unwrap_or(0.0);
+    (run.machine_p50_seconds, run.machine_p90_seconds, run.machine_max_seconds) = machine_seconds(&created, &seen);
 
     // Phase 3: delete them all; every host is reset, verified, released and probed Available.
     (offset, costs) = (observe::audit_offset(&audit), Costs::now(&manager, &plane, farm, n));

@@ -187,6 +187,41 @@ pub async fn run_size(config: &Config, n: usize, peers: &peer::Peers) -> anyhow:
     Ok(SizeResult { n, farm_start_seconds, floor, floor_runs, capssh, capssh_error, peer: peers.k0smotron.clone(), byoh, byoh_error })
 }
 
+/// How many objects the harness creates (or deletes) at once.
+pub const CREATE_CONCURRENCY: usize = 16;
+
+/// Runs `create` for every name, [`CREATE_CONCURRENCY`] at a time, and returns when each
+/// finished: a machine's clock starts there.
+pub async fn create_all<F, Fut>(names: &[String], create: F) -> anyhow::Result<std::collections::HashMap<String, Instant>>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let created = create(name.clone());
+            async move {
+                created.await?;
+                anyhow::Ok((name, Instant::now()))
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// One machine's time from created to provisioned: p50, p90 and max, in seconds.
+pub fn machine_seconds(
+    created: &std::collections::HashMap<String, Instant>,
+    provisioned: &std::collections::HashMap<String, Instant>,
+) -> (f64, f64, f64) {
+    let mut each: Vec<f64> =
+        provisioned.iter().filter_map(|(name, at)| created.get(name).map(|from| at.duration_since(*from).as_secs_f64())).collect();
+    each.sort_by(f64::total_cmp);
+    (quantile(&each, 0.5), quantile(&each, 0.9), each.last().copied().unwrap_or(0.0))
+}
+
 /// The q-quantile of sorted values (nearest rank; 0 when empty).
 pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -203,6 +238,16 @@ mod tests {
         // The runcmd lines travel inside the script as data, so look for the step, not the text.
         let script = super::job_script().unwrap();
         assert!(script.contains("[capssh] runcmd: %s commands"), "{script}");
+    }
+
+    #[test]
+    fn a_machines_time_runs_from_its_creation_to_provisioned() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + std::time::Duration::from_secs(s);
+        let created = [("a".to_string(), at(0)), ("b".to_string(), at(1))].into_iter().collect();
+        let provisioned = [("a".to_string(), at(4)), ("b".to_string(), at(3))].into_iter().collect();
+        assert_eq!(super::machine_seconds(&created, &provisioned), (2.0, 4.0, 4.0));
+        assert_eq!(super::machine_seconds(&created, &Default::default()), (0.0, 0.0, 0.0));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod setup;
 
 use super::observe::{self, Latency, Scrape};
 use super::procfs::{self, ProcSample};
-use super::quantile;
+use super::{CREATE_CONCURRENCY, create_all, machine_seconds};
 use crate::hosts::HostFarm;
 use crate::manager::http_get;
 use crate::mgmt::ManagementPlane;
@@ -43,7 +43,6 @@ pub const CLUSTER: &str = "bench";
 pub const KUBERNETES_VERSION: &str = "v1.36.3";
 pub const VERSION: &str = "v0.5.0";
 /// How many objects the harness creates or deletes at once (as for capssh).
-const CREATE_CONCURRENCY: usize = 16;
 /// BYOH's manager serves its (unused) webhooks here on every address; the port is not a flag.
 const WEBHOOK_PORT: u16 = 9443;
 
@@ -353,19 +352,12 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, timeout: Duration, manag
     let before = manager.scrape();
     let started = Instant::now();
     let names: Vec<String> = (0..n).map(|i| format!("m{i:04}")).collect();
-    let created: Vec<(String, Instant)> = futures::stream::iter(names.clone())
-        .map(|name| {
-            let client = client.clone();
-            async move {
-                setup::create_machine(&client, &name, data).await.with_context(|| format!("creating machine {name}"))?;
-                anyhow::Ok((name, Instant::now()))
-            }
-        })
-        .buffer_unordered(CREATE_CONCURRENCY)
-        .try_collect()
-        .await?;
+    let created = create_all(&names, |name| {
+        let client = client.clone();
+        async move { setup::create_machine(&client, &name, data).await.with_context(|| format!("creating machine {name}")) }
+    })
+    .await?;
     run.create_seconds = started.elapsed().as_secs_f64();
-    let created: HashMap<String, Instant> = created.into_iter().collect();
     let mut seen: HashMap<String, Instant> = HashMap::new();
     let done = || {
         for m in analysis::provisioned(&ready_machines(&machines.snapshot()), &views()) {
@@ -381,11 +373,7 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, timeout: Duration, manag
     run.provision = phase(started, costs, Costs::now(&manager, Some(&agents), &plane, farm, n), &audit, offset)?;
     run.reconcile_provision = latencies(&before, &manager.scrape());
     (run.manager_after_provision, run.agents_after_provision) = (manager.sample(), agents.sample());
-    let mut per_machine: Vec<f64> = seen.iter().map(|(name, at)| at.duration_since(created[name]).as_secs_f64()).collect();
-    per_machine.sort_by(f64::total_cmp);
-    run.machine_p50_seconds = quantile(&per_machine, 0.5);
-    run.machine_p90_seconds = quantile(&per_machine, 0.9);
-    run.machine_max_seconds = per_machine.last().copied().unwrap_or(0.0);
+    (run.machine_p50_seconds, run.machine_p90_seconds, run.machine_max_seconds) = machine_seconds(&created, &seen);
     run.pairing = analysis::check_pairing(NS, &names, &views(), &history.lock().expect("history"));
 
     // Phase 3: ByoMachines first (BYOH releases a host only while the ByoMachine's Machine
