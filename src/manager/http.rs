@@ -42,6 +42,10 @@ impl AdminState {
         self.webhook_pending.store(true, Ordering::Relaxed);
     }
 
+    fn webhook_listening(&self) {
+        self.webhook_pending.store(false, Ordering::Relaxed);
+    }
+
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && !self.webhook_pending.load(Ordering::Relaxed)
     }
@@ -80,7 +84,7 @@ pub async fn serve_webhook(addr: SocketAddr, cert_dir: PathBuf, state: AdminStat
     let acceptor = TlsAcceptor::from(Arc::new(certificate.server_config()?));
     let app = crate::webhook::router();
     let listener = TcpListener::bind(addr).await?;
-    state.webhook_pending.store(false, Ordering::Relaxed);
+    state.webhook_listening();
     loop {
         let (tcp, peer) = listener.accept().await?;
         let acceptor = acceptor.clone();
@@ -121,7 +125,7 @@ mod tests {
         state.expect_webhook();
         state.set_ready(true);
         assert!(!state.is_ready(), "the API server answered, the webhook does not listen yet");
-        state.webhook_pending.store(false, Ordering::Relaxed);
+        state.webhook_listening();
         assert!(state.is_ready());
         let without_webhook = AdminState::new();
         without_webhook.set_ready(true);
