@@ -91,7 +91,7 @@ impl ManagementPlane {
         let apiserver = Daemon::start("kube-apiserver", api_cmd, &dir.join("kube-apiserver.log"))?;
 
         let kubeconfig = dir.join("admin.kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_yaml(&server, &ca.cert_pem(), &admin.cert_pem, &admin.key_pem))?;
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&server, None, &ca.cert_pem(), &admin.cert_pem, &admin.key_pem))?;
 
         let plane = Self { dir, kubeconfig, server, ca, apiserver, apiserver_args, etcd };
         plane.wait_ready(Duration::from_secs(90)).await?;
@@ -110,7 +110,7 @@ impl ManagementPlane {
     pub fn kubeconfig_for(&self, user: &str, group: Option<&str>) -> anyhow::Result<PathBuf> {
         let pair = self.ca.client(user, group)?;
         let path = self.dir.join(format!("{user}.kubeconfig"));
-        std::fs::write(&path, kubeconfig_yaml(&self.server, &self.ca.cert_pem(), &pair.cert_pem, &pair.key_pem))?;
+        std::fs::write(&path, kubeconfig_yaml(&self.server, None, &self.ca.cert_pem(), &pair.cert_pem, &pair.key_pem))?;
         Ok(path)
     }
 
@@ -163,7 +163,10 @@ impl Drop for ManagementPlane {
     }
 }
 
-fn kubeconfig_yaml(server: &str, ca: &str, cert: &str, key: &str) -> String {
+/// A kubeconfig for `server` with a client certificate; `tls_server_name` when the address
+/// reached is not a name the serving certificate carries.
+pub fn kubeconfig_yaml(server: &str, tls_server_name: Option<&str>, ca: &str, cert: &str, key: &str) -> String {
+    let server_name = tls_server_name.map(|name| format!("\n    tls-server-name: {name}")).unwrap_or_default();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     format!(
         "apiVersion: v1
@@ -171,7 +174,7 @@ kind: Config
 clusters:
 - name: e2e
   cluster:
-    server: {server}
+    server: {server}{server_name}
     certificate-authority-data: {}
 users:
 - name: admin
@@ -189,4 +192,19 @@ current-context: e2e
         b64(cert),
         b64(key)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_kubeconfig_names_the_tls_server_only_when_asked() {
+        let parse = |text: &str| serde_saphyr::from_str::<serde_json::Value>(text).unwrap();
+        let plain = parse(&super::kubeconfig_yaml("https://127.0.0.1:6443", None, "ca", "cert", "key"));
+        let cluster = &plain["clusters"][0]["cluster"];
+        assert_eq!(cluster["server"], "https://127.0.0.1:6443");
+        assert!(cluster.get("tls-server-name").is_none());
+        let named = parse(&super::kubeconfig_yaml("https://198.18.0.1:6443", Some("localhost"), "ca", "cert", "key"));
+        assert_eq!(named["clusters"][0]["cluster"]["tls-server-name"], "localhost");
+        assert_eq!(named["users"][0]["user"]["client-key-data"], "a2V5");
+    }
 }

@@ -9,7 +9,6 @@ use crate::hosts::HostFarm;
 use crate::mgmt::ManagementPlane;
 use crate::process::Daemon;
 use anyhow::Context as _;
-use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -72,7 +71,10 @@ pub fn write_kubeconfigs(farm: &HostFarm, n: usize, plane: &ManagementPlane) -> 
         // The host's /root as its mount namespace (held by the anchor) sees it.
         let home = PathBuf::from(format!("/proc/{}/root/root/.byoh", h.anchor_pid()));
         std::fs::create_dir_all(&home).with_context(|| format!("creating {}", home.display()))?;
-        std::fs::write(home.join("config"), kubeconfig(&server, &plane.ca.cert_pem(), &pair.cert_pem, &pair.key_pem))?;
+        std::fs::write(
+            home.join("config"),
+            crate::mgmt::kubeconfig_yaml(&server, Some("localhost"), &plane.ca.cert_pem(), &pair.cert_pem, &pair.key_pem),
+        )?;
     }
     Ok(())
 }
@@ -132,33 +134,4 @@ impl Agents {
     pub fn cpu_seconds(&self) -> f64 {
         self.daemons.iter().map(|d| procfs::cpu_with_children(d.pid())).sum()
     }
-}
-
-fn kubeconfig(server: &str, ca: &str, cert: &str, key: &str) -> String {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: bench
-  cluster:
-    server: {server}
-    tls-server-name: localhost
-    certificate-authority-data: {}
-users:
-- name: agent
-  user:
-    client-certificate-data: {}
-    client-key-data: {}
-contexts:
-- name: bench
-  context:
-    cluster: bench
-    user: agent
-current-context: bench
-",
-        b64(ca),
-        b64(cert),
-        b64(key)
-    )
 }
