@@ -49,7 +49,9 @@ async fn bed_with(suite: &str, hosts: usize, manager_args: &[&str]) -> Bed {
     install_capssh_crds(&client).await.unwrap();
     scenario::namespace(&client, NS).await.unwrap();
     scenario::register_farm(&client, NS, &farm, json!({"role": "worker"})).await.unwrap();
-    let args: Vec<&str> = ["--probe-interval-seconds", "2"].iter().chain(manager_args).copied().collect();
+    // Probes 2 s apart unless the scenario asks otherwise.
+    let probe: &[&str] = if manager_args.contains(&"--probe-interval-seconds") { &[] } else { &["--probe-interval-seconds", "2"] };
+    let args: Vec<&str> = probe.iter().chain(manager_args).copied().collect();
     let manager = start_manager(&plane, "capssh", &args).unwrap();
     scenario::provisioned_cluster(&client, NS, "c1").await.unwrap();
     Bed { _serial: serial, farm, plane, client, manager: Some(manager) }
@@ -270,6 +272,56 @@ async fn bad_bootstrap_data_is_reported_and_nothing_runs() {
     .unwrap();
     assert!(condition_message(&m2, "BootstrapSucceeded").contains("does not exist"));
     assert!(bed.farm.exec(0, "ls /var/lib/capssh/jobs 2>/dev/null; ls /run/ran 2>/dev/null").unwrap().stdout.is_empty(), "nothing ran");
+}
+
+#[tokio::test]
+async fn a_host_gone_dark_since_its_probe_is_not_claimed_and_the_machine_takes_another() {
+    // Probes minutes apart: the pool still believes the dark host Available.
+    let bed = bed_with("gone-dark", 2, &["--probe-interval-seconds", "300"]).await;
+    let hosts: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
+    let machines: Api<SSHMachine> = Api::namespaced(bed.client.clone(), NS);
+    eventually(60, "both hosts Available", || async {
+        let list = hosts.list(&Default::default()).await.ok()?;
+        list.items.iter().all(|h| h.status.as_ref().and_then(|s| s.phase) == Some(capssh::api::v1alpha1::HostPhase::Available)).then_some(())
+    })
+    .await
+    .unwrap();
+    bed.farm.set_link(0, false).unwrap();
+    scenario::machine(&bed.client, NS, "c1", "m1", &counting_bootstrap(0)).await.unwrap();
+    scenario::machine(&bed.client, NS, "c1", "m2", &counting_bootstrap(0)).await.unwrap();
+
+    // One machine gets h1; the other can only have chosen h0, and must not have claimed it.
+    let dark = bed.farm.hosts[0].name.clone();
+    let live = bed.farm.hosts[1].name.clone();
+    let told = |m: &SSHMachine| {
+        let reason = condition_reason(m, "HostClaimed").unwrap_or_default();
+        reason == "ChosenHostDidNotAnswer" || (reason == "NoHostAvailable" && condition_message(m, "HostClaimed").contains("did not answer"))
+    };
+    let waiting = eventually(120, "one machine provisioned on the live host, the other told the dark one did not answer", || async {
+        let (a, b) = (machines.get("m1").await.ok()?, machines.get("m2").await.ok()?);
+        let on_live = |m: &SSHMachine| provisioned(m) && m.spec.host_ref.as_ref().map(|h| h.name.as_str()) == Some(live.as_str());
+        if on_live(&a) && told(&b) {
+            Some(b)
+        } else if on_live(&b) && told(&a) {
+            Some(a)
+        } else {
+            None
+        }
+    })
+    .await
+    .unwrap();
+    assert!(waiting.spec.host_ref.is_none(), "nothing recorded for the waiting machine: {:?}", waiting.spec.host_ref);
+    let dark_host = hosts.get(&dark).await.unwrap();
+    assert!(dark_host.spec.consumer_ref.is_none(), "the dark host was claimed: {:?}", dark_host.spec.consumer_ref);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(bed.client.clone(), NS);
+    let warned = events.list(&Default::default()).await.unwrap().items.into_iter().any(|e| {
+        e.reason.as_deref() == Some("ChosenHostDidNotAnswer")
+            && e.type_.as_deref() == Some("Warning")
+            && e.message.unwrap_or_default().contains(&dark)
+    });
+    assert!(warned, "a Warning event names the host that did not answer");
+    assert!(bed.farm.exec(0, "ls /var/lib/capssh/jobs 2>/dev/null").unwrap().stdout.is_empty(), "nothing ran on the dark host");
+    bed.farm.set_link(0, true).unwrap();
 }
 
 #[tokio::test]

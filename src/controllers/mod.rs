@@ -52,6 +52,9 @@ pub struct Context {
     /// Credential Secrets (`<namespace>/<name>`) this process has seen carry clusterctl's move
     /// label: each is read (and labelled) once per process, not on every reconcile.
     pub move_labelled: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Hosts that did not answer when a machine was about to claim them: skipped until their
+    /// next probe has had time to run.
+    pub unanswered: crate::hosts::unanswered::UnansweredHosts,
 }
 
 /// Writes `status` of `obj` with server-side apply under [`FIELD_MANAGER`] — the one way every
@@ -90,6 +93,7 @@ impl Context {
             machine_cache: std::sync::OnceLock::new(),
             caches: caches::Caches::default(),
             move_labelled: std::sync::Mutex::new(std::collections::HashSet::new()),
+            unanswered: crate::hosts::unanswered::UnansweredHosts::new(timing.probe_interval),
         }
     }
 

@@ -227,6 +227,8 @@ enum Probed {
 async fn probe(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus) -> Result<Probed, ReconcileError> {
     let (target, key) = cached_target_for(ctx, host).await?;
     let session = ctx.pool.lease(&key, &target).await?;
+    // It answers: machines may choose it again at once, not only once their skip expires.
+    ctx.unanswered.clear(&key.host);
     let probed = probe_over(ctx, host, &session, status).await;
     // A free host's connection is not kept between probes (minutes apart): it holds memory on
     // both ends for nothing. A claim opens one again (or shares this one, if it is under way).

@@ -23,12 +23,13 @@ impl Default for Timing {
     }
 }
 
-/// A running bootstrap job is looked at again after this.
+/// A running bootstrap (or reset) job is looked at again after at most this; a young one sooner
+/// ([`job_poll`]).
 pub const BOOTSTRAP_POLL: Duration = Duration::from_secs(3);
+/// The first look at a job that has just started.
+pub const FIRST_JOB_POLL: Duration = Duration::from_millis(500);
 /// A running preparation job is looked at again after this.
 pub const PREPARE_POLL: Duration = Duration::from_secs(5);
-/// A running reset job is looked at again after this.
-pub const RESET_POLL: Duration = Duration::from_secs(3);
 /// A reset that failed, or a host that could not be reached to reset it, is tried again after
 /// this (until `Timing::cleanup_give_up`).
 pub const RESET_RETRY: Duration = Duration::from_secs(15);
@@ -60,6 +61,14 @@ pub const CLUSTER_RESYNC: Duration = Duration::from_secs(60);
 /// A host that does not answer is tried again after 15 s, then 30 s, 60 s, … up to this: a rack
 /// gone dark is not hammered, and the hosts that answer get the connections.
 pub const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// When to look at a running job again, by its age (None: started by this reconcile): half its
+/// age, from [`FIRST_JOB_POLL`] up to [`BOOTSTRAP_POLL`]. A short job is seen done soon after it
+/// ends instead of up to 3 s later; a long one (kubeadm) costs a few more polls in its first
+/// seconds only.
+pub fn job_poll(age: Option<Duration>) -> Duration {
+    (age.unwrap_or_default() / 2).clamp(FIRST_JOB_POLL, BOOTSTRAP_POLL)
+}
 
 /// The wait before the `failures`-th retry (1 = the first) of a host that does not answer.
 pub fn unreachable_backoff(failures: u32) -> Duration {
@@ -95,6 +104,17 @@ impl Failures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_young_job_is_looked_at_soon_and_an_old_one_every_three_seconds() {
+        let ms = |age: Option<u64>| job_poll(age.map(Duration::from_millis)).as_millis();
+        assert_eq!(ms(None), 500, "just started");
+        assert_eq!(ms(Some(200)), 500);
+        assert_eq!(ms(Some(2_000)), 1_000);
+        assert_eq!(ms(Some(5_000)), 2_500);
+        assert_eq!(ms(Some(6_000)), 3_000);
+        assert_eq!(ms(Some(600_000)), 3_000, "never slower than the old fixed poll");
+    }
 
     #[test]
     fn an_unreachable_host_is_retried_less_and_less_often_up_to_a_cap() {

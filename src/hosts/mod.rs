@@ -2,6 +2,7 @@
 
 pub mod claim;
 pub mod selection;
+pub mod unanswered;
 pub mod work;
 
 pub use selection::{Selection, Skip, select};

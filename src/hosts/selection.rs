@@ -4,7 +4,7 @@
 use super::claim::MachineIdentity;
 use crate::api::v1alpha1::{HostPhase, LabelSelector, LabelSelectorOperator, SSHHost};
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, hash_map::DefaultHasher};
+use std::collections::{BTreeMap, HashSet, hash_map::DefaultHasher};
 use std::hash::{Hash, Hasher};
 
 /// Why a host was not chosen, in the order they are reported.
@@ -16,6 +16,7 @@ pub enum Skip {
     Quarantined,
     NotPinned,
     Unreachable,
+    DidNotAnswer,
     NotReady,
     LabelsDoNotMatch,
     OtherFailureDomain,
@@ -30,6 +31,7 @@ impl Skip {
             Skip::Quarantined => "quarantined",
             Skip::NotPinned => "host key not pinned yet",
             Skip::Unreachable => "unreachable",
+            Skip::DidNotAnswer => "did not answer a connection just now",
             Skip::NotReady => "not probed or not ready yet",
             Skip::LabelsDoNotMatch => "labels do not match",
             Skip::OtherFailureDomain => "in another failure domain",
@@ -69,12 +71,14 @@ pub struct FailureDomainRequirement<'a> {
 /// claim survived a crash), unless it is quarantined. Otherwise, among the eligible hosts, the
 /// choice is spread by rendezvous hashing on (machine, host): machines that select at the same
 /// moment rarely race for the same host, and a machine asks for the same host again after a
-/// lost race only if it is still free.
+/// lost race only if it is still free. Hosts named in `did_not_answer` are skipped (see
+/// `hosts::unanswered`).
 pub fn select<'a, H: Borrow<SSHHost>>(
     hosts: &'a [H],
     machine: &MachineIdentity<'_>,
     selector: &LabelSelector,
     failure_domain: Option<FailureDomainRequirement<'_>>,
+    did_not_answer: &HashSet<String>,
 ) -> Selection<'a> {
     let mut skipped = BTreeMap::new();
     let mut best: Option<(u64, &SSHHost)> = None;
@@ -83,7 +87,8 @@ pub fn select<'a, H: Borrow<SSHHost>>(
         if machine.holds(host) && !quarantined(host) {
             return Selection { chosen: Some(host), total: hosts.len(), skipped: BTreeMap::new() };
         }
-        match skip_reason(host, selector, failure_domain) {
+        let silent = did_not_answer.contains(host.metadata.name.as_deref().unwrap_or_default());
+        match skip_reason(host, selector, failure_domain).or(silent.then_some(Skip::DidNotAnswer)) {
             Some(reason) => *skipped.entry(reason).or_insert(0) += 1,
             None => {
                 let score = rendezvous(machine.name, host.metadata.name.as_deref().unwrap_or_default());
@@ -210,7 +215,7 @@ mod tests {
             host("cp", &[("role", "control-plane")], Some(HostPhase::Available)),
             host("new", &[("role", "worker")], None),
         ];
-        let selection = select(&hosts, &id("machine-a"), &role("worker"), None);
+        let selection = select(&hosts, &id("machine-a"), &role("worker"), None, &HashSet::new());
         assert!(selection.chosen.is_none());
         assert_eq!(
             selection.explain(),
@@ -221,7 +226,7 @@ mod tests {
     #[test]
     fn a_host_already_claimed_by_the_machine_wins() {
         let hosts = vec![host("free", &[], Some(HostPhase::Available)), claimed_by(host("mine", &[], Some(HostPhase::Provisioning)), "machine-a")];
-        let chosen = select(&hosts, &id("machine-a"), &LabelSelector::default(), None).chosen.unwrap();
+        let chosen = select(&hosts, &id("machine-a"), &LabelSelector::default(), None, &HashSet::new()).chosen.unwrap();
         assert_eq!(chosen.metadata.name.as_deref(), Some("mine"));
     }
 
@@ -230,16 +235,33 @@ mod tests {
         let mut quarantined = claimed_by(host("q", &[], Some(HostPhase::Quarantined)), "machine-a");
         quarantined.metadata.annotations = Some([(crate::controllers::QUARANTINE_ANNOTATION.to_string(), "dirty".to_string())].into());
         let hosts = vec![quarantined];
-        let selection = select(&hosts, &id("machine-a"), &LabelSelector::default(), None);
+        let selection = select(&hosts, &id("machine-a"), &LabelSelector::default(), None, &HashSet::new());
         assert!(selection.chosen.is_none());
         assert_eq!(selection.explain(), "0 of 1 hosts free: 1 claimed");
+    }
+
+    #[test]
+    fn a_host_that_did_not_answer_just_now_is_passed_over() {
+        let hosts: Vec<SSHHost> = (0..3).map(|i| host(&format!("h{i}"), &[], Some(HostPhase::Available))).collect();
+        let first = select(&hosts, &id("m"), &LabelSelector::default(), None, &HashSet::new()).chosen.unwrap().metadata.name.clone().unwrap();
+        let silent: HashSet<String> = [first.clone()].into();
+        let selection = select(&hosts, &id("m"), &LabelSelector::default(), None, &silent);
+        assert_ne!(selection.chosen.unwrap().metadata.name.as_deref(), Some(first.as_str()));
+        assert_eq!(selection.explain(), "1 of 3 hosts free: 1 did not answer a connection just now");
+        let all: HashSet<String> = hosts.iter().map(|h| h.metadata.name.clone().unwrap()).collect();
+        let none = select(&hosts, &id("m"), &LabelSelector::default(), None, &all);
+        assert!(none.chosen.is_none());
+        // A claim that survived a crash is still returned: the machine's own host is not chosen again.
+        let mine = vec![claimed_by(host("mine", &[], Some(HostPhase::Provisioning)), "m")];
+        let silent_mine: HashSet<String> = ["mine".to_string()].into();
+        assert!(select(&mine, &id("m"), &LabelSelector::default(), None, &silent_mine).chosen.is_some());
     }
 
     #[test]
     fn failure_domains_are_honoured() {
         let hosts = vec![host("a1", &[("zone", "a")], Some(HostPhase::Available)), host("b1", &[("zone", "b")], Some(HostPhase::Available))];
         let fd = FailureDomainRequirement { label: "zone", value: "b" };
-        let selection = select(&hosts, &id("m"), &LabelSelector::default(), Some(fd));
+        let selection = select(&hosts, &id("m"), &LabelSelector::default(), Some(fd), &HashSet::new());
         assert_eq!(selection.chosen.unwrap().metadata.name.as_deref(), Some("b1"));
         assert_eq!(selection.explain(), "1 of 2 hosts free: 1 in another failure domain");
     }
@@ -248,13 +270,21 @@ mod tests {
     fn concurrent_machines_spread_over_free_hosts() {
         let hosts: Vec<SSHHost> = (0..10).map(|i| host(&format!("h{i}"), &[], Some(HostPhase::Available))).collect();
         let picks: std::collections::BTreeSet<String> = (0..10)
-            .map(|m| select(&hosts, &id(&format!("machine-{m}")), &LabelSelector::default(), None).chosen.unwrap().metadata.name.clone().unwrap())
+            .map(|m| {
+                select(&hosts, &id(&format!("machine-{m}")), &LabelSelector::default(), None, &HashSet::new())
+                    .chosen
+                    .unwrap()
+                    .metadata
+                    .name
+                    .clone()
+                    .unwrap()
+            })
             .collect();
         // Not all on one host: ten machines starting together mostly do not collide.
         assert!(picks.len() >= 4, "{picks:?}");
         // Deterministic for one machine.
-        let again = select(&hosts, &id("machine-3"), &LabelSelector::default(), None).chosen.unwrap();
-        let first = select(&hosts, &id("machine-3"), &LabelSelector::default(), None).chosen.unwrap();
+        let again = select(&hosts, &id("machine-3"), &LabelSelector::default(), None, &HashSet::new()).chosen.unwrap();
+        let first = select(&hosts, &id("machine-3"), &LabelSelector::default(), None, &HashSet::new()).chosen.unwrap();
         assert_eq!(again.metadata.name, first.metadata.name);
     }
 

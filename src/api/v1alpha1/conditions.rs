@@ -44,6 +44,9 @@ pub mod reasons {
     pub const NO_HOST_AVAILABLE: &str = "NoHostAvailable";
     /// Another machine claimed the chosen host first; capssh chooses again.
     pub const CLAIM_CONFLICT: &str = "ClaimConflict";
+    /// The chosen host did not answer a connection, so it was not claimed; capssh chooses again
+    /// (condition reason and event).
+    pub const CHOSEN_HOST_DID_NOT_ANSWER: &str = "ChosenHostDidNotAnswer";
     pub const CLAIMED: &str = "Claimed";
     /// The event when a host is claimed.
     pub const CLAIMED_EVENT: &str = "HostClaimed";

@@ -6,7 +6,7 @@ use super::report::{Outcome, Report, Step};
 use crate::api::v1alpha1::conditions::{reasons, types};
 use crate::api::v1alpha1::{ConditionStatus, MachinePhase, SSHHost, SSHMachine};
 use crate::controllers::capi::{get_cluster, is_paused};
-use crate::controllers::{Context, ReconcileError, timing};
+use crate::controllers::{Context, ReconcileError, cached_target_for, timing};
 use crate::hosts::claim::{ClaimOutcome, MachineIdentity, claim};
 use crate::hosts::selection::{FailureDomainRequirement, quarantined, select};
 use crate::hosts::work::provider_id;
@@ -42,7 +42,12 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
         (Some(label), Some(value)) => Some(FailureDomainRequirement { label, value }),
         _ => None,
     };
-    let selection = select(&candidates, &identity, &machine.spec.host_selector, requirement);
+    // A pinned host is the only choice: it is tried again however it answered before.
+    let did_not_answer = match &machine.spec.host_ref {
+        None => ctx.unanswered.in_namespace(&namespace, std::time::Instant::now()),
+        Some(_) => Default::default(),
+    };
+    let selection = select(&candidates, &identity, &machine.spec.host_selector, requirement, &did_not_answer);
     let Some(chosen) = selection.chosen else {
         let message = match &machine.spec.host_ref {
             Some(pinned) if candidates.is_empty() => format!("the pinned host {} does not exist", pinned.name),
@@ -54,6 +59,7 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
     let host = if identity.holds(chosen) {
         SSHHost::clone(chosen)
     } else {
+        ensure_answers(ctx, chosen, report).await?;
         ensure_cluster_unpaused(ctx, machine, &inputs.cluster).await?;
         match claim(&hosts, chosen, &identity).await? {
             ClaimOutcome::Claimed(host) => {
@@ -69,6 +75,28 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
     };
     record_host(ctx, machine, &host).await?;
     Ok(claimed(report, host))
+}
+
+/// Connects to the chosen host before claiming it: one gone dark since its last probe still
+/// looks Available, and a claim is for good (spec.providerID is immutable). One that does not
+/// answer is left unclaimed and skipped by every machine until its next probe; the session of
+/// one that does is the one the bootstrap then uses.
+async fn ensure_answers(ctx: &Context, host: &SSHHost, report: &mut Report<'_>) -> Step<()> {
+    let (target, key) = cached_target_for(ctx, host).await?;
+    match ctx.pool.lease(&key, &target).await {
+        Ok(_answered) => {
+            ctx.unanswered.clear(&key.host);
+            Ok(())
+        }
+        Err(err) => {
+            ctx.unanswered.mark(&key.host, std::time::Instant::now());
+            let name = host.metadata.name.as_deref().unwrap_or_default();
+            let message = format!("host {name} did not answer, so it was not claimed; choosing another ({err})");
+            report.warn(reasons::CHOSEN_HOST_DID_NOT_ANSWER, message.clone());
+            report.wait(types::HOST_CLAIMED, reasons::CHOSEN_HOST_DID_NOT_ANSWER, &message, MachinePhase::WaitingForHost);
+            Err(Outcome::After(timing::CLAIM_RETRY))
+        }
+    }
 }
 
 fn claimed(report: &mut Report<'_>, host: SSHHost) -> SSHHost {

@@ -25,13 +25,14 @@ async fn delete_steps(machine: &SSHMachine, ctx: &Context, report: &mut Report<'
     let host_name = host.metadata.name.clone().unwrap_or_default();
     report.status.phase = Some(MachinePhase::Deleting);
     let step = reset_step(ctx, machine, &host).await;
+    // The reset starts when the deletion reaches this machine, so its age is about this.
     let deleting_for =
         machine.metadata.deletion_timestamp.as_ref().map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs()).unwrap_or_default();
     match after_reset(step, deleting_for, ctx.timing.cleanup_give_up) {
         AfterReset::Wait => {
             let what = format!("resetting host {host_name}");
             report.wait(types::HOST_RELEASED, reasons::CLEANING, &what, MachinePhase::Deleting);
-            Ok(Outcome::StillWorking { what, after: timing::RESET_POLL })
+            Ok(Outcome::StillWorking { what, after: timing::job_poll(Some(deleting_for)) })
         }
         AfterReset::Retry(problem) => {
             report.wait(types::HOST_RELEASED, reasons::CLEANUP_RETRYING, &problem, MachinePhase::Deleting);

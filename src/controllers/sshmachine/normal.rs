@@ -148,7 +148,7 @@ async fn ensure_bootstrapped(
                 &format!("job {id} is running on host {host_name}"),
                 MachinePhase::Provisioning,
             );
-            Err(Outcome::After(timing::BOOTSTRAP_POLL))
+            Err(Outcome::After(timing::job_poll(records.bootstrap.age)))
         }
         Progress::Failed { reason, log_tail } => {
             let message =
