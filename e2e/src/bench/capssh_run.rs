@@ -130,140 +130,203 @@ impl Manager {
     }
 }
 
+/// A fresh API server with capssh's CRDs and the manager running against it, on `farm`'s first
+/// `n` hosts, and the harness's watches: what each capssh run starts from.
+pub(super) struct Stand<'a> {
+    farm: &'a HostFarm,
+    n: usize,
+    timeout: Duration,
+    audit: std::path::PathBuf,
+    client: kube::Client,
+    watches: Watches,
+    manager: Manager,
+    plane: ManagementPlane,
+}
+
+/// A provisioning phase's numbers.
+pub(super) struct Provisioned {
+    pub phase: Phase,
+    pub create_seconds: f64,
+    pub machine_seconds: (f64, f64, f64),
+    pub reconcile: HashMap<String, Latency>,
+}
+
+impl<'a> Stand<'a> {
+    /// `suite` names the artifacts folder (logs, audit log).
+    pub(super) async fn start(suite: &str, farm: &'a HostFarm, n: usize, limit: usize, timeout: Duration) -> anyhow::Result<Stand<'a>> {
+        let dir = artifacts_dir(suite);
+        let policy = dir.join("audit-policy.yaml");
+        let audit = dir.join("audit.log");
+        std::fs::write(&policy, observe::audit_policy())?;
+        let plane = ManagementPlane::start_with(suite, &observe::audit_args(&policy, &audit)).await?;
+        let client = plane.client().await?;
+        install_crds(&client).await?;
+        install_capssh_crds(&client).await?;
+        scenario::namespace(&client, NS).await?;
+        scenario::farm_key_secret(&client, NS, farm).await?;
+        scenario::provisioned_cluster(&client, NS, CLUSTER).await?;
+
+        let kubeconfig = plane.kubeconfig_for(observe::MANAGER_USER, Some("system:masters"))?;
+        let metrics_port = free_port();
+        // BENCH_MANAGER_WRAP="heaptrack -o FILE" (or any command prefix) runs the manager under a profiler.
+        let wrap: Vec<String> = std::env::var("BENCH_MANAGER_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
+        let mut cmd = match wrap.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(capssh());
+                cmd
+            }
+            None => Command::new(capssh()),
+        };
+        cmd.args(["manager", "--webhook-addr", ""])
+            .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--max-concurrent-hosts", &limit.to_string()])
+            .env("KUBECONFIG", &kubeconfig)
+            // The manager's default; BENCH_MANAGER_LOG=capssh=debug to see every reconcile.
+            .env("RUST_LOG", std::env::var("BENCH_MANAGER_LOG").unwrap_or_else(|_| "info".into()));
+        let manager = Manager { daemon: Daemon::start("capssh-manager", cmd, &plane.dir.join("capssh-manager.log"))?, metrics_port };
+
+        let (host_store, host_task) = watch(Api::<SSHHost>::namespaced(client.clone(), NS));
+        let (machine_store, machine_task) = watch(Api::<SSHMachine>::namespaced(client.clone(), NS));
+        let watches = Watches { hosts: host_store, machines: machine_store, tasks: vec![host_task, machine_task] };
+        Ok(Stand { farm, n, timeout, audit, client, watches, manager, plane })
+    }
+
+    pub(super) fn logs(&self) -> String {
+        self.plane.dir.display().to_string()
+    }
+
+    pub(super) fn manager(&self) -> ProcSample {
+        self.manager.sample()
+    }
+
+    fn costs(&self) -> Costs {
+        Costs::now(&self.manager, &self.plane, self.farm, self.n)
+    }
+
+    /// Registers the `n` hosts; done when the manager has probed every one Available.
+    pub(super) async fn register_hosts(&self) -> anyhow::Result<Phase> {
+        let (offset, costs) = (observe::audit_offset(&self.audit), self.costs());
+        let started = Instant::now();
+        let hosts: Api<SSHHost> = Api::namespaced(self.client.clone(), NS);
+        futures::stream::iter(self.farm.hosts.iter().take(self.n))
+            .map(|host| {
+                let hosts = hosts.clone();
+                async move {
+                    let doc: SSHHost = serde_json::from_value(json!({
+                        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHHost",
+                        "metadata": {"name": host.name, "namespace": NS, "labels": {"role": "worker"}},
+                        "spec": {"address": host.address.to_string(), "auth": {"privateKeySecretRef": {"name": "farm-key"}},
+                                 "hostKey": {"publicKeys": [host.host_key_public]}}
+                    }))?;
+                    hosts.create(&PostParams::default(), &doc).await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let n = self.n;
+        until(&self.watches.hosts, self.timeout, "every host Available", |hs| hs.len() == n && hs.iter().all(|h| available(h))).await?;
+        let phase = phase(started, costs, self.costs(), &self.audit, offset)?;
+        // Let the last status writes' watch events settle before an idle reading.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(phase)
+    }
+
+    /// Creates the machines `names`, as Cluster API would with the bootstrap data ready; done
+    /// when every one is provisioned (or fails after the timeout, saying what they wait for).
+    pub(super) async fn provision(&self, names: &[String], data: &str) -> anyhow::Result<Provisioned> {
+        let (offset, costs) = (observe::audit_offset(&self.audit), self.costs());
+        let before = self.manager.scrape();
+        let started = Instant::now();
+        let created = create_all(names, |name| {
+            let client = self.client.clone();
+            async move { create_machine(&client, &name, data).await }
+        })
+        .await?;
+        let create_seconds = started.elapsed().as_secs_f64();
+        let mut seen: HashMap<String, Instant> = HashMap::new();
+        until(&self.watches.machines, self.timeout, "every machine provisioned", |ms| {
+            for m in ms.iter().filter(|m| provisioned(m)) {
+                seen.entry(m.metadata.name.clone().unwrap_or_default()).or_insert_with(Instant::now);
+            }
+            seen.len() == names.len()
+        })
+        .await
+        .map_err(|err| anyhow::anyhow!("{err}; {}", stuck(&self.watches.machines.state())))?;
+        let phase = phase(started, costs, self.costs(), &self.audit, offset)?;
+        let after = self.manager.scrape();
+        let reconcile = ["SSHMachine", "SSHHost"].iter().map(|k| (k.to_string(), observe::latency(&before, &after, k))).collect();
+        Ok(Provisioned { phase, create_seconds, machine_seconds: machine_seconds(&created, &seen), reconcile })
+    }
+
+    /// Deletes the machines `names`; done when every SSHMachine is gone and all `n` hosts are
+    /// reset, released and Available again. Also returns the HostReleased reasons seen (how
+    /// many machines each) and the reconcile latencies.
+    pub(super) async fn delete(&self, names: &[String]) -> anyhow::Result<(Phase, BTreeMap<String, usize>, HashMap<String, Latency>)> {
+        let (offset, costs) = (observe::audit_offset(&self.audit), self.costs());
+        let before = self.manager.scrape();
+        let started = Instant::now();
+        let machines: Api<SSHMachine> = Api::namespaced(self.client.clone(), NS);
+        let machine_api = Api::<DynamicObject>::namespaced_with(self.client.clone(), NS, &capssh::controllers::capi::machine_resource());
+        futures::stream::iter(names)
+            .map(|name| {
+                let (machines, machine_api) = (machines.clone(), machine_api.clone());
+                async move {
+                    machines.delete(name, &DeleteParams::default()).await?;
+                    machine_api.delete(name, &DeleteParams::default()).await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(CREATE_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let mut waits: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        until(&self.watches.machines, self.timeout, "every SSHMachine gone", |ms| {
+            for m in ms {
+                let released = m.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.r#type == "HostReleased"));
+                if let Some(c) = released {
+                    let message: String = c.message.chars().take(240).collect();
+                    waits.entry(format!("{}: {message}", c.reason)).or_default().insert(m.metadata.name.clone().unwrap_or_default());
+                }
+            }
+            ms.is_empty()
+        })
+        .await?;
+        let n = self.n;
+        until(&self.watches.hosts, self.timeout, "every host Available again", |hs| hs.len() == n && hs.iter().all(|h| available(h)))
+            .await
+            .map_err(|err| anyhow::anyhow!("{err}; {}", hosts_not_available(&self.watches.hosts.state())))?;
+        let phase = phase(started, costs, self.costs(), &self.audit, offset)?;
+        let after = self.manager.scrape();
+        let reconcile = ["SSHMachine", "SSHHost"].iter().map(|k| (k.to_string(), observe::latency(&before, &after, k))).collect();
+        Ok((phase, waits.into_iter().map(|(k, v)| (k, v.len())).collect(), reconcile))
+    }
+}
+
+/// The machine names of a run: `m0000`, `m0001`, ...
+pub(super) fn machine_names(count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("m{i:04}")).collect()
+}
+
 /// Runs capssh on the first `n` hosts of `farm` with bootstrap data `data`.
 pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: Duration) -> anyhow::Result<CapsshRun> {
-    let suite = format!("bench-capssh-{n}");
-    let dir = artifacts_dir(&suite);
-    let policy = dir.join("audit-policy.yaml");
-    let audit = dir.join("audit.log");
-    std::fs::write(&policy, observe::audit_policy())?;
-    let plane = ManagementPlane::start_with(&suite, &observe::audit_args(&policy, &audit)).await?;
-    let client = plane.client().await?;
-    install_crds(&client).await?;
-    install_capssh_crds(&client).await?;
-    scenario::namespace(&client, NS).await?;
-    scenario::farm_key_secret(&client, NS, farm).await?;
-    scenario::provisioned_cluster(&client, NS, CLUSTER).await?;
-
-    let kubeconfig = plane.kubeconfig_for(observe::MANAGER_USER, Some("system:masters"))?;
-    let metrics_port = free_port();
-    // BENCH_MANAGER_WRAP="heaptrack -o FILE" (or any command prefix) runs the manager under a profiler.
-    let wrap: Vec<String> = std::env::var("BENCH_MANAGER_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
-    let mut cmd = match wrap.split_first() {
-        Some((program, args)) => {
-            let mut cmd = Command::new(program);
-            cmd.args(args).arg(capssh());
-            cmd
-        }
-        None => Command::new(capssh()),
-    };
-    cmd.args(["manager", "--webhook-addr", ""])
-        .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--max-concurrent-hosts", &limit.to_string()])
-        .env("KUBECONFIG", &kubeconfig)
-        // The manager's default; BENCH_MANAGER_LOG=capssh=debug to see every reconcile.
-        .env("RUST_LOG", std::env::var("BENCH_MANAGER_LOG").unwrap_or_else(|_| "info".into()));
-    let manager = Manager { daemon: Daemon::start("capssh-manager", cmd, &plane.dir.join("capssh-manager.log"))?, metrics_port };
-
-    let hosts: Api<SSHHost> = Api::namespaced(client.clone(), NS);
-    let machines: Api<SSHMachine> = Api::namespaced(client.clone(), NS);
-    let (host_store, host_task) = watch(hosts.clone());
-    let (machine_store, machine_task) = watch(machines.clone());
-    let watches = Watches { hosts: host_store, machines: machine_store, tasks: vec![host_task, machine_task] };
-    let mut run = CapsshRun { max_concurrent_hosts: limit, logs: plane.dir.display().to_string(), ..Default::default() };
-
+    let stand = Stand::start(&format!("bench-capssh-{n}"), farm, n, limit, timeout).await?;
+    let mut run = CapsshRun { max_concurrent_hosts: limit, logs: stand.logs(), ..Default::default() };
     // Phase 1: register the hosts; the manager probes each into Available.
-    let (mut offset, mut costs) = (observe::audit_offset(&audit), Costs::now(&manager, &plane, farm, n));
-    let started = Instant::now();
-    futures::stream::iter(farm.hosts.iter().take(n))
-        .map(|host| {
-            let hosts = hosts.clone();
-            async move {
-                let doc: SSHHost = serde_json::from_value(json!({
-                    "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHHost",
-                    "metadata": {"name": host.name, "namespace": NS, "labels": {"role": "worker"}},
-                    "spec": {"address": host.address.to_string(), "auth": {"privateKeySecretRef": {"name": "farm-key"}},
-                             "hostKey": {"publicKeys": [host.host_key_public]}}
-                }))?;
-                hosts.create(&PostParams::default(), &doc).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(CREATE_CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?;
-    until(&watches.hosts, timeout, "every host Available", |hs| hs.len() == n && hs.iter().all(|h| available(h))).await?;
-    run.hosts_ready = phase(started, costs, Costs::now(&manager, &plane, farm, n), &audit, offset)?;
-    // Let the last status writes' watch events settle before the idle reading.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    run.manager_idle = manager.sample();
-
+    run.hosts_ready = stand.register_hosts().await?;
+    run.manager_idle = stand.manager();
     // Phase 2: the machines, as Cluster API would create them, with the bootstrap data ready.
-    (offset, costs) = (observe::audit_offset(&audit), Costs::now(&manager, &plane, farm, n));
-    let before = manager.scrape();
-    let started = Instant::now();
-    let names: Vec<String> = (0..n).map(|i| format!("m{i:04}")).collect();
-    let created = create_all(&names, |name| {
-        let client = client.clone();
-        async move { create_machine(&client, &name, data).await }
-    })
-    .await?;
-    run.create_seconds = started.elapsed().as_secs_f64();
-    let mut seen: HashMap<String, Instant> = HashMap::new();
-    until(&watches.machines, timeout, "every machine provisioned", |ms| {
-        for m in ms.iter().filter(|m| provisioned(m)) {
-            seen.entry(m.metadata.name.clone().unwrap_or_default()).or_insert_with(Instant::now);
-        }
-        seen.len() == n
-    })
-    .await
-    .map_err(|err| anyhow::anyhow!("{err}; {}", stuck(&watches.machines.state())))?;
-    run.provision = phase(started, costs, Costs::now(&manager, &plane, farm, n), &audit, offset)?;
-    let after = manager.scrape();
-    run.reconcile_provision = ["SSHMachine", "SSHHost"].iter().map(|k| (k.to_string(), observe::latency(&before, &after, k))).collect();
-    run.manager_after_provision = manager.sample();
-    (run.machine_p50_seconds, run.machine_p90_seconds, run.machine_max_seconds) = machine_seconds(&created, &seen);
-
+    let names = machine_names(n);
+    let p = stand.provision(&names, data).await?;
+    (run.provision, run.create_seconds, run.reconcile_provision) = (p.phase, p.create_seconds, p.reconcile);
+    (run.machine_p50_seconds, run.machine_p90_seconds, run.machine_max_seconds) = p.machine_seconds;
+    run.manager_after_provision = stand.manager();
     // Phase 3: delete them all; every host is reset, verified, released and probed Available.
-    (offset, costs) = (observe::audit_offset(&audit), Costs::now(&manager, &plane, farm, n));
-    let before = manager.scrape();
-    let started = Instant::now();
-    let machine_api = Api::<DynamicObject>::namespaced_with(client.clone(), NS, &capssh::controllers::capi::machine_resource());
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let (machines, machine_api) = (machines.clone(), machine_api.clone());
-            async move {
-                let name = format!("m{i:04}");
-                machines.delete(&name, &DeleteParams::default()).await?;
-                machine_api.delete(&name, &DeleteParams::default()).await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(CREATE_CONCURRENCY)
-        .try_collect::<Vec<_>>()
-        .await?;
-    let mut waits: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    until(&watches.machines, timeout, "every SSHMachine gone", |ms| {
-        for m in ms {
-            let released = m.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.r#type == "HostReleased"));
-            if let Some(c) = released {
-                let message: String = c.message.chars().take(240).collect();
-                waits.entry(format!("{}: {message}", c.reason)).or_default().insert(m.metadata.name.clone().unwrap_or_default());
-            }
-        }
-        ms.is_empty()
-    })
-    .await?;
-    run.delete_waits = waits.into_iter().map(|(k, v)| (k, v.len())).collect();
-    until(&watches.hosts, timeout, "every host Available again", |hs| hs.len() == n && hs.iter().all(|h| available(h))).await?;
-    run.delete = phase(started, costs, Costs::now(&manager, &plane, farm, n), &audit, offset)?;
-    let after = manager.scrape();
-    run.reconcile_delete = ["SSHMachine", "SSHHost"].iter().map(|k| (k.to_string(), observe::latency(&before, &after, k))).collect();
-    run.manager_end = manager.sample();
-    drop(watches);
-    drop(manager);
-    drop(plane);
+    (run.delete, run.delete_waits, run.reconcile_delete) = stand.delete(&names).await?;
+    run.manager_end = stand.manager();
     Ok(run)
 }
 
@@ -304,6 +367,17 @@ fn stuck(machines: &[std::sync::Arc<SSHMachine>]) -> String {
         *reasons.entry(reason).or_default() += 1;
     }
     format!("{} machines not provisioned: {reasons:?}", reasons.values().sum::<usize>())
+}
+
+/// The hosts not (yet) Available, by phase (for a timeout's message).
+fn hosts_not_available(hosts: &[std::sync::Arc<SSHHost>]) -> String {
+    let mut phases: BTreeMap<String, usize> = BTreeMap::new();
+    for h in hosts.iter().filter(|h| !available(h)) {
+        let phase = h.status.as_ref().and_then(|s| s.phase).map(|p| format!("{p:?}")).unwrap_or_else(|| "no status".into());
+        let claimed = if h.spec.consumer_ref.is_some() { ", claimed" } else { "" };
+        *phases.entry(format!("{phase}{claimed}")).or_default() += 1;
+    }
+    format!("{} hosts not Available: {phases:?}", phases.values().sum::<usize>())
 }
 
 /// The bootstrap Secret, the Machine pointing at it, and the SSHMachine owned by the Machine.

@@ -4,12 +4,14 @@
 //! For each size N: a farm of N sshd hosts ([`crate::hosts`]); the floor ([`floor`]) run
 //! `floor_runs` times (median kept); then capssh ([`capssh_run`]) against a real API server:
 //! hosts registered and probed, N Machines provisioned, all deleted and the hosts Available again;
-//! then BYOH ([`byoh`]) on the same hosts, when its binaries are built ([`peer`]): an agent per
+//! then capssh again with a fresh API server and the last `blackhole_percent` of the hosts unplugged
+//! once Available ([`blackhole`]); then BYOH (up to `byoh_max_size`) ([`byoh`]) on the same hosts, when its binaries are built ([`peer`]): an agent per
 //! host registers it, N Machines provisioned, all deleted and the hosts free again. Every host
 //! gets the same bootstrap data, [`bootstrap_data`] (a few write_files, a runcmd that sleeps 1 s):
 //! capssh and the floor run the script capssh's translator makes of it, BYOH's agent runs it itself.
 //! It is a benchmark: nothing here asserts a time. `make bench` runs it (the `bench` binary).
 
+pub mod blackhole;
 pub mod byoh;
 pub mod capssh_run;
 pub mod floor;
@@ -34,12 +36,25 @@ pub struct Config {
     pub phase_timeout_seconds: u64,
     /// Run BYOH after capssh at each size, when its binaries are built.
     pub byoh: bool,
+    /// At sizes above this BYOH does not run: its agents stay on every host (about 38 MiB each).
+    pub byoh_max_size: usize,
+    /// A second capssh run at each size with this percentage of the hosts unplugged once they
+    /// are Available ([`blackhole`]); 0 leaves it out.
+    pub blackhole_percent: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         // 64 is `capssh manager --max-concurrent-hosts`'s default.
-        Self { sizes: vec![50, 100, 200], concurrency: 64, floor_runs: 3, phase_timeout_seconds: 600, byoh: true }
+        Self {
+            sizes: vec![50, 100, 200],
+            concurrency: 64,
+            floor_runs: 3,
+            phase_timeout_seconds: 600,
+            byoh: true,
+            byoh_max_size: 200,
+            blackhole_percent: 20,
+        }
     }
 }
 
@@ -98,12 +113,19 @@ pub fn job_script() -> anyhow::Result<String> {
 pub struct SizeResult {
     pub n: usize,
     pub farm_start_seconds: f64,
+    /// Every process on the hosts right after the farm started (an idle sshd and the anchor
+    /// holding its namespaces, per host): what one test host costs.
+    pub hosts_idle: procfs::HostsMemory,
     /// The median floor run (by wall time) and every run.
     pub floor: floor::FloorRun,
     pub floor_runs: Vec<floor::FloorRun>,
     pub capssh: Option<capssh_run::CapsshRun>,
     /// Why capssh has no numbers at this size, if it has none.
     pub capssh_error: Option<String>,
+    /// k of the blackholed run (0 when it is off or k rounds to 0), its numbers, or why none.
+    pub blackholed_hosts: usize,
+    pub capssh_blackholed: Option<blackhole::BlackholedRun>,
+    pub capssh_blackholed_error: Option<String>,
     /// k0smotron, the peer that cannot be built here: why.
     pub peer: peer::PeerStatus,
     pub byoh: Option<byoh::ByohRun>,
@@ -124,6 +146,8 @@ pub async fn run_size(config: &Config, n: usize, peers: &peer::Peers) -> anyhow:
     let started = Instant::now();
     let farm = HostFarm::start("bench", n)?;
     let farm_start_seconds = started.elapsed().as_secs_f64();
+    let hosts_idle = procfs::hosts_memory(&farm, n);
+    eprintln!("bench N={n}: {}", report::host_cost(n, farm_start_seconds, &hosts_idle));
     let script = job_script()?;
 
     let mut floor_runs = Vec::new();
@@ -158,8 +182,39 @@ pub async fn run_size(config: &Config, n: usize, peers: &peer::Peers) -> anyhow:
             (None, Some(format!("{err:#}")))
         }
     };
+    let blackholed_hosts = if config.blackhole_percent > 0 { blackhole::blackholed_count(n, config.blackhole_percent) } else { 0 };
+    let (capssh_blackholed, capssh_blackholed_error) = match blackholed_hosts {
+        0 if config.blackhole_percent == 0 => (None, None),
+        0 => (None, Some(format!("skipped: {}% of {n} hosts rounds to none", config.blackhole_percent))),
+        k => {
+            reset_hosts(&farm, n)?;
+            match blackhole::run(&farm, n, k, &bootstrap_data(), config.concurrency, timeout).await {
+                Ok(run) => {
+                    eprintln!(
+                        "bench N={n}: capssh with {k} hosts blackholed provisioned {} machines in {:.2}s (machine p50 {:.2}s, max {:.2}s), manager peak RSS {:.1} MiB{}",
+                        run.machines,
+                        run.provision.wall_seconds,
+                        run.machine_p50_seconds,
+                        run.machine_max_seconds,
+                        run.manager_after_provision.peak_rss_mib,
+                        match (&run.delete, &run.delete_error) {
+                            (Some(d), _) => format!(", delete {:.2}s", d.wall_seconds),
+                            (None, Some(err)) => format!(", delete failed: {err}"),
+                            (None, None) => String::new(),
+                        }
+                    );
+                    (Some(run), None)
+                }
+                Err(err) => {
+                    eprintln!("bench N={n}: capssh with {k} hosts blackholed failed: {err:#}");
+                    (None, Some(format!("{err:#}")))
+                }
+            }
+        }
+    };
     let (byoh, byoh_error) = match &peers.byoh {
         _ if !config.byoh => (None, Some("skipped (--no-byoh)".to_string())),
+        _ if n > config.byoh_max_size => (None, Some(byoh_skipped_above(config.byoh_max_size))),
         Err(why) => (None, Some(why.clone())),
         Ok((manager, agent)) => {
             reset_hosts(&farm, n)?;
@@ -184,7 +239,26 @@ pub async fn run_size(config: &Config, n: usize, peers: &peer::Peers) -> anyhow:
         }
     };
     drop(farm);
-    Ok(SizeResult { n, farm_start_seconds, floor, floor_runs, capssh, capssh_error, peer: peers.k0smotron.clone(), byoh, byoh_error })
+    Ok(SizeResult {
+        n,
+        farm_start_seconds,
+        hosts_idle,
+        floor,
+        floor_runs,
+        capssh,
+        capssh_error,
+        blackholed_hosts,
+        capssh_blackholed,
+        capssh_blackholed_error,
+        peer: peers.k0smotron.clone(),
+        byoh,
+        byoh_error,
+    })
+}
+
+/// Why BYOH did not run at a size above `--byoh-max-size`.
+pub fn byoh_skipped_above(max: usize) -> String {
+    format!("skipped above N={max} (--byoh-max-size): its agents hold about 38 MiB each")
 }
 
 /// How many objects the harness creates (or deletes) at once.
@@ -248,6 +322,11 @@ mod tests {
         let provisioned = [("a".to_string(), at(4)), ("b".to_string(), at(3))].into_iter().collect();
         assert_eq!(super::machine_seconds(&created, &provisioned), (2.0, 4.0, 4.0));
         assert_eq!(super::machine_seconds(&created, &Default::default()), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn byoh_says_plainly_why_it_skipped_a_size() {
+        assert_eq!(super::byoh_skipped_above(200), "skipped above N=200 (--byoh-max-size): its agents hold about 38 MiB each");
     }
 
     #[test]

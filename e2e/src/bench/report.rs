@@ -34,7 +34,7 @@ pub const REQUESTS_SOURCE: &str = "kube-apiserver audit log (one event per reque
                                    (byoh-bench-manager), the manager's workload-cluster client (byoh-bench-workload) and \
                                    the agents (group byoh:hosts), counted apart";
 
-fn ratio(a: f64, b: f64) -> String {
+pub(super) fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 && a.is_finite() { format!("{:.2}x", a / b) } else { "n/a".into() }
 }
 
@@ -102,6 +102,10 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
                 );
             }
         }
+    }
+    let _ = writeln!(out);
+    for r in results {
+        let _ = writeln!(out, "N={}: {}", r.n, host_cost(r.n, r.farm_start_seconds, &r.hosts_idle));
     }
     let _ = writeln!(out);
     let _ = writeln!(
@@ -244,8 +248,21 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
             let _ = writeln!(out, "  {count:>6}  {kind}");
         }
     }
+    super::blackhole::render(&mut out, results);
     render_byoh(&mut out, results);
     out
+}
+
+/// What one test host costs: the farm's start time and its idle processes' memory, per host.
+pub fn host_cost(n: usize, start_seconds: f64, idle: &super::procfs::HostsMemory) -> String {
+    let per = |total: f64| if n > 0 { total / n as f64 } else { 0.0 };
+    format!(
+        "hosts: {n} started in {start_seconds:.2} s ({:.0} ms per host), idle sshd RSS {:.2} MiB / PSS {:.2} MiB per host ({} processes: sshd and the namespaces' anchor)",
+        per(start_seconds) * 1000.0,
+        per(idle.rss_mib_total),
+        per(idle.pss_mib_total),
+        idle.processes
+    )
 }
 
 /// BYOH's own table: its phases, its manager and its agents (which stay on the hosts: capssh
@@ -389,10 +406,14 @@ mod tests {
         SizeResult {
             n,
             farm_start_seconds: 1.0,
+            hosts_idle: Default::default(),
             floor: floor.clone(),
             floor_runs: vec![floor],
             capssh: Some(capssh),
             capssh_error: None,
+            blackholed_hosts: 0,
+            capssh_blackholed: None,
+            capssh_blackholed_error: None,
             peer: PeerStatus { ran: false, reason: "the proxy refuses it".into() },
             byoh,
             byoh_error: byoh_error.map(String::from),
@@ -411,5 +432,33 @@ mod tests {
         assert!(table.contains("pairing violations: handovers [\"h0: m0000 -> m0001\"]"), "{table}");
         assert!(table.contains("BYOH N=100: not built: missing"), "{table}");
         assert!(table.contains("k0smotron (the first choice of peer): not run: the proxy refuses it"), "{table}");
+    }
+
+    #[test]
+    fn the_cost_of_one_host() {
+        let idle = super::super::procfs::HostsMemory { processes: 2000, rss_mib_total: 9000.0, pss_mib_total: 2500.0 };
+        assert_eq!(
+            super::host_cost(1000, 40.0, &idle),
+            "hosts: 1000 started in 40.00 s (40 ms per host), idle sshd RSS 9.00 MiB / PSS 2.50 MiB per host (2000 processes: sshd and the namespaces' anchor)"
+        );
+    }
+
+    #[test]
+    fn the_blackholed_run_next_to_the_clean_one() {
+        use super::super::blackhole::BlackholedRun;
+        let mut b = BlackholedRun { blackholed: 2, machines: 8, ..Default::default() };
+        b.provision.wall_seconds = 6.0;
+        b.provision.requests.total = 100;
+        (b.machine_p50_seconds, b.machine_max_seconds, b.manager_after_provision.peak_rss_mib) = (2.0, 5.5, 30.0);
+        let mut ok = size(10, None, Some("skipped (--no-byoh)"));
+        (ok.blackholed_hosts, ok.capssh_blackholed) = (2, Some(b));
+        let mut failed = size(20, None, Some("skipped (--no-byoh)"));
+        (failed.blackholed_hosts, failed.capssh_blackholed_error) = (4, Some("timed out after 600s waiting for every machine provisioned".into()));
+        let table = super::render(&Config::default(), &[ok, failed]);
+        assert!(table.contains("| 10 | 2 | 8 | 6.00 | 3.00 | 2.00x | 2.00/5.50 | 30.0 | 0.00 | 12.5 | failed |"), "{table}");
+        assert!(table.contains("| 20 | 4 | 16 | failed | 3.00 | n/a |"), "{table}");
+        assert!(table.contains("N=20: blackholed run: timed out after 600s"), "{table}");
+        // Off: no table at all.
+        assert!(!super::render(&Config::default(), &[size(10, None, None)]).contains("blackholed"));
     }
 }

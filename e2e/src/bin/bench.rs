@@ -2,11 +2,15 @@
 //! N local sshd hosts; prints a table and writes JSON under the artifacts folder.
 //!
 //!   bench [--sizes 50,100,200] [--concurrency 64] [--floor-runs 3] [--build-peer] [--no-byoh]
+//!         [--byoh-max-size 200] [--blackhole-percent 20]
 //!
 //! `--build-peer` builds BYOH's binaries first (hack/tools/build.sh byoh-manager byoh-agent, cached;
 //! `make bench` passes it); a failed build is reported as BYOH's reason, the rest still runs.
-//! `--no-byoh` leaves BYOH out. `BENCH_SIZES`, `BENCH_CONCURRENCY` and `BENCH_FLOOR_RUNS` set the
-//! same as their flags. Needs root (network namespaces), the tools of hack/tools and a release
+//! `--no-byoh` leaves BYOH out; `--byoh-max-size M` leaves it out at sizes above M (its agents stay
+//! on every host). `--blackhole-percent P` adds a capssh run per size with the last P% of the hosts
+//! unplugged once Available (0: no such run). `BENCH_SIZES`, `BENCH_CONCURRENCY`,
+//! `BENCH_FLOOR_RUNS`, `BENCH_BYOH_MAX_SIZE` and `BENCH_BLACKHOLE_PERCENT` set the same as their
+//! flags. Needs root (network namespaces), the tools of hack/tools and a release
 //! build of capssh (`make bench` does both).
 
 use capssh_e2e::bench::{self, Config, peer, report};
@@ -29,6 +33,12 @@ fn config() -> anyhow::Result<(Config, bool)> {
     if let Some(v) = env("BENCH_FLOOR_RUNS") {
         config.floor_runs = v.trim().parse()?;
     }
+    if let Some(v) = env("BENCH_BYOH_MAX_SIZE") {
+        config.byoh_max_size = v.trim().parse()?;
+    }
+    if let Some(v) = env("BENCH_BLACKHOLE_PERCENT") {
+        config.blackhole_percent = v.trim().parse()?;
+    }
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| anyhow::anyhow!("{arg} needs a value"));
@@ -38,10 +48,13 @@ fn config() -> anyhow::Result<(Config, bool)> {
             "--floor-runs" => config.floor_runs = value()?.parse()?,
             "--build-peer" => build_peer = true,
             "--no-byoh" => config.byoh = false,
+            "--byoh-max-size" => config.byoh_max_size = value()?.parse()?,
+            "--blackhole-percent" => config.blackhole_percent = value()?.parse()?,
             other => anyhow::bail!("unknown argument {other} (see the doc comment of e2e/src/bin/bench.rs)"),
         }
     }
     anyhow::ensure!(!config.sizes.is_empty() && config.concurrency > 0, "no sizes, or concurrency 0");
+    anyhow::ensure!(config.blackhole_percent < 100, "--blackhole-percent must leave some hosts plugged in (0 to 99)");
     Ok((config, build_peer))
 }
 
