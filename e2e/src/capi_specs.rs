@@ -43,15 +43,18 @@ const SUITE_TIMEOUT: &str = "3h";
 const KEY_SECRET: &str = "node-key";
 /// How many hosts the specs get, and how many of them are control-plane hosts (the others are
 /// workers): KCPRemediation's three control planes and a spare (a remediated machine's host is
-/// reset before it is free again), MachineDeploymentScale's three workers.
+/// reset before it is free again), MachineDeploymentScale's three workers. The other specs need
+/// less at their peak: NodeDrainTimeout 3 + 1, ClusterClassChanges 2 + 2 (overlapping rollouts,
+/// maxSurge 1), KCPAndMachineDeploymentRollout 1 + 2 (e2e/capi/README.md has the table).
 pub const HOSTS: usize = 7;
 const CONTROL_PLANE_HOSTS: usize = 4;
 /// The files the e2e config publishes for the ssh provider, by the sets adapted together (a set
 /// holds exactly one Cluster; the ClusterClass goes with the flavor that names it).
-const FLAVOR_SETS: [&[&str]; 4] = [
+const FLAVOR_SETS: [&[&str]; 5] = [
     &["cluster-template.yaml"],
     &["cluster-template-md-remediation.yaml"],
     &["cluster-template-kcp-remediation.yaml"],
+    &["cluster-template-kcp-md-taints.yaml"],
     &["cluster-template-topology.yaml", CLUSTER_CLASS],
 ];
 const CLUSTER_CLASS: &str = "clusterclass-ssh.yaml";
@@ -62,11 +65,18 @@ pub fn label_filter() -> Option<String> {
 }
 
 /// What `clusterctl init` of a management cluster needs when the specs are to run on it: the
-/// ClusterTopology feature gate for the ClusterClass specs (Cluster API's default is off). Empty
+/// ClusterTopology feature gate for the ClusterClass specs and MachineTaintPropagation for
+/// KCPAndMachineDeploymentRollout's Machine taints (Cluster API's default is off for both). Empty
 /// when they are not asked for.
 pub fn init_variables() -> Vec<(&'static str, &'static str)> {
-    if label_filter().is_some() { vec![("CLUSTER_TOPOLOGY", "true")] } else { Vec::new() }
+    if label_filter().is_some() { vec![("CLUSTER_TOPOLOGY", "true"), ("EXP_MACHINE_TAINT_PROPAGATION", "true")] } else { Vec::new() }
 }
+
+/// The image of the Pods the framework deploys into workload clusters (NodeDrainTimeout's
+/// Deployments: `generateDeployment` in sigs.k8s.io/cluster-api/test/framework/deployment_helpers.go).
+/// Not the pause that kubeadm's images put on the hosts (3.10.2 for v1.36), so the registry serves
+/// it, built from the same pause program, where a mirror of registry.k8s.io keeps it.
+const FRAMEWORK_POD_IMAGE: &str = "registry.k8s.io/pause:3.10.1";
 
 /// The management cluster and what the specs' clusters use.
 pub struct Target<'a> {
@@ -107,6 +117,8 @@ pub async fn run(filter: &str, target: &Target<'_>) -> anyhow::Result<String> {
     let hosts: Vec<(&str, Ipv4Addr, &str)> = nodes.iter().map(|n| (n.name.as_str(), n.address, n.host_key_public.as_str())).collect();
     let pull = target.registry.pull_objects(&target.settings.registry_ca_config_map, &target.settings.registry_credentials_secret)?;
     std::fs::write(hosts_dir.join("hosts.yaml"), to_yaml(&host_objects(&hosts, &target.nodes.client_key.private_key_pem, pull))?)?;
+    let pod_image = crate::images::build(FRAMEWORK_POD_IMAGE, &crate::images::pause_binary()?, "pause")?;
+    crate::images::push(&pod_image, &crate::images::relocate(FRAMEWORK_POD_IMAGE, &target.registry.address), &target.registry.crane_env())?;
 
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     free_hosts(&target.management.client().await?, target.registered_in, &names).await?;

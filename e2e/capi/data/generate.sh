@@ -6,6 +6,7 @@
 #   infrastructure-ssh/cluster-template-topology.yaml         templates/cluster-template-topology.yaml + CNI
 #   infrastructure-ssh/cluster-template-md-remediation.yaml   default + a worker MachineHealthCheck
 #   infrastructure-ssh/cluster-template-kcp-remediation.yaml  default + bootstrap hold + control-plane MachineHealthCheck
+#   infrastructure-ssh/cluster-template-kcp-md-taints.yaml    default + two Machine taints on the control plane and md-0
 #   cni/kube-router.yaml                                      the manifests inside templates/addons/cni-kube-router.yaml
 #
 # "+ CNI" is a ConfigMap whose `data` the suite fills with cni/kube-router.yaml when it builds
@@ -193,6 +194,26 @@ hold_bootstrap() {
 ' insert_after KubeadmControlPlane '    preKubeadmCommands:'
 }
 
+# kcp-md-taints: the KCPAndMachineDeploymentRollout spec expects every control-plane and md-0
+# Machine to start with these two taints (one propagated Always, one OnInitialization), as
+# upstream's flavor of that name sets them (test/e2e/data/infrastructure-docker/main/
+# cluster-template-kcp-md-taints). The spec then adds and removes taints in place.
+taint_machines() {
+  local taints='      # Added by e2e/capi/data/generate.sh for KCPAndMachineDeploymentRollout (kcp-md-taints).
+      taints:
+        - key: "pre-existing-on-initialization-taint"
+          value: "on-initialization-value"
+          effect: PreferNoSchedule
+          propagation: OnInitialization
+        - key: "pre-existing-always-taint"
+          value: "always-value"
+          effect: PreferNoSchedule
+          propagation: Always
+'
+  ADD=$taints insert_after KubeadmControlPlane '    spec:' '^      taints:' |
+    ADD=$taints insert_after MachineDeployment '    spec:' '^      taints:'
+}
+
 # The manifests inside the addon's ConfigMap (its key kube-router.yaml), without their indent.
 cni_manifest() {
   awk '
@@ -228,6 +249,11 @@ kcp_remediation_flavor() {
   label_cluster <"$default" | hold_bootstrap
   cni_documents
   control_plane_health_check
+}
+kcp_md_taints_flavor() {
+  header "$flavors" "$default" "$self"
+  label_cluster <"$default" | taint_machines
+  cni_documents
 }
 cni_file() {
   header "$data/cni" "$addon" "$self"
@@ -266,6 +292,7 @@ produce infrastructure-ssh/cluster-template.yaml default_flavor
 produce infrastructure-ssh/cluster-template-topology.yaml topology_flavor
 produce infrastructure-ssh/cluster-template-md-remediation.yaml md_remediation_flavor
 produce infrastructure-ssh/cluster-template-kcp-remediation.yaml kcp_remediation_flavor
+produce infrastructure-ssh/cluster-template-kcp-md-taints.yaml kcp_md_taints_flavor
 produce cni/kube-router.yaml cni_file
 
 if $check; then echo "e2e/capi/data is up to date" >&2; fi
