@@ -57,14 +57,18 @@ pub struct Target {
 
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
+    /// TCP connect and the SSH handshake, together.
     pub connect: Duration,
+    /// The TCP connect alone (direct connections; through a bastion it is the bastion's to time).
+    pub tcp: Duration,
     pub auth: Duration,
     pub keepalive: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { connect: Duration::from_secs(10), auth: Duration::from_secs(15), keepalive: Duration::from_secs(15) }
+        let connect = Duration::from_secs(10);
+        Self { connect, tcp: connect, auth: Duration::from_secs(15), keepalive: Duration::from_secs(15) }
     }
 }
 
@@ -338,7 +342,12 @@ async fn open(
     let verifier = Verifier { policy: endpoint.host_keys.clone(), seen: seen.clone() };
     let connecting = async {
         match through {
-            None => client::connect(config, (endpoint.address.as_str(), endpoint.port), verifier).await,
+            None => {
+                let tcp = tokio::net::TcpStream::connect((endpoint.address.as_str(), endpoint.port));
+                let stream = tokio::time::timeout(timeouts.tcp, tcp).await.map_err(|_| russh::Error::ConnectionTimeout)??;
+                stream.set_nodelay(config.nodelay)?;
+                client::connect_stream(config, stream, verifier).await
+            }
             Some(jump) => {
                 let channel = jump.channel_open_direct_tcpip(endpoint.address.clone(), endpoint.port as u32, "127.0.0.1", 0).await?;
                 client::connect_stream(config, channel.into_stream(), verifier).await

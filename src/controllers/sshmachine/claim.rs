@@ -83,7 +83,7 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
 /// one that does is the one the bootstrap then uses.
 async fn ensure_answers(ctx: &Context, host: &SSHHost, report: &mut Report<'_>) -> Step<()> {
     let (target, key) = cached_target_for(ctx, host).await?;
-    match ctx.pool.lease(&key, &target).await {
+    match ctx.pool.lease_answering_within(&key, &target, timing::CHOSEN_HOST_ANSWER).await {
         Ok(_answered) => {
             ctx.unanswered.clear(&key.host);
             Ok(())
