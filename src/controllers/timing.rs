@@ -37,8 +37,11 @@ pub const RESET_RETRY: Duration = Duration::from_secs(15);
 /// writes the same status, so no watch event would wake the machine before this.)
 pub const CLAIM_RETRY: Duration = Duration::from_secs(1);
 /// A chosen host must accept a TCP connection within this before it is claimed: two SYNs (the
-/// second is sent after 1 s). A host that answers but slowly is passed over for now, not lost.
-pub const CHOSEN_HOST_ANSWER: Duration = Duration::from_secs(3);
+/// second is sent after 1 s), each given a second. A host that answers but slowly is passed
+/// over for now, not lost.
+pub const CHOSEN_HOST_ANSWER: Duration = Duration::from_secs(2);
+/// A chosen host did not answer: every machine now passes it over, so choose again at once.
+pub const UNANSWERED_RETRY: Duration = Duration::from_millis(100);
 /// No host free: a host being released wakes the machine; this is the fallback.
 pub const NO_HOST_RETRY: Duration = Duration::from_secs(30);
 /// Invalid bootstrap data: its correction wakes the machine when the cache selects its Secret

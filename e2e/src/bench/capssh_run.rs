@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 const NS: &str = "bench";
 const CLUSTER: &str = "bench";
+const CLEANUP_GIVE_UP_SECONDS: u64 = 1800;
 
 /// One phase of the run: its wall time and what the manager spent in it.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -54,6 +55,8 @@ pub struct CapsshRun {
     pub machine_max_seconds: f64,
     /// SSHMachines deleted → all gone and every host Available again.
     pub delete: Phase,
+    /// Why the delete phase has no numbers (the provisioning's are kept).
+    pub delete_error: Option<String>,
     /// HostReleased reasons seen while the SSHMachines were being deleted, and on how many machines.
     pub delete_waits: BTreeMap<String, usize>,
     /// The manager after the hosts were ready (idle with N hosts), after provisioning, at the end.
@@ -63,6 +66,10 @@ pub struct CapsshRun {
     /// From the manager's /metrics, during `provision` and `delete`.
     pub reconcile_provision: HashMap<String, Latency>,
     pub reconcile_delete: HashMap<String, Latency>,
+    /// The same in steady state: `steady_seconds` after provisioning with nothing created
+    /// (`--steady-seconds`; empty when 0), i.e. the provisioned machines' health checks.
+    pub steady_seconds: f64,
+    pub reconcile_steady: HashMap<String, Latency>,
     pub logs: String,
 }
 
@@ -182,6 +189,9 @@ impl<'a> Stand<'a> {
             .args(["--health-addr", &format!("127.0.0.1:{}", free_port())])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--max-concurrent-hosts", &limit.to_string()])
+            // The test hosts share two cores: 1,000 resets at once take longer than the default
+            // 5 minutes, after which a host is quarantined (real hosts each have their own CPU).
+            .args(["--cleanup-give-up-seconds", &CLEANUP_GIVE_UP_SECONDS.to_string()])
             .env("KUBECONFIG", &kubeconfig)
             // The manager's default; BENCH_MANAGER_LOG=capssh=debug to see every reconcile.
             .env("RUST_LOG", std::env::var("BENCH_MANAGER_LOG").unwrap_or_else(|_| "info".into()));
@@ -262,6 +272,15 @@ impl<'a> Stand<'a> {
         Ok(Provisioned { phase, create_seconds, machine_seconds: machine_seconds(&created, &seen), reconcile })
     }
 
+    /// The reconciles of the next `window`, with nothing created or deleted: the API server is
+    /// not busy with a burst, so the time outside SSH is the manager's own and its requests'.
+    pub(super) async fn steady(&self, window: Duration) -> HashMap<String, Latency> {
+        let before = self.manager.scrape();
+        tokio::time::sleep(window).await;
+        let after = self.manager.scrape();
+        ["SSHMachine", "SSHHost"].iter().map(|k| (k.to_string(), observe::latency(&before, &after, k))).collect()
+    }
+
     /// Deletes the machines `names`; done when every SSHMachine is gone and all `n` hosts are
     /// reset, released and Available again. Also returns the HostReleased reasons seen (how
     /// many machines each) and the reconcile latencies.
@@ -312,7 +331,7 @@ pub(super) fn machine_names(count: usize) -> Vec<String> {
 }
 
 /// Runs capssh on the first `n` hosts of `farm` with bootstrap data `data`.
-pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: Duration) -> anyhow::Result<CapsshRun> {
+pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: Duration, steady: Duration) -> anyhow::Result<CapsshRun> {
     let stand = Stand::start(&format!("bench-capssh-{n}"), farm, n, limit, timeout).await?;
     let mut run = CapsshRun { max_concurrent_hosts: limit, logs: stand.logs(), ..Default::default() };
     // Phase 1: register the hosts; the manager probes each into Available.
@@ -324,8 +343,15 @@ pub async fn run(farm: &HostFarm, n: usize, data: &str, limit: usize, timeout: D
     (run.provision, run.create_seconds, run.reconcile_provision) = (p.phase, p.create_seconds, p.reconcile);
     (run.machine_p50_seconds, run.machine_p90_seconds, run.machine_max_seconds) = p.machine_seconds;
     run.manager_after_provision = stand.manager();
+    if !steady.is_zero() {
+        run.steady_seconds = steady.as_secs_f64();
+        run.reconcile_steady = stand.steady(steady).await;
+    }
     // Phase 3: delete them all; every host is reset, verified, released and probed Available.
-    (run.delete, run.delete_waits, run.reconcile_delete) = stand.delete(&names).await?;
+    match stand.delete(&names).await {
+        Ok(deleted) => (run.delete, run.delete_waits, run.reconcile_delete) = deleted,
+        Err(err) => run.delete_error = Some(format!("{err:#}")),
+    }
     run.manager_end = stand.manager();
     Ok(run)
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 /// Where the floor leaves its script and log on a host (private to the host).
 pub const FLOOR_DIR: &str = "/var/lib/capssh/floor";
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct FloorRun {
     /// From the first `ssh` started to the last one done.
     pub wall_seconds: f64,

@@ -19,6 +19,7 @@ pub mod observe;
 pub mod peer;
 pub mod procfs;
 pub mod report;
+pub mod targets;
 
 use crate::hosts::HostFarm;
 use serde::Serialize;
@@ -41,6 +42,10 @@ pub struct Config {
     /// A second capssh run at each size with this percentage of the hosts unplugged once they
     /// are Available ([`blackhole`]); 0 leaves it out.
     pub blackhole_percent: usize,
+    /// After provisioning, how long the clean capssh run watches the manager in steady state
+    /// (health checks only, nothing created) before deleting; 0 leaves it out. The manager
+    /// checks a provisioned host every 60 s, so 65 s sees every machine's check once.
+    pub steady_seconds: u64,
 }
 
 impl Default for Config {
@@ -54,6 +59,7 @@ impl Default for Config {
             byoh: true,
             byoh_max_size: 200,
             blackhole_percent: 20,
+            steady_seconds: 0,
         }
     }
 }
@@ -109,7 +115,7 @@ pub fn job_script() -> anyhow::Result<String> {
 }
 
 /// Everything measured at one size.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct SizeResult {
     pub n: usize,
     pub farm_start_seconds: f64,
@@ -168,20 +174,22 @@ pub async fn run_size(config: &Config, n: usize, peers: &peer::Peers) -> anyhow:
     let floor = by_wall[by_wall.len() / 2].clone();
 
     reset_hosts(&farm, n)?;
-    let timeout = Duration::from_secs(config.phase_timeout_seconds);
-    let (capssh, capssh_error) = match capssh_run::run(&farm, n, &bootstrap_data(), config.concurrency, timeout).await {
-        Ok(run) => {
-            eprintln!(
-                "bench N={n}: capssh provisioned in {:.2}s (hosts ready {:.2}s, delete {:.2}s), manager peak RSS {:.1} MiB",
-                run.provision.wall_seconds, run.hosts_ready.wall_seconds, run.delete.wall_seconds, run.manager_end.peak_rss_mib
-            );
-            (Some(run), None)
-        }
-        Err(err) => {
-            eprintln!("bench N={n}: capssh failed: {err:#}");
-            (None, Some(format!("{err:#}")))
-        }
-    };
+    // 1,000 hosts' resets share two cores here: a phase may take longer than at 200.
+    let timeout = Duration::from_secs(config.phase_timeout_seconds.max(n as u64 * 3 / 2));
+    let (capssh, capssh_error) =
+        match capssh_run::run(&farm, n, &bootstrap_data(), config.concurrency, timeout, Duration::from_secs(config.steady_seconds)).await {
+            Ok(run) => {
+                eprintln!(
+                    "bench N={n}: capssh provisioned in {:.2}s (hosts ready {:.2}s, delete {:.2}s), manager peak RSS {:.1} MiB",
+                    run.provision.wall_seconds, run.hosts_ready.wall_seconds, run.delete.wall_seconds, run.manager_end.peak_rss_mib
+                );
+                (Some(run), None)
+            }
+            Err(err) => {
+                eprintln!("bench N={n}: capssh failed: {err:#}");
+                (None, Some(format!("{err:#}")))
+            }
+        };
     let blackholed_hosts = if config.blackhole_percent > 0 { blackhole::blackholed_count(n, config.blackhole_percent) } else { 0 };
     let (capssh_blackholed, capssh_blackholed_error) = match blackholed_hosts {
         0 if config.blackhole_percent == 0 => (None, None),

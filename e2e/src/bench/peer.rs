@@ -67,7 +67,7 @@ pub const VERSION: &str = "v2.1.0";
 /// Modules the controller requires from the same owner, asked about too.
 pub const REQUIRED: [&str; 3] = ["github.com/k0sproject/k0s", "github.com/k0sproject/rig", "github.com/k0sproject/version"];
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct PeerStatus {
     pub ran: bool,
     /// Why it did not run: the Go toolchain's own words.

@@ -14,7 +14,7 @@ pub struct Report<'a> {
     pub results: &'a [SizeResult],
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct Machine {
     pub cpus: usize,
     pub load_average_at_start: String,
@@ -207,34 +207,16 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
         let per = |c: &super::capssh_run::CapsshRun, n: usize| c.provision.requests.total as f64 / n as f64;
         let _ = writeln!(out, "  requests per machine (provision) {:.1} → {:.1}", per(ca, a.n), per(cb, b.n));
     }
-    if let Some(r) = done.last() {
-        let c = r.capssh.as_ref().expect("done");
-        let _ = writeln!(out, "targets at N={} (reported, not asserted):", r.n);
-        let wall = c.provision.wall_seconds / r.floor.wall_seconds;
-        let _ = writeln!(out, "  wall within 1.2x of the floor: {} ({wall:.2}x)", if wall <= 1.2 { "met" } else { "MISSED" });
-        let rss = c.manager_end.peak_rss_mib;
-        let _ = writeln!(out, "  manager RSS under 40 MiB: {} ({rss:.1} MiB)", if rss <= 40.0 { "met" } else { "MISSED" });
-        let per_machine = c.provision.requests.total as f64 / r.n as f64;
-        let _ = writeln!(out, "  API requests per machine at most 15: {} ({per_machine:.1})", if per_machine <= 15.0 { "met" } else { "MISSED" });
-        let outside = c.reconcile_provision.get("SSHMachine").map(|l| l.outside_ssh_p99_ms).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  SSHMachine reconcile p99 outside SSH at most 50 ms: {} ({outside:.1} ms)",
-            if outside <= 50.0 { "met" } else { "MISSED" }
-        );
-        match &r.byoh {
-            Some(b) => {
-                let (ours, theirs) = (c.provision.wall_seconds, b.provision.wall_seconds);
-                let _ = writeln!(
-                    out,
-                    "  ahead of the peer (BYOH) in wall time: {} ({ours:.2}s vs {theirs:.2}s)",
-                    if ours < theirs { "met" } else { "MISSED" }
-                );
-            }
-            None => {
-                let _ = writeln!(out, "  ahead of the peer: not measured (BYOH did not run at N={})", r.n);
-            }
+    let steady = super::targets::steady(results);
+    if !steady.is_empty() {
+        let _ = writeln!(out, "steady state after provisioning (health checks only; --steady-seconds):");
+        for line in steady {
+            let _ = writeln!(out, "  {line}");
         }
+    }
+    let _ = writeln!(out, "targets (reported, not asserted):");
+    for line in super::targets::judge(results) {
+        let _ = writeln!(out, "  {line}");
     }
     if let Some(c) = done.last().and_then(|r| r.capssh.as_ref()) {
         let _ = writeln!(
@@ -428,7 +410,7 @@ mod tests {
         let table = super::render(&Config::default(), &[size(50, Some(byoh), None), size(100, None, Some("not built: missing"))]);
         assert!(table.contains("| 50 | 2.00 | 3.00 | 1.50x | 6.00 | 0.50x |"), "{table}");
         assert!(table.contains("| 100 | 2.00 | 3.00 | 1.50x | no run | n/a |"), "{table}");
-        assert!(table.contains("ahead of the peer: not measured (BYOH did not run at N=100)"), "{table}");
+        assert!(table.contains("N=100: ahead of the peer: not measured (BYOH did not run)"), "{table}");
         assert!(table.contains("pairing violations: handovers [\"h0: m0000 -> m0001\"]"), "{table}");
         assert!(table.contains("BYOH N=100: not built: missing"), "{table}");
         assert!(table.contains("k0smotron (the first choice of peer): not run: the proxy refuses it"), "{table}");

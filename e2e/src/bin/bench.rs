@@ -39,6 +39,9 @@ fn config() -> anyhow::Result<(Config, bool)> {
     if let Some(v) = env("BENCH_BLACKHOLE_PERCENT") {
         config.blackhole_percent = v.trim().parse()?;
     }
+    if let Some(v) = env("BENCH_STEADY_SECONDS") {
+        config.steady_seconds = v.trim().parse()?;
+    }
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| anyhow::anyhow!("{arg} needs a value"));
@@ -50,6 +53,7 @@ fn config() -> anyhow::Result<(Config, bool)> {
             "--no-byoh" => config.byoh = false,
             "--byoh-max-size" => config.byoh_max_size = value()?.parse()?,
             "--blackhole-percent" => config.blackhole_percent = value()?.parse()?,
+            "--steady-seconds" => config.steady_seconds = value()?.parse()?,
             other => anyhow::bail!("unknown argument {other} (see the doc comment of e2e/src/bin/bench.rs)"),
         }
     }
@@ -74,19 +78,20 @@ async fn main() -> anyhow::Result<()> {
         Err(why) => eprintln!("bench: BYOH: {why}"),
     }
     let mut results = Vec::new();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let path = capssh_e2e::tools::artifacts_dir("bench").join("results.json");
     for &n in &config.sizes {
         results.push(bench::run_size(&config, n, &peers).await?);
+        // After each size: a long run stopped later keeps what it measured.
+        let json = serde_json::to_string_pretty(&report::Report {
+            command: command.clone(),
+            config: &config,
+            machine: machine.clone(),
+            requests_source: report::REQUESTS_SOURCE,
+            results: &results,
+        })?;
+        std::fs::write(&path, json)?;
     }
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let json = serde_json::to_string_pretty(&report::Report {
-        command,
-        config: &config,
-        machine,
-        requests_source: report::REQUESTS_SOURCE,
-        results: &results,
-    })?;
-    let path = capssh_e2e::tools::artifacts_dir("bench").join("results.json");
-    std::fs::write(&path, json)?;
     println!("{}", report::render(&config, &results));
     println!("JSON: {}", path.display());
     Ok(())

@@ -94,7 +94,7 @@ async fn ensure_answers(ctx: &Context, host: &SSHHost, report: &mut Report<'_>) 
             let message = format!("host {name} did not answer, so it was not claimed; choosing another ({err})");
             report.warn(reasons::CHOSEN_HOST_DID_NOT_ANSWER, message.clone());
             report.wait(types::HOST_CLAIMED, reasons::CHOSEN_HOST_DID_NOT_ANSWER, &message, MachinePhase::WaitingForHost);
-            Err(Outcome::After(timing::CLAIM_RETRY))
+            Err(Outcome::After(timing::UNANSWERED_RETRY))
         }
     }
 }
