@@ -147,6 +147,9 @@ pub fn render(config: &Config, results: &[SizeResult]) -> String {
         if let Some(err) = &r.capssh_error {
             let _ = writeln!(out, "  N={}: capssh failed: {err}", r.n);
         }
+        if let Some(err) = r.capssh.as_ref().and_then(|c| c.delete_error.as_ref()) {
+            let _ = writeln!(out, "  N={}: capssh's delete failed (its columns are empty): {err}", r.n);
+        }
     }
     let _ = writeln!(
         out,

@@ -10,11 +10,13 @@ use crate::controllers::{Context, ReconcileError, cached_target_for, timing};
 use crate::hosts::claim::{ClaimOutcome, MachineIdentity, claim};
 use crate::hosts::selection::{FailureDomainRequirement, quarantined, select};
 use crate::hosts::work::provider_id;
+use crate::ssh::Lease;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: &Inputs, report: &mut Report<'_>) -> Step<SSHHost> {
+/// The claimed host, with the session opened to check it answers when it was claimed just now.
+pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: &Inputs, report: &mut Report<'_>) -> Step<(SSHHost, Option<Lease>)> {
     let namespace = machine.metadata.namespace.clone().unwrap_or_default();
     let identity = MachineIdentity::of(machine);
     let hosts: Api<SSHHost> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -30,7 +32,7 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
             };
             if let Some(host) = host.as_ref().filter(|h| identity.holds(h) && !quarantined(h)) {
                 record_host(ctx, machine, host).await?; // no API call when already recorded
-                return Ok(claimed(report, SSHHost::clone(host)));
+                return Ok((claimed(report, SSHHost::clone(host)), None));
             }
             host.into_iter().collect()
         }
@@ -56,10 +58,11 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
         report.wait(types::HOST_CLAIMED, reasons::NO_HOST_AVAILABLE, &message, MachinePhase::WaitingForHost);
         return Err(Outcome::After(timing::NO_HOST_RETRY));
     };
+    let mut answered = None;
     let host = if identity.holds(chosen) {
         SSHHost::clone(chosen)
     } else {
-        ensure_answers(ctx, chosen, report).await?;
+        answered = Some(ensure_answers(ctx, chosen, report).await?);
         ensure_cluster_unpaused(ctx, machine, &inputs.cluster).await?;
         match claim(&hosts, chosen, &identity).await? {
             ClaimOutcome::Claimed(host) => {
@@ -74,24 +77,24 @@ pub(super) async fn ensure_claimed(ctx: &Context, machine: &SSHMachine, inputs: 
         }
     };
     record_host(ctx, machine, &host).await?;
-    Ok(claimed(report, host))
+    Ok((claimed(report, host), answered))
 }
 
 /// Connects to the chosen host before claiming it: one gone dark since its last probe still
 /// looks Available, and a claim is for good (spec.providerID is immutable). One that does not
-/// answer is left unclaimed and skipped by every machine until its next probe; the session of
-/// one that does is the one the bootstrap then uses.
-async fn ensure_answers(ctx: &Context, host: &SSHHost, report: &mut Report<'_>) -> Step<()> {
+/// answer (or whose connection fails otherwise) is left unclaimed and skipped by every machine
+/// until its next probe; the session to one that does is held on for the bootstrap.
+async fn ensure_answers(ctx: &Context, host: &SSHHost, report: &mut Report<'_>) -> Step<Lease> {
     let (target, key) = cached_target_for(ctx, host).await?;
     match ctx.pool.lease_answering_within(&key, &target, timing::CHOSEN_HOST_ANSWER).await {
-        Ok(_answered) => {
+        Ok(session) => {
             ctx.unanswered.clear(&key.host);
-            Ok(())
+            Ok(session)
         }
         Err(err) => {
             ctx.unanswered.mark(&key.host, std::time::Instant::now());
             let name = host.metadata.name.as_deref().unwrap_or_default();
-            let message = format!("host {name} did not answer, so it was not claimed; choosing another ({err})");
+            let message = format!("host {name} was not claimed: connecting to it failed ({err}); choosing another");
             report.warn(reasons::CHOSEN_HOST_DID_NOT_ANSWER, message.clone());
             report.wait(types::HOST_CLAIMED, reasons::CHOSEN_HOST_DID_NOT_ANSWER, &message, MachinePhase::WaitingForHost);
             Err(Outcome::After(timing::UNANSWERED_RETRY))

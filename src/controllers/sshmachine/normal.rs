@@ -37,9 +37,9 @@ async fn normal_steps(machine: &SSHMachine, ctx: &Context, cluster: Option<Arc<D
     }
     let inputs = ensure_inputs(ctx, machine, cluster, report).await?;
     let (data, format) = ensure_bootstrap_data(ctx, machine, &inputs, report).await?;
-    let host = claim::ensure_claimed(ctx, machine, &inputs, report).await?;
+    let (host, answered) = claim::ensure_claimed(ctx, machine, &inputs, report).await?;
     let job = ensure_rendered(&data, format, &host, &inputs, report)?;
-    let session = ensure_connected(ctx, &host, report).await?;
+    let session = ensure_connected(ctx, &host, answered, report).await?;
     let host_name = host.metadata.name.as_deref().unwrap_or_default();
     let namespace = machine.metadata.namespace.as_deref().unwrap_or_default();
     let name = machine.metadata.name.as_deref().unwrap_or_default();
@@ -112,10 +112,15 @@ fn ensure_rendered(data: &[u8], format: Format, host: &SSHHost, inputs: &Inputs,
     plan(data, format, &metadata).map_err(|err| invalid_data(report, &format!("bootstrap Secret {}: {err}", inputs.secret_name)))
 }
 
-/// A session to the claimed host (reused from the pool when one is open).
-async fn ensure_connected(ctx: &Context, host: &SSHHost, report: &mut Report<'_>) -> Step<Lease> {
-    let (target, key) = cached_target_for(ctx, host).await.map_err(|err| connection_failed(report, err))?;
-    let session = ctx.pool.lease(&key, &target).await.map_err(|err| connection_failed(report, err.into()))?;
+/// A session to the claimed host: the one the claim opened, else one from the pool.
+async fn ensure_connected(ctx: &Context, host: &SSHHost, answered: Option<Lease>, report: &mut Report<'_>) -> Step<Lease> {
+    let session = match answered {
+        Some(session) => session,
+        None => {
+            let (target, key) = cached_target_for(ctx, host).await.map_err(|err| connection_failed(report, err))?;
+            ctx.pool.lease(&key, &target).await.map_err(|err| connection_failed(report, err.into()))?
+        }
+    };
     session.require_pinned().map_err(|err| connection_failed(report, err.into()))?;
     report.set(types::HOST_CONNECTED, ConditionStatus::True, reasons::CONNECTED, &format!("host key {}", session.host_key_fingerprint()));
     report.host_answered = true;
