@@ -270,5 +270,34 @@ pub async fn ssh_machine_in(client: &kube::Client, namespace: &str, kind: &str, 
             .flatten()
             .any(|c| c["type"] == kind && c["reason"] == reason)
     });
-    if found { Ok(()) } else { Err(format!("no SSHMachine with {kind}={reason}")) }
+    if found {
+        return Ok(());
+    }
+    let mut states: Vec<String> = machines.iter().map(|m| format!("SSHMachine {}: {}", m.metadata.name.as_deref().unwrap_or_default(), conditions_not_true(&m.data))).collect();
+    // No SSHMachine yet: what Cluster API is waiting on says why.
+    if machines.is_empty() {
+        for kind in [CLUSTER, MACHINE] {
+            for object in list(client, namespace, kind).await.unwrap_or_default() {
+                states.push(format!("{} {}: {}", kind.2, object.metadata.name.as_deref().unwrap_or_default(), conditions_not_true(&object.data)));
+            }
+        }
+    }
+    Err(format!("no SSHMachine with {kind}={reason}; {}", if states.is_empty() { "no Cluster, Machine or SSHMachine".to_string() } else { states.join("; ") }))
+}
+
+/// An object's conditions that are not True, as `type=status reason: message`, for a wait's
+/// last word when it times out.
+pub fn conditions_not_true(data: &Value) -> String {
+    let conditions: Vec<String> = data
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] != "True")
+        .map(|c| {
+            let message: String = c["message"].as_str().unwrap_or_default().chars().take(160).collect();
+            format!("{}={} {}: {message}", c["type"].as_str().unwrap_or_default(), c["status"].as_str().unwrap_or_default(), c["reason"].as_str().unwrap_or_default())
+        })
+        .collect();
+    if conditions.is_empty() { "every condition True".to_string() } else { conditions.join(", ") }
 }

@@ -184,7 +184,8 @@ async fn clusterctl_init_into_a_cluster_capssh_made() -> anyhow::Result<()> {
     apply_all(&mgmt, &rendered, Some(NS), false).await?;
     // The leader's Pod goes while a bootstrap runs.
     wait_for(10, "a machine whose bootstrap job runs", || async { Ok(ssh_machine_in(&mgmt, NS, "BootstrapSucceeded", "Bootstrapping").await) })
-        .await?;
+        .await
+        .inspect_err(|_| print_capssh_warnings(&management, &work))?;
     let leader = leader_among_replicas(&management)?.map_err(anyhow::Error::msg)?;
     let next = delete_leader_pod(&management, &leader, &work).await?;
     eprintln!("deleted the leader's Pod {leader} mid-bootstrap; {next} took over");
@@ -206,7 +207,8 @@ async fn clusterctl_init_into_a_cluster_capssh_made() -> anyhow::Result<()> {
     .await?;
     scale_machine_deployment(&mgmt, NS, &format!("{WORKLOAD}-md-0"), 2).await?;
     wait_for(10, "the new worker's bootstrap running", || async { Ok(ssh_machine_in(&mgmt, NS, "BootstrapSucceeded", "Bootstrapping").await) })
-        .await?;
+        .await
+        .inspect_err(|_| print_capssh_warnings(&management, &work))?;
     let replacement = delete_leader_pod(&management, &only, &work).await?;
     eprintln!("deleted the only capssh Pod {only} mid-bootstrap; its replacement {replacement} leads");
     wait_cluster(&mgmt, NS, &workload, 3, VERSION, 15).await?;
@@ -421,4 +423,16 @@ fn check_jobs_ran_once(nodes: &NodeFarm) -> anyhow::Result<String> {
         ));
     }
     Ok(report)
+}
+
+/// Saves every provider Pod's log and prints the last warnings and errors capssh's Pods logged:
+/// a wait on capssh that timed out says why in the run's own output.
+fn print_capssh_warnings(management: &Workload, work: &std::path::Path) {
+    for (pod, log) in save_pod_logs(management, work) {
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#)).collect();
+        eprintln!("capssh Pod {pod}: {} warnings and errors, the last ones:", warnings.len());
+        for line in &warnings[warnings.len().saturating_sub(15)..] {
+            eprintln!("  {}", line.chars().take(400).collect::<String>());
+        }
+    }
 }
