@@ -273,7 +273,8 @@ pub async fn ssh_machine_in(client: &kube::Client, namespace: &str, kind: &str, 
     if found {
         return Ok(());
     }
-    let mut states: Vec<String> = machines.iter().map(|m| format!("SSHMachine {}: {}", m.metadata.name.as_deref().unwrap_or_default(), conditions_not_true(&m.data))).collect();
+    let mut states: Vec<String> =
+        machines.iter().map(|m| format!("SSHMachine {}: {}", m.metadata.name.as_deref().unwrap_or_default(), conditions_not_true(&m.data))).collect();
     // No SSHMachine yet: what Cluster API is waiting on says why.
     if machines.is_empty() {
         for kind in [CLUSTER, MACHINE] {
@@ -282,7 +283,10 @@ pub async fn ssh_machine_in(client: &kube::Client, namespace: &str, kind: &str, 
             }
         }
     }
-    Err(format!("no SSHMachine with {kind}={reason}; {}", if states.is_empty() { "no Cluster, Machine or SSHMachine".to_string() } else { states.join("; ") }))
+    Err(format!(
+        "no SSHMachine with {kind}={reason}; {}",
+        if states.is_empty() { "no Cluster, Machine or SSHMachine".to_string() } else { states.join("; ") }
+    ))
 }
 
 /// An object's conditions that are not True, as `type=status reason: message`, for a wait's
@@ -296,7 +300,12 @@ pub fn conditions_not_true(data: &Value) -> String {
         .filter(|c| c["status"] != "True")
         .map(|c| {
             let message: String = c["message"].as_str().unwrap_or_default().chars().take(160).collect();
-            format!("{}={} {}: {message}", c["type"].as_str().unwrap_or_default(), c["status"].as_str().unwrap_or_default(), c["reason"].as_str().unwrap_or_default())
+            format!(
+                "{}={} {}: {message}",
+                c["type"].as_str().unwrap_or_default(),
+                c["status"].as_str().unwrap_or_default(),
+                c["reason"].as_str().unwrap_or_default()
+            )
         })
         .collect();
     if conditions.is_empty() { "every condition True".to_string() } else { conditions.join(", ") }
