@@ -409,11 +409,9 @@ fn check_jobs_ran_once(nodes: &NodeFarm) -> anyhow::Result<String> {
         let repeated: Vec<_> = starts.iter().filter(|(_, n)| **n > 1).collect();
         anyhow::ensure!(repeated.is_empty(), "{}: jobs started more than once: {repeated:?}\n{journal}", node.name);
         let count = |prefix: &str| starts.keys().filter(|id| id.starts_with(prefix)).count();
-        anyhow::ensure!(
-            count("bootstrap-") == count("cleanup-"),
-            "{}: every machine placed on the host is reset once at its end:\n{journal}",
-            node.name
-        );
+        if let Some(problem) = unreset_work(&journal) {
+            anyhow::bail!("{}: every machine placed on the host is reset at its end: {problem}\n{journal}", node.name);
+        }
         report.push_str(&format!(
             "{}: {} bootstraps, {} resets, {} preparations\n",
             node.name,
@@ -423,6 +421,40 @@ fn check_jobs_ran_once(nodes: &NodeFarm) -> anyhow::Result<String> {
         ));
     }
     Ok(report)
+}
+
+/// Where a host's journal (one started job per line, in order) shows work not reset at its end:
+/// a second bootstrap before a reset, or work after the last reset. A reset after a preparation
+/// alone is a machine deleted before its bootstrap; resets in a row are a reset started again.
+fn unreset_work(journal: &str) -> Option<String> {
+    let (mut bootstrapped, mut touched) = (None::<&str>, None::<&str>);
+    for id in journal.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        if id.starts_with("cleanup-") {
+            (bootstrapped, touched) = (None, None);
+            continue;
+        }
+        if id.starts_with("bootstrap-")
+            && let Some(before) = bootstrapped
+        {
+            return Some(format!("{id} started on a host {before} left without a reset"));
+        }
+        touched = Some(id);
+        if id.starts_with("bootstrap-") {
+            bootstrapped = Some(id);
+        }
+    }
+    touched.map(|id| format!("{id} was never followed by a reset"))
+}
+
+#[test]
+fn a_preparation_reset_before_its_bootstrap_is_whole_and_work_left_is_not() {
+    let line = |id: &str| format!("2026-12-07T14:12:29Z {id} started\n");
+    let journal = |ids: &[&str]| ids.iter().map(|id| line(id)).collect::<String>();
+    assert_eq!(unreset_work(&journal(&["prepare-a", "cleanup-a", "prepare-b", "bootstrap-b", "cleanup-b"])), None);
+    assert_eq!(unreset_work(&journal(&["cleanup-x", "cleanup-y"])), None);
+    assert_eq!(unreset_work(""), None);
+    assert!(unreset_work(&journal(&["prepare-a", "bootstrap-a", "cleanup-a", "prepare-b"])).is_some_and(|p| p.contains("prepare-b")));
+    assert!(unreset_work(&journal(&["bootstrap-a", "prepare-b", "bootstrap-b", "cleanup-b"])).is_some_and(|p| p.contains("bootstrap-a")));
 }
 
 /// Saves every provider Pod's log and prints the last warnings and errors capssh's Pods logged:
