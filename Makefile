@@ -48,8 +48,10 @@ lint: ## rustfmt, clippy (warnings are errors) and shellcheck over every shell s
 
 # The sample of Cluster API's e2e specs the installed suite runs in `make test` (CI); empty: none.
 TEST_CAPI_SPECS ?= quick-start && !ClusterClass
+# The installed suite's self-hosted steps in `make test`: sample (the moves, workers 1 -> 2 -> 1), 1 (all), empty: none.
+TEST_SELF_HOSTED ?= sample
 test: deps tools build ## Unit tests and the suites against real kube-apiserver, clusterctl and sshd (root); TEST_CAPI_SPECS='' skips the specs' sample
-	CAPSSH_E2E_CAPI_SPECS="$(TEST_CAPI_SPECS)" cargo test --workspace --locked
+	CAPSSH_E2E_CAPI_SPECS="$(TEST_CAPI_SPECS)" CAPSSH_E2E_SELF_HOSTED="$(TEST_SELF_HOSTED)" cargo test --workspace --locked
 
 BENCH_SIZES ?= 50,100,200
 bench: tools ## Benchmark capssh against plain OpenSSH and the peer BYOH on N local hosts (root); BENCH_SIZES=50,100,200

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 
+	"sigs.k8s.io/yaml"
+
 	"sigs.k8s.io/cluster-api/test/framework/clusterctl"
 )
 
@@ -88,6 +90,55 @@ func ExpandConfig(path, outDir string) (string, error) {
 		return "", err
 	}
 	return out, nil
+}
+
+// ClusterctlSettingsVariable names a YAML file whose top-level keys the suite writes into the
+// clusterctl config it generates (-capssh.clusterctl-settings). e2e/src/capi_specs.rs puts there
+// the `images` and `cert-manager` settings of the installed suite's own clusterctl config, so that
+// a `clusterctl init` run by a spec (SelfHosted's, on the cluster it made) takes the images from
+// the sandbox's registry and cert-manager from a local file.
+const ClusterctlSettingsVariable = "CAPSSH_E2E_CLUSTERCTL_SETTINGS"
+
+// MergeClusterctlSettings writes every top-level key of the YAML file settings into the
+// clusterctl config file config, replacing the value there, and returns the keys (sorted). It
+// refuses `providers`: they must stay those of the suite's repository.
+func MergeClusterctlSettings(config, settings string) ([]string, error) {
+	read := func(path string) (map[string]interface{}, error) {
+		data, err := os.ReadFile(path) //nolint:gosec // the suite's clusterctl config, or the settings file the operator names
+		if err != nil {
+			return nil, err
+		}
+		values := map[string]interface{}{}
+		if err := yaml.Unmarshal(data, &values); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return values, nil
+	}
+	values, err := read(config)
+	if err != nil {
+		return nil, err
+	}
+	extra, err := read(settings)
+	if err != nil {
+		return nil, err
+	}
+	if len(extra) == 0 {
+		return nil, fmt.Errorf("%s holds no settings", settings)
+	}
+	keys := make([]string, 0, len(extra))
+	for key, value := range extra {
+		if key == "providers" {
+			return nil, fmt.Errorf("%s sets providers: the suite's clusterctl config keeps its own", settings)
+		}
+		values[key] = value
+		keys = append(keys, key)
+	}
+	sort.Strings(keys)
+	data, err := yaml.Marshal(values)
+	if err != nil {
+		return nil, err
+	}
+	return keys, os.WriteFile(config, data, 0o600)
 }
 
 // sourcesPrefix starts the line that e2e/capi/data/generate.sh writes at the top of each file it

@@ -35,14 +35,15 @@ const infrastructureProvider = "ssh"
 
 // options are the command-line settings (see registerOptions).
 var options struct {
-	configFile       string
-	artifactsDir     string
-	clusterctlConfig string
-	ginkgoLogFile    bool
-	keepResources    bool
-	existingCluster  bool
-	hostsDir         string
-	logging          *logsv1.LoggingConfiguration
+	configFile         string
+	artifactsDir       string
+	clusterctlConfig   string
+	clusterctlSettings string
+	ginkgoLogFile      bool
+	keepResources      bool
+	existingCluster    bool
+	hostsDir           string
+	logging            *logsv1.LoggingConfiguration
 }
 
 // What every spec reads, filled in by the SynchronizedBeforeSuite.
@@ -79,6 +80,8 @@ func registerOptions(fs *flag.FlagSet) {
 		"only true is supported: the management cluster is always the existing one KUBECONFIG names")
 	fs.StringVar(&options.hostsDir, "capssh.hosts-dir", os.Getenv("CAPSSH_E2E_HOSTS_DIR"),
 		"folder of YAML files with the SSHHosts and credentials Secrets (namespace ${NAMESPACE}) registered in each spec's namespace; defaults to $CAPSSH_E2E_HOSTS_DIR")
+	fs.StringVar(&options.clusterctlSettings, "capssh.clusterctl-settings", os.Getenv(ClusterctlSettingsVariable),
+		"a YAML file whose top-level keys (e.g. images, cert-manager) are written into the clusterctl config the suite generates; defaults to $"+ClusterctlSettingsVariable)
 	options.logging = logs.NewOptions()
 	logsv1.AddGoFlags(options.logging, fs)
 }
@@ -148,7 +151,13 @@ func setUpOnce() []byte {
 	repositoryConfig := options.clusterctlConfig
 	if repositoryConfig == "" {
 		repositoryConfig = buildProviderRepository(config, filepath.Join(artifactFolder, "repository"))
+		if options.clusterctlSettings != "" {
+			keys, err := MergeClusterctlSettings(repositoryConfig, options.clusterctlSettings)
+			Expect(err).ToNot(HaveOccurred(), "merging %s into %s", options.clusterctlSettings, repositoryConfig)
+			ginkgoextensions.Byf("Merged %v from %s into the clusterctl config", keys, options.clusterctlSettings)
+		}
 	} else {
+		Expect(options.clusterctlSettings).To(BeEmpty(), "-capssh.clusterctl-settings (or $%s) applies to the generated clusterctl config only, not to -e2e.clusterctl-config", ClusterctlSettingsVariable)
 		ginkgoextensions.Byf("Using the clusterctl config given: %s", repositoryConfig)
 	}
 
@@ -249,7 +258,7 @@ func hostsHook() func(framework.ClusterProxy, string) {
 	if len(gone) == 0 {
 		gone = []interface{}{"10m", "5s"}
 	}
-	return Hosts{Dir: options.hostsDir, GoneIntervals: gone}.PostNamespaceCreated(ctx)
+	return Hosts{Dir: options.hostsDir, GoneIntervals: gone, ManagementKubeconfig: bootstrapClusterProxy.GetKubeconfigPath()}.PostNamespaceCreated(ctx)
 }
 
 // requireFiles fails the spec when a file it needs from the e2e config (a flavor's template, a

@@ -45,13 +45,25 @@ type Hosts struct {
 	// GoneIntervals bound the wait, once the spec's namespace is being deleted, for its SSHHosts
 	// to be gone (their owner records released).
 	GoneIntervals []interface{}
+	// ManagementKubeconfig is the kubeconfig path of the management (bootstrap) cluster's proxy.
+	// The hosts are registered there only: SelfHosted calls the hook again with the proxy of the
+	// cluster it made, before `clusterctl init` there, and its `clusterctl move` brings the
+	// SSHHosts and their Secrets over.
+	ManagementKubeconfig string
 }
 
 // PostNamespaceCreated is the specs' PostNamespaceCreated hook: it creates the Secrets, then the
 // other objects, then the SSHHosts, in the spec's namespace, and registers the cleanup that lets
-// the Secrets go once the SSHHosts are gone.
+// the Secrets go once the SSHHosts are gone. For a proxy other than the management cluster's it
+// does nothing.
 func (h Hosts) PostNamespaceCreated(ctx context.Context) func(framework.ClusterProxy, string) {
 	return func(proxy framework.ClusterProxy, namespace string) {
+		Expect(h.ManagementKubeconfig).ToNot(BeEmpty(), "the hosts hook needs the management cluster's kubeconfig path")
+		if filepath.Clean(proxy.GetKubeconfigPath()) != filepath.Clean(h.ManagementKubeconfig) {
+			fmt.Fprintf(ginkgo.GinkgoWriter, "Not registering SSHHosts in namespace %s of cluster %s (%s): hosts are registered on the management cluster only, clusterctl move brings them\n",
+				namespace, proxy.GetName(), proxy.GetKubeconfigPath())
+			return
+		}
 		Expect(h.Dir).ToNot(BeEmpty(), "no hosts directory: set -capssh.hosts-dir or CAPSSH_E2E_HOSTS_DIR")
 		objects, err := readHostObjects(h.Dir, namespace)
 		Expect(err).ToNot(HaveOccurred())

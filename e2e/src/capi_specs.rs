@@ -7,8 +7,13 @@
 //! What the Go suite gets from here, in `<work>/capi-e2e/` (also its artifacts folder):
 //!
 //! - `hosts/hosts.yaml`, created in every spec's namespace: the farm's key as a credentials
-//!   Secret, the registry's CA and pull credentials (what the flavors' preparation names), and one
-//!   pinned SSHHost per host, the first `role=control-plane`, the others `role=worker`;
+//!   Secret, the registry's CA and pull credentials (what the flavors' preparation names; labelled
+//!   for `clusterctl move`, as SelfHosted moves the namespace), and one pinned SSHHost per host,
+//!   the first `role=control-plane`, the others `role=worker`;
+//! - `clusterctl-settings.yaml` (`CAPSSH_E2E_CLUSTERCTL_SETTINGS`): the `images` and
+//!   `cert-manager` settings of the management cluster's own clusterctl config
+//!   ([`crate::installed::install_settings`]), which the suite merges into the clusterctl config
+//!   it generates, for the `clusterctl init` SelfHosted runs on the cluster it made;
 //! - `flavors/`: e2e/capi/data's flavors and the ClusterClass, with [`crate::sandbox::adapt`] laid
 //!   over them as over the suite's own clusters (artifact mirror, registry mirrors, kubelet flags);
 //! - the variables the flavors read (`KUBERNETES_VERSION`, the VIP, the Pod and Service networks)
@@ -58,6 +63,8 @@ const FLAVOR_SETS: [&[&str]; 5] = [
     &["cluster-template-topology.yaml", CLUSTER_CLASS],
 ];
 const CLUSTER_CLASS: &str = "clusterclass-ssh.yaml";
+/// The file, in the Go suite's folder, of the clusterctl settings it merges into its own config.
+const CLUSTERCTL_SETTINGS: &str = "clusterctl-settings.yaml";
 
 /// The label filter of [`VARIABLE`], when the specs are asked for.
 pub fn label_filter() -> Option<String> {
@@ -117,6 +124,8 @@ pub async fn run(filter: &str, target: &Target<'_>) -> anyhow::Result<String> {
     let hosts: Vec<(&str, Ipv4Addr, &str)> = nodes.iter().map(|n| (n.name.as_str(), n.address, n.host_key_public.as_str())).collect();
     let pull = target.registry.pull_objects(&target.settings.registry_ca_config_map, &target.settings.registry_credentials_secret)?;
     std::fs::write(hosts_dir.join("hosts.yaml"), to_yaml(&host_objects(&hosts, &target.nodes.client_key.private_key_pem, pull))?)?;
+    let install_settings = crate::installed::install_settings(&target.repository.root)?;
+    std::fs::write(dir.join(CLUSTERCTL_SETTINGS), to_yaml(&[install_settings])?)?;
     let pod_image = crate::images::build(FRAMEWORK_POD_IMAGE, &crate::images::pause_binary()?, "pause")?;
     crate::images::push(&pod_image, &crate::images::relocate(FRAMEWORK_POD_IMAGE, &target.registry.address), &target.registry.crane_env())?;
 
@@ -188,6 +197,7 @@ fn suite_env(target: &Target<'_>, dir: &Path) -> anyhow::Result<Vec<(&'static st
         ("CAPSSH_E2E_HOSTS_DIR", path(&dir.join("hosts"))),
         ("CAPSSH_E2E_FLAVORS_DIR", path(&dir.join("flavors"))),
         ("CAPSSH_E2E_CLUSTERCLASS_DIR", path(&dir.join("flavors"))),
+        ("CAPSSH_E2E_CLUSTERCTL_SETTINGS", path(&dir.join(CLUSTERCTL_SETTINGS))),
         ("CNI", path(&repo_root().join("e2e/capi/data/cni/kube-router.yaml"))),
         ("KUBERNETES_VERSION", target.kubernetes_version.to_string()),
         ("SSH_CONTROL_PLANE_ENDPOINT_HOST", target.vip.to_string()),
@@ -251,6 +261,8 @@ async fn free_hosts(client: &kube::Client, namespace: &str, names: &[String]) ->
 /// The objects of the hosts directory, namespace `${NAMESPACE}` (the Go suite puts the spec's
 /// there): the credentials Secret, `extra` (the registry's CA and pull Secret), and one pinned
 /// SSHHost per (name, address, host key), the first [`CONTROL_PLANE_HOSTS`] for control planes.
+/// `extra` gets clusterctl's move label: nothing owns those objects, and SelfHosted moves the
+/// namespace (capssh labels the credentials Secret itself once a host logs in with it).
 pub fn host_objects(hosts: &[(&str, Ipv4Addr, &str)], private_key_pem: &str, extra: Vec<Value>) -> Vec<Value> {
     let credentials = json!({(capssh::api::v1alpha1::CREDENTIALS_LABEL): "true"});
     let mut objects = vec![json!({
@@ -259,7 +271,10 @@ pub fn host_objects(hosts: &[(&str, Ipv4Addr, &str)], private_key_pem: &str, ext
         "type": "kubernetes.io/ssh-auth",
         "stringData": {"ssh-privatekey": private_key_pem}
     })];
-    objects.extend(extra);
+    for mut object in extra {
+        object["metadata"]["labels"][capssh::api::MOVE_LABEL] = json!("");
+        objects.push(object);
+    }
     for (i, (name, address, host_key)) in hosts.iter().enumerate() {
         let role = if i < CONTROL_PLANE_HOSTS { "control-plane" } else { "worker" };
         objects.push(json!({
@@ -533,6 +548,7 @@ mod tests {
         assert_eq!(docs[0]["metadata"]["labels"][capssh::api::v1alpha1::CREDENTIALS_LABEL], "true");
         assert_eq!(docs[0]["stringData"]["ssh-privatekey"], "-----BEGIN KEY-----\nabc\n-----END KEY-----\n");
         assert_eq!(docs[1]["kind"], "ConfigMap");
+        assert_eq!(docs[1]["metadata"]["labels"][capssh::api::MOVE_LABEL], "", "the extra objects move with the namespace");
         let roles: Vec<_> = docs[2..].iter().map(|d| (d["metadata"]["name"].clone(), d["metadata"]["labels"]["role"].clone())).collect();
         let mut want: Vec<_> = (0..CONTROL_PLANE_HOSTS).map(|i| (json!(format!("node-{i}")), json!("control-plane"))).collect();
         want.push((json!(format!("node-{CONTROL_PLANE_HOSTS}")), json!("worker")));

@@ -143,12 +143,36 @@ pub fn publish(
     let cert_manager = root.join("cert-manager").join(CERT_MANAGER_VERSION);
     std::fs::create_dir_all(&cert_manager)?;
     std::fs::write(cert_manager.join("cert-manager.yaml"), cert_manager_manifest(root, kube_version)?)?;
-    config.push_str(&format!(
-        "cert-manager:\n  url: {}\n  version: {CERT_MANAGER_VERSION}\nimages:\n  all:\n    repository: {image_repository}\n",
-        cert_manager.join("cert-manager.yaml").display()
-    ));
+    config.push_str(&settings_yaml(&cert_manager.join("cert-manager.yaml"), image_repository));
     std::fs::write(root.join("clusterctl.yaml"), config)?;
     crate::clusterctl::LocalRepository::at(root, capssh_version)
+}
+
+/// The top-level keys of [`publish`]'s clusterctl.yaml that keep `clusterctl init` inside the
+/// sandbox: cert-manager from the local manifest, every image from the registry.
+pub const INSTALL_SETTINGS: [&str; 2] = ["cert-manager", "images"];
+
+/// [`INSTALL_SETTINGS`] as [`publish`] writes them.
+fn settings_yaml(cert_manager_manifest: &Path, image_repository: &str) -> String {
+    format!(
+        "cert-manager:\n  url: {}\n  version: {CERT_MANAGER_VERSION}\nimages:\n  all:\n    repository: {image_repository}\n",
+        cert_manager_manifest.display()
+    )
+}
+
+/// [`INSTALL_SETTINGS`] of the clusterctl.yaml [`publish`] wrote in `root`, as one object (for
+/// another clusterctl config that must install the same way: e2e/capi's, see
+/// [`crate::capi_specs`]).
+pub fn install_settings(root: &Path) -> anyhow::Result<serde_json::Value> {
+    let path = root.join("clusterctl.yaml");
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let config = crate::apply::documents(&text)?.into_iter().next().with_context(|| format!("{} is empty", path.display()))?;
+    let mut settings = serde_json::Map::new();
+    for key in INSTALL_SETTINGS {
+        let value = config.get(key).with_context(|| format!("{} has no {key}", path.display()))?;
+        settings.insert(key.to_string(), value.clone());
+    }
+    Ok(settings.into())
 }
 
 #[cfg(test)]
@@ -168,6 +192,24 @@ mod tests {
             let copied = instruction(&format!("COPY {component} "));
             assert!(spec.file_content(copied.trim_start_matches('/')).is_some_and(|b| b.len() > 1_000_000), "{component}: no binary at {copied}");
         }
+    }
+
+    #[test]
+    fn the_install_settings_are_those_publish_writes() {
+        let dir = std::env::temp_dir().join(format!("capssh-install-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = dir.join("cert-manager/v1.11.5/cert-manager.yaml");
+        let text = format!("providers:\n- name: ssh\n  type: InfrastructureProvider\n  url: /x\n{}", settings_yaml(&manifest, "r:1/x"));
+        std::fs::write(dir.join("clusterctl.yaml"), text).unwrap();
+        let settings = install_settings(&dir).unwrap();
+        assert_eq!(
+            settings,
+            serde_json::json!({
+                "cert-manager": {"url": manifest.display().to_string(), "version": CERT_MANAGER_VERSION},
+                "images": {"all": {"repository": "r:1/x"}}
+            })
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
