@@ -259,8 +259,13 @@ pub async fn pinned_copy(client: &kube::Client, namespace: &str, name: &str, ver
     Ok(copy)
 }
 
-/// Ok once some SSHMachine in `namespace` has condition `kind` with `reason`.
-pub async fn ssh_machine_in(client: &kube::Client, namespace: &str, kind: &str, reason: &str) -> Result<(), String> {
+/// A job of the machine's runs on its host: its preparation or its bootstrap. Either can be the
+/// short one (a worker's `kubeadm join` on a prepared host can take a second), so a wait that
+/// must catch a machine mid-job waits for both.
+pub const HOST_JOB_RUNNING: [(&str, &str); 2] = [("HostPrepared", "Preparing"), ("BootstrapSucceeded", "Bootstrapping")];
+
+/// Ok once some SSHMachine in `namespace` has one of `states`' conditions (type) with its reason.
+pub async fn ssh_machine_in(client: &kube::Client, namespace: &str, states: &[(&str, &str)]) -> Result<(), String> {
     let machines = list(client, namespace, SSH_MACHINE).await.map_err(|e| e.to_string())?;
     let found = machines.iter().any(|m| {
         m.data
@@ -268,24 +273,25 @@ pub async fn ssh_machine_in(client: &kube::Client, namespace: &str, kind: &str, 
             .and_then(serde_json::Value::as_array)
             .into_iter()
             .flatten()
-            .any(|c| c["type"] == kind && c["reason"] == reason)
+            .any(|c| states.iter().any(|(kind, reason)| c["type"] == *kind && c["reason"] == *reason))
     });
     if found {
         return Ok(());
     }
-    let mut states: Vec<String> =
+    let mut seen: Vec<String> =
         machines.iter().map(|m| format!("SSHMachine {}: {}", m.metadata.name.as_deref().unwrap_or_default(), conditions_not_true(&m.data))).collect();
     // No SSHMachine yet: what Cluster API is waiting on says why.
     if machines.is_empty() {
         for kind in [CLUSTER, MACHINE] {
             for object in list(client, namespace, kind).await.unwrap_or_default() {
-                states.push(format!("{} {}: {}", kind.2, object.metadata.name.as_deref().unwrap_or_default(), conditions_not_true(&object.data)));
+                seen.push(format!("{} {}: {}", kind.2, object.metadata.name.as_deref().unwrap_or_default(), conditions_not_true(&object.data)));
             }
         }
     }
     Err(format!(
-        "no SSHMachine with {kind}={reason}; {}",
-        if states.is_empty() { "no Cluster, Machine or SSHMachine".to_string() } else { states.join("; ") }
+        "no SSHMachine with {}; {}",
+        states.iter().map(|(kind, reason)| format!("{kind}={reason}")).collect::<Vec<_>>().join(" or "),
+        if seen.is_empty() { "no Cluster, Machine or SSHMachine".to_string() } else { seen.join("; ") }
     ))
 }
 

@@ -14,7 +14,7 @@
 //! 3. what capssh's Deployment promises: two replicas elect one leader (the Lease names a Pod);
 //!    readiness is gated by the probe; `/metrics` answers through the Pod;
 //! 4. from that cluster, `clusterctl generate cluster` makes a workload cluster on three more
-//!    nodes; while a bootstrap runs, the leader's Pod is deleted: the other replica takes over,
+//!    nodes; while a host job runs (preparation or bootstrap), the leader's Pod is deleted: the other replica takes over,
 //!    the Deployment replaces the Pod, and the bootstrap finishes; then, with one replica, the
 //!    workers scale 1 → 2 and the only Pod is deleted during the new worker's bootstrap: its
 //!    replacement takes the lease and finishes it; the template webhook answers through its
@@ -183,20 +183,20 @@ async fn clusterctl_init_into_a_cluster_capssh_made() -> anyhow::Result<()> {
     apply_all(&mgmt, &pool_objects, Some(NS), false).await?;
     let rendered = render(&install, WORKLOAD, NS, WORKLOAD_VIP, WORKLOAD_NETWORKS, &settings)?;
     apply_all(&mgmt, &rendered, Some(NS), false).await?;
-    // The leader's Pod goes while a bootstrap runs.
-    wait_for(10, "a machine whose bootstrap job runs", || async { Ok(ssh_machine_in(&mgmt, NS, "BootstrapSucceeded", "Bootstrapping").await) })
+    // The leader's Pod goes while a host job (preparation or bootstrap) runs.
+    wait_for(10, "a machine whose preparation or bootstrap runs", || async { Ok(ssh_machine_in(&mgmt, NS, &HOST_JOB_RUNNING).await) })
         .await
         .inspect_err(|_| print_capssh_warnings(&management, &work))?;
     let leader = leader_among_replicas(&management)?.map_err(anyhow::Error::msg)?;
     let next = delete_leader_pod(&management, &leader, &work).await?;
-    eprintln!("deleted the leader's Pod {leader} mid-bootstrap; {next} took over");
-    timeline.mark("leader's Pod deleted mid-bootstrap; the other replica took the lease");
+    eprintln!("deleted the leader's Pod {leader} mid-job; {next} took over");
+    timeline.mark("leader's Pod deleted mid-job; the other replica took the lease");
     let workload = Workload::wait_from_secret(&mgmt, NS, WORKLOAD, &work, 10).await?;
     wait_cluster(&mgmt, NS, &workload, 2, VERSION, 20).await?;
     wait_for(5, "two capssh replicas Ready again", || async { ready_replicas(&management, 2) }).await?;
     timeline.mark("workload cluster: 1 control plane + 1 worker Running, nodes Ready; Pod replaced");
 
-    // One replica: its Pod goes while the new worker's bootstrap runs; its replacement finishes it.
+    // One replica: its Pod goes while the new worker's preparation or bootstrap runs; its replacement finishes it.
     scale_capssh(&management, 1)?;
     let only = wait_for(3, "one capssh replica, the leader", || async {
         let pods = ready_capssh_pods(&management)?;
@@ -207,13 +207,13 @@ async fn clusterctl_init_into_a_cluster_capssh_made() -> anyhow::Result<()> {
     })
     .await?;
     scale_machine_deployment(&mgmt, NS, &format!("{WORKLOAD}-md-0"), 2).await?;
-    wait_for(10, "the new worker's bootstrap running", || async { Ok(ssh_machine_in(&mgmt, NS, "BootstrapSucceeded", "Bootstrapping").await) })
+    wait_for(10, "the new worker's preparation or bootstrap running", || async { Ok(ssh_machine_in(&mgmt, NS, &HOST_JOB_RUNNING).await) })
         .await
         .inspect_err(|_| print_capssh_warnings(&management, &work))?;
     let replacement = delete_leader_pod(&management, &only, &work).await?;
-    eprintln!("deleted the only capssh Pod {only} mid-bootstrap; its replacement {replacement} leads");
+    eprintln!("deleted the only capssh Pod {only} mid-job; its replacement {replacement} leads");
     wait_cluster(&mgmt, NS, &workload, 3, VERSION, 15).await?;
-    timeline.mark("scale workers 1 -> 2, the only capssh Pod deleted mid-bootstrap, its replacement finished it");
+    timeline.mark("scale workers 1 -> 2, the only capssh Pod deleted mid-job, its replacement finished it");
     check_template_webhook_through_service(&mgmt).await?;
     api(&mgmt, NS, CLUSTER).delete(WORKLOAD, &DeleteParams::default()).await?;
     wait_all_released(&mgmt, NS).await?;

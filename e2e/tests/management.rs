@@ -5,7 +5,7 @@
 //!    plane + 1 worker;
 //! 2. `clusterctl upgrade apply` to this release, the replicas rolled onto it (now two, with
 //!    leader election): nothing on the cluster changes, no host-side job starts;
-//! 3. scale the workers up and kill the leader while the new machine's bootstrap runs;
+//! 3. scale the workers up and kill the leader while the new machine's preparation or bootstrap runs;
 //! 4. scale up and restart A's kube-apiserver while the new machine is provisioning;
 //! 5. scale down and kill the leader while the released hosts are being reset;
 //! 6. `clusterctl move` while a machine provisions is refused by clusterctl; once it is Running,
@@ -128,15 +128,12 @@ async fn upgrade_failover_restart_and_move_leave_the_hosts_alone() -> anyhow::Re
     assert!(hosts_crd.metadata.labels.unwrap_or_default().contains_key("clusterctl.cluster.x-k8s.io/move"), "the upgrade installs the new CRDs");
     timeline.mark(&format!("clusterctl upgrade apply {} -> {}: nothing changed, no job started", previous.version, current.version));
 
-    // 3. Scale up; kill the leader while the new machine's bootstrap runs.
+    // 3. Scale up; kill the leader while the new machine's preparation or bootstrap runs.
     scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 2).await?;
-    wait_for(5, "a machine whose bootstrap job is running", || async {
-        Ok(ssh_machine_in(&client, NS, "BootstrapSucceeded", "Bootstrapping").await)
-    })
-    .await?;
+    wait_for(5, "a machine whose preparation or bootstrap is running", || async { Ok(ssh_machine_in(&client, NS, &HOST_JOB_RUNNING).await) }).await?;
     kill_leader(&mut a, &client).await?;
     wait_cluster(&client, NS, &workload, 3, VERSION, 10).await?;
-    timeline.mark("scale 1 -> 2 workers, leader killed mid-bootstrap: the other replica finished it");
+    timeline.mark("scale 1 -> 2 workers, leader killed mid-job: the other replica finished it");
 
     // 4. Scale up; restart the management apiserver while the new machine provisions.
     scale_machine_deployment(&client, NS, &format!("{NAME}-md-0"), 3).await?;
