@@ -25,6 +25,22 @@ fi
 if command -v crictl >/dev/null 2>&1; then
   bounded 120 crictl rmp -af >/dev/null 2>&1 || say "crictl could not remove every pod"
 fi
+# A Pod sandbox whose network the CNI never set up (scheduled before the node had its podCIDR)
+# cannot be stopped through the CRI either: its network teardown fails the same way, and it
+# stays. containerd's own client removes what is left of Kubernetes' containers; containerd is
+# then restarted so that its CRI plugin forgets them too.
+if command -v ctr >/dev/null 2>&1; then
+  left=$(bounded 30 ctr -n k8s.io containers ls -q 2>/dev/null)
+  for id in $left; do
+    bounded 30 ctr -n k8s.io tasks kill -s SIGKILL "$id" >/dev/null 2>&1
+    bounded 30 ctr -n k8s.io tasks delete -f "$id" >/dev/null 2>&1
+    bounded 30 ctr -n k8s.io containers delete "$id" >/dev/null 2>&1 || say "could not remove container $id"
+  done
+  if [ -n "$left" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    say "removed $(echo "$left" | wc -l) containers the CRI left; restarting containerd"
+    bounded 90 systemctl restart containerd 2>/dev/null || say "containerd did not restart"
+  fi
+fi
 # Volumes still mounted under the kubelet's and etcd's folders are unmounted, never deleted
 # through: an NFS or iSCSI volume holds someone's data. A mount that will not go (busy, or a
 # hung server) is detached lazily; the removal below stays on each folder's own file system.
