@@ -248,8 +248,23 @@ async fn with_leader_election_only_one_replica_reconciles_and_the_other_takes_ov
     eventually(60, "host b probed by the new leader", || async { (phase_of(&api, "b").await == Some(HostPhase::Available)).then_some(()) })
         .await
         .unwrap();
+
+    // Stopped (SIGTERM, as a Pod is), the leader gives the lease up once its controllers stopped:
+    // a third replica takes it without waiting out the lease.
+    let mut second = second;
+    let third = bed.manager("replica-3", &args);
+    second.stop(std::time::Duration::from_secs(20));
+    let second_log = std::fs::read_to_string(plane.dir.join("replica-2.log")).unwrap();
+    assert!(second_log.contains("gave up the leadership"), "the stopped leader kept its lease:\n{second_log}");
+    eventually(60, "the third replica to lead", || async {
+        let holder = leases.get_opt("capssh-leader").await.ok()??.spec?.holder_identity?;
+        (holder == format!("capssh-{}", third.pid())).then_some(())
+    })
+    .await
+    .unwrap();
     bed.assert_never_forbidden("replica-1");
     bed.assert_never_forbidden("replica-2");
+    bed.assert_never_forbidden("replica-3");
 }
 
 /// An SSHHost may only use a Secret marked for capssh: one naming any other Secret of the

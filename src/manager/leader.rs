@@ -96,6 +96,29 @@ impl LeaderElection {
         }
     }
 
+    /// Gives the Lease up when this replica holds it (at shutdown, once its controllers stopped):
+    /// the next replica takes it at once instead of waiting out the lease. Best effort: a
+    /// replica that cannot say so lets the lease expire.
+    pub async fn release(&self) {
+        let released = async {
+            let Some(mut lease) = self.api.get_opt(&self.name).await? else { return Ok(false) };
+            let Some(spec) = lease.spec.as_mut().filter(|s| s.holder_identity.as_deref() == Some(self.identity.as_str())) else {
+                return Ok(false);
+            };
+            spec.holder_identity = None;
+            spec.lease_duration_seconds = Some(1);
+            spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
+            // replace() carries resourceVersion: a lease another replica took meanwhile stays theirs.
+            self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| true)
+        };
+        match tokio::time::timeout(self.renew_every, released).await {
+            Ok(Ok(true)) => tracing::info!(lease = %self.name, identity = %self.identity, "gave up the leadership"),
+            Ok(Ok(false)) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, lease = %self.name, "could not give up the lease; it expires by itself"),
+            Err(_) => tracing::warn!(lease = %self.name, "giving up the lease took too long; it expires by itself"),
+        }
+    }
+
     /// One round: take a free or expired lease, renew our own. True when we hold it.
     async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = jiff::Timestamp::now();

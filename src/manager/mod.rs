@@ -83,6 +83,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     let version = client.apiserver_version().await.map_err(|err| anyhow::anyhow!("the API server does not answer: {err}"))?;
     tracing::info!(server = %version.git_version, "API server reached");
     state.set_ready(true);
+    let mut leadership = None;
     if args.leader_elect {
         let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("capssh-{}", std::process::id()));
         let election = std::sync::Arc::new(leader::LeaderElection::new(client.clone(), &args.leader_election_namespace, "capssh-leader", &identity));
@@ -93,6 +94,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         }
         let holder = election.clone();
         servers.spawn(async move { holder.hold().await });
+        leadership = Some(election);
     }
     let metrics = {
         let mut registry = state.registry.lock().map_err(|_| anyhow::anyhow!("metrics registry poisoned"))?;
@@ -118,16 +120,22 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     servers.spawn(controllers::run_machines(client, scope, ctx));
     tracing::info!(health = %args.health_addr, metrics = %args.metrics_addr, webhook = %args.webhook_addr, "manager started");
 
-    tokio::select! {
+    let outcome = tokio::select! {
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())
         }
         Some(result) = servers.join_next() => {
             // A server ending on its own is a failure (port taken, certificate unreadable...).
-            result?
+            result.map_err(anyhow::Error::from).and_then(|r| r)
         }
+    };
+    // The controllers stop (no reconcile runs any more) before the lease goes to another replica.
+    servers.shutdown().await;
+    if let Some(election) = leadership {
+        election.release().await;
     }
+    outcome
 }
 
 async fn shutdown_signal() {
