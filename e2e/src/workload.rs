@@ -177,13 +177,23 @@ pub async fn wait_cluster(
     let outcome = wait_for(minutes, &format!("{count} machines Running at {version} and their nodes Ready"), || async {
         // A failed bootstrap is never retried by itself (nothing here replaces the machine):
         // waiting on would only hide its message behind a timeout.
-        if let Some(failed) = failed_bootstrap(&list(client, namespace, SSH_MACHINE).await?) {
+        let ssh_machines = list(client, namespace, SSH_MACHINE).await?;
+        if let Some(failed) = failed_bootstrap(&ssh_machines) {
             return Ok(Ok(Err(failed)));
         }
         let machines = list(client, namespace, MACHINE).await?;
         let (running, summary) = running_machines(&machines);
         if machines.len() != count || running.len() != count || machines.iter().any(|m| text(m, "/spec/version") != version) {
-            return Ok(Err(format!("machines: {summary}")));
+            // What capssh says about each of its machines tells why one is not Running.
+            let infra: Vec<String> = ssh_machines
+                .iter()
+                .filter(|m| conditions_not_true(&m.data) != EVERY_CONDITION_TRUE)
+                .map(|m| format!("SSHMachine {}: {}", m.metadata.name.as_deref().unwrap_or_default(), conditions_not_true(&m.data)))
+                .collect();
+            return Ok(Err(format!(
+                "machines: {summary}; {}",
+                if infra.is_empty() { "no SSHMachine has a condition not True".into() } else { infra.join("; ") }
+            )));
         }
         let nodes = match workload.nodes() {
             Ok(nodes) => nodes,
@@ -295,6 +305,9 @@ pub async fn ssh_machine_in(client: &kube::Client, namespace: &str, states: &[(&
     ))
 }
 
+/// What [`conditions_not_true`] says when there is none.
+const EVERY_CONDITION_TRUE: &str = "every condition True";
+
 /// An object's conditions that are not True, as `type=status reason: message`, for a wait's
 /// last word when it times out.
 pub fn conditions_not_true(data: &Value) -> String {
@@ -314,5 +327,5 @@ pub fn conditions_not_true(data: &Value) -> String {
             )
         })
         .collect();
-    if conditions.is_empty() { "every condition True".to_string() } else { conditions.join(", ") }
+    if conditions.is_empty() { EVERY_CONDITION_TRUE.to_string() } else { conditions.join(", ") }
 }

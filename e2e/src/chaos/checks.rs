@@ -260,10 +260,7 @@ pub fn category(reason: &str) -> String {
 /// What a host holds of capssh's work, into `<plane>/hosts/<host>.txt` (appended): for a person
 /// reading why a host was quarantined or found dirty.
 async fn dump_host(bed: &impl Subject, host: usize, why: &str) {
-    let script = "date -u +%FT%T.%NZ; echo '== journal'; cat /var/lib/capssh/jobs/journal; echo '== runs'; cat /var/lib/capssh/bootstrap-count; \
-        echo '== /run/cluster-api'; ls -la --time-style=full-iso /run/cluster-api; \
-        for d in /var/lib/capssh/jobs/*/; do echo \"== $d\"; ls -la --time-style=full-iso \"$d\"; \
-        for f in pid started exit succeeded; do [ -e \"$d$f\" ] && echo \"$f: $(cat \"$d$f\")\"; done; tail -n 15 \"${d}log\"; done";
+    let script = crate::nodes::CAPSSH_WORK_REPORT;
     let text = exec_on(bed, move |f| f.exec(host, script)).await.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     let name = bed.host_names().get(host).cloned().unwrap_or_default();
     let dir = bed.dir().join("hosts");

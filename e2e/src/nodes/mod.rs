@@ -186,6 +186,15 @@ impl NodeFarm {
         Ok(farm)
     }
 
+    /// What node `i` holds of capssh's work, for a person reading why a wait timed out: the job
+    /// journal, each job's records and last log lines, the sentinel folder and the processes.
+    pub fn capssh_work(&self, i: usize) -> String {
+        match self.exec(i, CAPSSH_WORK_REPORT) {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(err) => format!("could not read {}: {err:#}", self.nodes[i].name),
+        }
+    }
+
     /// Runs `shell` as root on node `i` (in all its namespaces; not over SSH).
     pub fn exec(&self, i: usize, shell: &str) -> anyhow::Result<Output> {
         let pid = self.nodes[i].init_pid()?;
@@ -562,3 +571,10 @@ fn run(command: &mut Command) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The script of [`NodeFarm::capssh_work`] (and the chaos suites' host dumps).
+pub const CAPSSH_WORK_REPORT: &str = "date -u +%FT%T.%NZ; echo '== journal'; cat /var/lib/capssh/jobs/journal; \
+    echo '== runs'; cat /var/lib/capssh/bootstrap-count; echo '== /run/cluster-api'; ls -la --time-style=full-iso /run/cluster-api; \
+    for d in /var/lib/capssh/jobs/*/; do echo \"== $d\"; ls -la --time-style=full-iso \"$d\"; \
+    for f in pid started exit succeeded; do [ -e \"$d$f\" ] && echo \"$f: $(cat \"$d$f\")\"; done; tail -n 15 \"${d}log\"; done; \
+    echo '== processes'; ps -eo pid,etime,stat,args | grep -v ' \\[' | tail -n 40";
