@@ -143,6 +143,24 @@ async fn hosts_are_probed_pinned_refused_and_quarantined() {
     let ready = status.conditions.iter().find(|c| c.r#type == "Ready").unwrap();
     assert_eq!((ready.status, ready.reason.as_str()), (capssh::api::v1alpha1::ConditionStatus::True, "Available"));
 
+    // Probed every 2 s, an idle host's status does not change, so it is not written: its
+    // resourceVersion stays (Cluster API's e2e checks that a cluster's objects stop changing).
+    // It is still probed: its link goes down, and it turns Unreachable.
+    let version = api.get("pinned").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let idle = api.get("pinned").await.unwrap();
+    assert_eq!(idle.metadata.resource_version, version, "an idle host's status was written: {:?}", idle.status);
+    farm.set_link(0, false).unwrap();
+    eventually(60, "the pinned host, its link down, Unreachable", || async {
+        (phase_of(&api, "pinned").await == Some(HostPhase::Unreachable)).then_some(())
+    })
+    .await
+    .unwrap();
+    farm.set_link(0, true).unwrap();
+    eventually(60, "the pinned host Available again", || async { (phase_of(&api, "pinned").await == Some(HostPhase::Available)).then_some(()) })
+        .await
+        .unwrap();
+
     // Trust on first use: the seen key is recorded in spec and pinned from then on.
     let pinned_key = eventually(60, "the key seen on first use to be pinned", || async {
         let host = api.get("tofu").await.ok()?;

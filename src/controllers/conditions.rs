@@ -54,7 +54,12 @@ pub fn set_ready(conditions: &mut Vec<Condition>, reason: &str, generation: Opti
 
 /// Now, in the RFC 3339 seconds precision of metav1.Time.
 pub fn now() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string()
+    timestamp(jiff::Timestamp::now())
+}
+
+/// `at` as status timestamps are written: RFC 3339, whole seconds.
+pub fn timestamp(at: jiff::Timestamp) -> String {
+    at.round(jiff::Unit::Second).unwrap_or(at).to_string()
 }
 
 pub fn get<'a>(conditions: &'a [Condition], kind: &str) -> Option<&'a Condition> {

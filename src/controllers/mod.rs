@@ -55,6 +55,8 @@ pub struct Context {
     /// Hosts that did not answer when a machine was about to claim them: skipped until their
     /// next probe has had time to run.
     pub unanswered: crate::hosts::unanswered::UnansweredHosts,
+    /// When this manager last probed each free host (see [`crate::hosts::probed`]).
+    pub probe_times: crate::hosts::probed::ProbeTimes,
 }
 
 /// Writes `status` of `obj` with server-side apply under [`FIELD_MANAGER`] — the one way every
@@ -94,6 +96,7 @@ impl Context {
             caches: caches::Caches::default(),
             move_labelled: std::sync::Mutex::new(std::collections::HashSet::new()),
             unanswered: crate::hosts::unanswered::UnansweredHosts::new(timing.probe_interval),
+            probe_times: Default::default(),
         }
     }
 

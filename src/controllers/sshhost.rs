@@ -65,10 +65,10 @@ async fn reconcile_normal(host: &SSHHost, ctx: &Context) -> Result<Action, Recon
     } else if let Some(consumer) = &host.spec.consumer_ref {
         let machine = consumer_machine(ctx, host, &consumer.name).await?;
         report_claimed(host, &consumer.name, machine.as_deref(), &mut status)
-    } else if let Some(left) = next_probe_in(host, ctx.timing.probe_interval, jiff::Timestamp::now()) {
+    } else if let Some(left) = next_probe_in(host, ctx.timing.probe_interval, jiff::Timestamp::now(), ctx.probe_times.last(&pool_key(host))) {
         // Probed recently, spec unchanged since: wait for the next probe. (A probe's own status
-        // write — its lastProbeTime — wakes this controller again; without this every free host
-        // was probed back to back instead of every probe interval.)
+        // write wakes this controller again; without this every free host was probed back to
+        // back instead of every probe interval.)
         Action::requeue(left)
     } else {
         ensure_probed(ctx, host, &mut status).await?
@@ -83,6 +83,7 @@ async fn reconcile_normal(host: &SSHHost, ctx: &Context) -> Result<Action, Recon
 async fn reconcile_delete(host: &SSHHost, ctx: &Context) -> Result<Action, ReconcileError> {
     let Some(consumer) = &host.spec.consumer_ref else {
         release_owner_record(ctx, host).await;
+        ctx.probe_times.forget(&pool_key(host));
         return Ok(Action::await_change());
     };
     let mut status = host.status.clone().unwrap_or_default();
@@ -150,6 +151,9 @@ async fn ensure_probed(ctx: &Context, host: &SSHHost, status: &mut SSHHostStatus
     let err = match probe(ctx, host, status).await {
         Ok(Probed::Available) => {
             ctx.unreachable.clear(&object);
+            let now = jiff::Timestamp::now();
+            ctx.probe_times.record(&pool_key(host), now);
+            status.last_probe_time = probe_time_to_write(host.status.as_ref(), status, now);
             return Ok(Action::requeue(ctx.timing.probe_interval));
         }
         Ok(Probed::Duplicate(message)) => {
@@ -201,8 +205,15 @@ async fn consumer_machine(ctx: &Context, host: &SSHHost, name: &str) -> Result<O
     Ok(Api::<SSHMachine>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.map(Arc::new))
 }
 
-/// How long until an Available host, probed at its current generation, is due again.
-pub fn next_probe_in(host: &SSHHost, interval: Duration, now: jiff::Timestamp) -> Option<Duration> {
+/// The host's key in the manager's memories (`<namespace>/<name>`, as the session pool's).
+fn pool_key(host: &SSHHost) -> String {
+    crate::ssh::PoolKey::host_of(host.metadata.namespace.as_deref().unwrap_or_default(), host.metadata.name.as_deref().unwrap_or_default())
+}
+
+/// How long until an Available host, probed at its current generation, is due again: an
+/// interval after its last probe, by its status (the last probe that found something new) or by
+/// this manager's memory (`probed_here`), whichever is later.
+pub fn next_probe_in(host: &SSHHost, interval: Duration, now: jiff::Timestamp, probed_here: Option<jiff::Timestamp>) -> Option<Duration> {
     let status = host.status.as_ref()?;
     if status.phase != Some(HostPhase::Available) {
         return None;
@@ -210,7 +221,8 @@ pub fn next_probe_in(host: &SSHHost, interval: Duration, now: jiff::Timestamp) -
     if conditions::get(&status.conditions, types::READY)?.observed_generation != host.metadata.generation {
         return None;
     }
-    let last: jiff::Timestamp = status.last_probe_time.as_deref()?.parse().ok()?;
+    let recorded = status.last_probe_time.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let last = recorded.into_iter().chain(probed_here).max()?;
     let age = now.duration_since(last).as_secs_f64();
     let left = interval.as_secs_f64() - age;
     (left > 0.0).then(|| Duration::from_secs_f64(left))
@@ -250,7 +262,6 @@ async fn probe_over(ctx: &Context, host: &SSHHost, session: &crate::ssh::Session
     if let Some(message) = ensure_owner_record(session, host).await? {
         return Ok(Probed::Duplicate(message));
     }
-    status.last_probe_time = Some(conditions::now());
     if session.trusted_on_first_use() {
         pin_host_key(ctx, host, "hostKey", &session.host_key_openssh()).await?;
         let note = format!("pinned host key {} seen on first use", session.host_key_fingerprint());
@@ -269,6 +280,16 @@ async fn probe_over(ctx: &Context, host: &SSHHost, session: &crate::ssh::Session
     };
     conditions::set(&mut status.conditions, types::READY, ConditionStatus::True, reason, message, generation);
     Ok(Probed::Available)
+}
+
+/// The lastProbeTime of a probe that found the host Available at `now`: the one the status has
+/// when the probe changed nothing else (the status then reads back the same and is not written:
+/// no write every probe interval for an idle host), else `now`.
+pub fn probe_time_to_write(previous: Option<&SSHHostStatus>, probed: &SSHHostStatus, now: jiff::Timestamp) -> Option<String> {
+    match previous {
+        Some(previous) if previous.last_probe_time.is_some() && previous == probed => previous.last_probe_time.clone(),
+        _ => Some(conditions::timestamp(now)),
+    }
 }
 
 /// What the box's owner record said about this SSHHost.

@@ -1,6 +1,7 @@
 //! The pool and its claims: which SSHHost a machine may take, and why the others were skipped.
 
 pub mod claim;
+pub mod probed;
 pub mod selection;
 pub mod unanswered;
 pub mod work;

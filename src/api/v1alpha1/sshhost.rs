@@ -223,7 +223,8 @@ pub struct SSHHostStatus {
     /// SHA256 fingerprint of the host key seen on the last connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_host_key_fingerprint: Option<String>,
-    /// When the host was last probed (RFC 3339).
+    /// When a probe last found something new about the host (RFC 3339). A free host is probed
+    /// every probe interval; a probe that finds it as its status says writes nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub last_probe_time: Option<String>,

@@ -53,15 +53,42 @@ fn probed_host(phase: HostPhase, probed: &str, generation: i64, observed: i64) -
 fn a_free_host_is_probed_once_per_interval_unless_its_spec_changed() {
     let now: jiff::Timestamp = "2026-01-01T00:10:00Z".parse().unwrap();
     let interval = Duration::from_secs(300);
-    let left = next_probe_in(&probed_host(HostPhase::Available, "2026-01-01T00:08:00Z", 1, 1), interval, now);
+    let left = next_probe_in(&probed_host(HostPhase::Available, "2026-01-01T00:08:00Z", 1, 1), interval, now, None);
     assert_eq!(left, Some(Duration::from_secs(180)));
-    assert_eq!(next_probe_in(&probed_host(HostPhase::Available, "2026-01-01T00:00:00Z", 1, 1), interval, now), None, "due");
-    assert_eq!(next_probe_in(&probed_host(HostPhase::Available, "2026-01-01T00:08:00Z", 2, 1), interval, now), None, "spec changed");
+    assert_eq!(next_probe_in(&probed_host(HostPhase::Available, "2026-01-01T00:00:00Z", 1, 1), interval, now, None), None, "due");
+    assert_eq!(next_probe_in(&probed_host(HostPhase::Available, "2026-01-01T00:08:00Z", 2, 1), interval, now, None), None, "spec changed");
     assert_eq!(
-        next_probe_in(&probed_host(HostPhase::Unreachable, "2026-01-01T00:08:00Z", 1, 1), interval, now),
+        next_probe_in(&probed_host(HostPhase::Unreachable, "2026-01-01T00:08:00Z", 1, 1), interval, now, None),
         None,
         "unreachable: retried by its error's backoff"
     );
+}
+
+#[test]
+fn a_probe_that_wrote_nothing_still_counts_for_the_interval() {
+    let now: jiff::Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+    let interval = Duration::from_secs(300);
+    // The status last changed an hour ago; this manager probed the host a minute ago.
+    let host = probed_host(HostPhase::Available, "2026-01-01T00:00:00Z", 1, 1);
+    let here = Some("2026-01-01T00:59:00Z".parse().unwrap());
+    assert_eq!(next_probe_in(&host, interval, now, here), Some(Duration::from_secs(240)));
+    assert_eq!(next_probe_in(&host, interval, now, None), None, "a manager that never probed it probes it now");
+    let older = Some("2025-12-31T23:00:00Z".parse().unwrap());
+    assert_eq!(next_probe_in(&probed_host(HostPhase::Available, "2026-01-01T00:58:00Z", 1, 1), interval, now, older), Some(Duration::from_secs(180)));
+}
+
+#[test]
+fn a_probe_that_finds_nothing_new_writes_no_new_probe_time() {
+    let now: jiff::Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+    let previous = probed_host(HostPhase::Available, "2026-01-01T00:00:00Z", 1, 1).status.unwrap();
+    assert_eq!(probe_time_to_write(Some(&previous), &previous.clone(), now).as_deref(), Some("2026-01-01T00:00:00Z"), "unchanged");
+    let mut changed = previous.clone();
+    changed.observed_host_key_fingerprint = Some("SHA256:new".into());
+    assert_eq!(probe_time_to_write(Some(&previous), &changed, now).as_deref(), Some("2026-01-01T01:00:00Z"), "something new");
+    let mut first = previous.clone();
+    first.last_probe_time = None;
+    assert_eq!(probe_time_to_write(Some(&first), &first.clone(), now).as_deref(), Some("2026-01-01T01:00:00Z"), "never probed");
+    assert_eq!(probe_time_to_write(None, &previous, now).as_deref(), Some("2026-01-01T01:00:00Z"), "no status yet");
 }
 
 #[test]
