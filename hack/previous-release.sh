@@ -5,13 +5,20 @@
 #   _artifacts/previous/<commit>/release/infrastructure-components.yaml, metadata.yaml, templates
 #
 # The release is named in hack/previous-release ("<version> <commit>"). The source comes from
-# this clone's history (`git archive`), is built with Cargo's own target folder beside it, and
-# is kept: a second run only prints the folder. stdout carries exactly one line, the folder.
+# this clone's history (`git archive`); a patch release's backported fixes are in
+# hack/previous-release.patch, applied on top when it exists. It is built with Cargo's own target
+# folder beside it, and kept: a second run only prints the folder. stdout carries exactly one
+# line, the folder.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 read -r version commit < <(grep -v "^#" "$root/hack/previous-release")
-out=$root/_artifacts/previous/$commit
+patch=$root/hack/previous-release.patch
+key=$commit
+if [ -f "$patch" ]; then
+  key=$commit-$(sha256sum "$patch" | cut -c1-12)
+fi
+out=$root/_artifacts/previous/$version-$key
 if [ -x "$out/capssh" ] && [ -f "$out/release/infrastructure-components.yaml" ]; then
   echo "$out"
   exit 0
@@ -24,6 +31,10 @@ git -C "$root" cat-file -e "$commit^{commit}" 2>/dev/null || {
 rm -rf "$out/src"
 mkdir -p "$out/src"
 git -C "$root" archive "$commit" | tar -x -C "$out/src"
+if [ -f "$patch" ]; then
+  # Outside any repository (this clone is one): inside it, git apply would skip every path.
+  GIT_CEILING_DIRECTORIES=$out git -C "$out/src" apply "$patch"
+fi
 # Its release script looks for kustomize in its own hack/tools/bin.
 mkdir -p "$out/src/hack/tools"
 ln -sfn "$root/hack/tools/bin" "$out/src/hack/tools/bin"

@@ -43,6 +43,8 @@ var options struct {
 	keepResources      bool
 	existingCluster    bool
 	hostsDir           string
+	secondHostsDir     string
+	oldClusterctlURL   string
 	logging            *logsv1.LoggingConfiguration
 }
 
@@ -80,6 +82,10 @@ func registerOptions(fs *flag.FlagSet) {
 		"only true is supported: the management cluster is always the existing one KUBECONFIG names")
 	fs.StringVar(&options.hostsDir, "capssh.hosts-dir", os.Getenv("CAPSSH_E2E_HOSTS_DIR"),
 		"folder of YAML files with the SSHHosts and credentials Secrets (namespace ${NAMESPACE}) registered in each spec's namespace; defaults to $CAPSSH_E2E_HOSTS_DIR")
+	fs.StringVar(&options.secondHostsDir, "capssh.second-hosts-dir", os.Getenv(SecondHostsDirVariable),
+		"clusterctl-upgrade only: a hosts folder like -capssh.hosts-dir naming other boxes, registered on the management cluster that spec makes (for its workload cluster); defaults to $"+SecondHostsDirVariable)
+	fs.StringVar(&options.oldClusterctlURL, "capssh.old-clusterctl-url", os.Getenv(OldClusterctlURLVariable),
+		"clusterctl-upgrade only: the http(s) URL of the clusterctl binary that installs the previous release ({OS} and {ARCH} are filled in); defaults to $"+OldClusterctlURLVariable)
 	fs.StringVar(&options.clusterctlSettings, "capssh.clusterctl-settings", os.Getenv(ClusterctlSettingsVariable),
 		"a YAML file whose top-level keys (e.g. images, cert-manager) are written into the clusterctl config the suite generates; defaults to $"+ClusterctlSettingsVariable)
 	options.logging = logs.NewOptions()
@@ -146,7 +152,21 @@ func setUpOnce() []byte {
 	ginkgoextensions.Byf("Filling ${CAPSSH_*} into %s", options.configFile)
 	expanded, err := ExpandConfig(options.configFile, artifactFolder)
 	Expect(err).ToNot(HaveOccurred())
+	// ClusterctlUpgrade's previous release, added to the expanded file itself: setUpEachProcess
+	// reads that file again, and buildProviderRepository publishes every version in it.
+	previous, hasPrevious, err := PreviousReleaseFromEnv()
+	Expect(err).ToNot(HaveOccurred(), "the previous release (for clusterctl-upgrade)")
+	if hasPrevious {
+		ginkgoextensions.Byf("Adding %s %s from %s to the e2e config", infrastructureProvider, previous.Version, previous.Dir)
+		Expect(AddPreviousRelease(expanded, infrastructureProvider, previous)).To(Succeed())
+	}
 	config := readE2EConfig(expanded)
+	if hasPrevious {
+		// clusterctl takes the newest version in the repository whenever none is named (this
+		// suite's own init, every spec's `clusterctl generate cluster` on the management cluster).
+		Expect(config.GetProviderLatestVersionsByContract("*", infrastructureProvider)).ToNot(ContainElement(infrastructureProvider+":"+previous.Version),
+			"%s=%s must be older than the current release of the e2e config", PreviousVersionVariable, previous.Version)
+	}
 
 	repositoryConfig := options.clusterctlConfig
 	if repositoryConfig == "" {
@@ -252,13 +272,27 @@ func buildProviderRepository(config *clusterctl.E2EConfig, folder string) string
 	return written
 }
 
-// hostsHook registers the SSHHosts in a spec's namespace (its PostNamespaceCreated).
+// hostsHook registers the SSHHosts in a spec's namespace (its PostNamespaceCreated), on the
+// management cluster only.
 func hostsHook() func(framework.ClusterProxy, string) {
+	return suiteHosts().PostNamespaceCreated(ctx)
+}
+
+// twoClusterHostsHook is ClusterctlUpgrade's PostNamespaceCreated: the hosts of -capssh.hosts-dir
+// on the management cluster (for the spec's management cluster), those of
+// -capssh.second-hosts-dir on any other cluster (the one the spec made, for its workload cluster).
+func twoClusterHostsHook() func(framework.ClusterProxy, string) {
+	h := suiteHosts()
+	h.SecondDir = options.secondHostsDir
+	return h.PostNamespaceCreated(ctx)
+}
+
+func suiteHosts() Hosts {
 	gone := e2eConfig.GetIntervals("default", "wait-hosts-released")
 	if len(gone) == 0 {
 		gone = []interface{}{"10m", "5s"}
 	}
-	return Hosts{Dir: options.hostsDir, GoneIntervals: gone, ManagementKubeconfig: bootstrapClusterProxy.GetKubeconfigPath()}.PostNamespaceCreated(ctx)
+	return Hosts{Dir: options.hostsDir, GoneIntervals: gone, ManagementKubeconfig: bootstrapClusterProxy.GetKubeconfigPath()}
 }
 
 // requireFiles fails the spec when a file it needs from the e2e config (a flavor's template, a

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -22,6 +23,10 @@ import (
 
 	"sigs.k8s.io/cluster-api/test/framework"
 )
+
+// SecondHostsDirVariable names the hosts folder of ClusterctlUpgrade's second management cluster
+// (-capssh.second-hosts-dir): other boxes than those of CAPSSH_E2E_HOSTS_DIR.
+const SecondHostsDirVariable = "CAPSSH_E2E_SECOND_HOSTS_DIR"
 
 // namespacePlaceholder is replaced by the spec's namespace in the hosts files.
 const namespacePlaceholder = "${NAMESPACE}"
@@ -46,26 +51,41 @@ type Hosts struct {
 	// to be gone (their owner records released).
 	GoneIntervals []interface{}
 	// ManagementKubeconfig is the kubeconfig path of the management (bootstrap) cluster's proxy.
-	// The hosts are registered there only: SelfHosted calls the hook again with the proxy of the
-	// cluster it made, before `clusterctl init` there, and its `clusterctl move` brings the
+	// Dir's hosts are registered there only: SelfHosted calls the hook again with the proxy of
+	// the cluster it made, before `clusterctl init` there, and its `clusterctl move` brings the
 	// SSHHosts and their Secrets over.
 	ManagementKubeconfig string
+	// SecondDir, when set, is a folder like Dir whose hosts are registered when the hook is called
+	// with any other proxy than the management cluster's. ClusterctlUpgrade calls it first on the
+	// management cluster (the namespace of the cluster it turns into a second management
+	// cluster), then on that second cluster (the namespace of its workload cluster): each
+	// cluster's machines need their own boxes, as a box stands for one SSHHost at a time. When
+	// empty, the hook does nothing on other clusters (SelfHosted).
+	SecondDir string
 }
+
+// secondClusterProbe bounds the cleanup's first request to a cluster other than the management
+// cluster, which may be gone by then (see releaseCredentials).
+const secondClusterProbe = time.Minute
 
 // PostNamespaceCreated is the specs' PostNamespaceCreated hook: it creates the Secrets, then the
 // other objects, then the SSHHosts, in the spec's namespace, and registers the cleanup that lets
-// the Secrets go once the SSHHosts are gone. For a proxy other than the management cluster's it
-// does nothing.
+// the Secrets go once the SSHHosts are gone. On the management cluster it registers Dir's hosts;
+// on any other cluster SecondDir's, or nothing when SecondDir is empty.
 func (h Hosts) PostNamespaceCreated(ctx context.Context) func(framework.ClusterProxy, string) {
 	return func(proxy framework.ClusterProxy, namespace string) {
 		Expect(h.ManagementKubeconfig).ToNot(BeEmpty(), "the hosts hook needs the management cluster's kubeconfig path")
+		dir, secondCluster := h.Dir, false
 		if filepath.Clean(proxy.GetKubeconfigPath()) != filepath.Clean(h.ManagementKubeconfig) {
-			fmt.Fprintf(ginkgo.GinkgoWriter, "Not registering SSHHosts in namespace %s of cluster %s (%s): hosts are registered on the management cluster only, clusterctl move brings them\n",
-				namespace, proxy.GetName(), proxy.GetKubeconfigPath())
-			return
+			if h.SecondDir == "" {
+				fmt.Fprintf(ginkgo.GinkgoWriter, "Not registering SSHHosts in namespace %s of cluster %s (%s): hosts are registered on the management cluster only, clusterctl move brings them\n",
+					namespace, proxy.GetName(), proxy.GetKubeconfigPath())
+				return
+			}
+			dir, secondCluster = h.SecondDir, true
 		}
-		Expect(h.Dir).ToNot(BeEmpty(), "no hosts directory: set -capssh.hosts-dir or CAPSSH_E2E_HOSTS_DIR")
-		objects, err := readHostObjects(h.Dir, namespace)
+		Expect(dir).ToNot(BeEmpty(), "no hosts directory: set -capssh.hosts-dir or CAPSSH_E2E_HOSTS_DIR")
+		objects, err := readHostObjects(dir, namespace)
 		Expect(err).ToNot(HaveOccurred())
 		c := proxy.GetClient()
 
@@ -82,10 +102,11 @@ func (h Hosts) PostNamespaceCreated(ctx context.Context) func(framework.ClusterP
 				others = append(others, obj)
 			}
 		}
-		Expect(hosts).ToNot(BeEmpty(), "no SSHHost (%s) in %s", sshHostGVK, h.Dir)
+		Expect(hosts).ToNot(BeEmpty(), "no SSHHost (%s) in %s", sshHostGVK, dir)
 
 		// Registered before anything is created, so that it also runs when a Create fails.
-		ginkgo.DeferCleanup(func() { h.releaseCredentials(ctx, c, namespace, secretNames) })
+		cluster := proxy.GetName()
+		ginkgo.DeferCleanup(func() { h.releaseCredentials(ctx, c, cluster, namespace, secretNames, secondCluster) })
 
 		// Secrets first: an SSHHost is probed as soon as it exists, with its Secret.
 		for _, obj := range secrets {
@@ -98,7 +119,7 @@ func (h Hosts) PostNamespaceCreated(ctx context.Context) func(framework.ClusterP
 		for _, obj := range hosts {
 			Expect(c.Create(ctx, obj)).To(Succeed(), "creating SSHHost %s/%s", namespace, obj.GetName())
 		}
-		fmt.Fprintf(ginkgo.GinkgoWriter, "Registered %d SSHHosts in namespace %s\n", len(hosts), namespace)
+		fmt.Fprintf(ginkgo.GinkgoWriter, "Registered %d SSHHosts from %s in namespace %s of cluster %s\n", len(hosts), dir, namespace, proxy.GetName())
 	}
 }
 
@@ -106,14 +127,38 @@ func (h Hosts) PostNamespaceCreated(ctx context.Context) func(framework.ClusterP
 // it waits until the namespace has no SSHHost left; in every case it then takes the finalizer
 // off the Secrets, so that the namespace can go (or, with -e2e.skip-resource-cleanup, be
 // deleted later: delete its SSHHosts first then, or the boxes keep their owner records).
-func (h Hosts) releaseCredentials(ctx context.Context, c client.Client, namespace string, secrets []string) {
+//
+// secondCluster is true for a cluster other than the management cluster (ClusterctlUpgrade's
+// second management cluster), which is usually gone by now. DeferCleanup callbacks run after the
+// spec's AfterEach, last registered first, and ClusterctlUpgrade's AfterEach, on its way, deletes
+// the workload cluster on the second cluster and waits for it (its machines' boxes are reset
+// there), deletes the namespace there without waiting, runs `clusterctl delete --all` there
+// (capssh's controller goes, so SSHHosts still being deleted may keep their finalizer and their
+// boxes their owner records; the namespace, `clusterctl-upgrade`, and the SSHHost names are the
+// same in every run, so the next run's SSHHosts take those records over as after a move), and
+// then deletes the second cluster itself from the management cluster and waits for that. So a
+// cluster that does not answer here went with its namespace, Secrets and SSHHosts: this logs it
+// and returns instead of failing the spec (that first request is bounded by secondClusterProbe).
+// When it answers (its deletion was skipped or failed), this works as for the management cluster.
+func (h Hosts) releaseCredentials(ctx context.Context, c client.Client, cluster, namespace string, secrets []string, secondCluster bool) {
+	ns := &corev1.Namespace{}
+	getCtx, cancel := ctx, context.CancelFunc(func() {})
+	if secondCluster {
+		getCtx, cancel = context.WithTimeout(ctx, secondClusterProbe)
+	}
+	err := c.Get(getCtx, client.ObjectKey{Name: namespace}, ns)
+	cancel()
+	if secondCluster && err != nil && !apierrors.IsNotFound(err) {
+		fmt.Fprintf(ginkgo.GinkgoWriter, "Cluster %s does not answer (%v): taken as deleted by the spec's cleanup, with namespace %s, its Secrets and SSHHosts\n",
+			cluster, err, namespace)
+		return
+	}
 	defer func() {
 		for _, name := range secrets {
-			Expect(dropFinalizer(ctx, c, namespace, name)).To(Succeed(), "removing %s from Secret %s/%s", credentialsFinalizer, namespace, name)
+			Expect(dropFinalizer(ctx, c, namespace, name)).To(Succeed(), "removing %s from Secret %s/%s of cluster %s", credentialsFinalizer, namespace, name, cluster)
 		}
 	}()
-	ns := &corev1.Namespace{}
-	if err := c.Get(ctx, client.ObjectKey{Name: namespace}, ns); err != nil || ns.DeletionTimestamp == nil {
+	if err != nil || ns.DeletionTimestamp == nil {
 		fmt.Fprintf(ginkgo.GinkgoWriter, "Namespace %s is not being deleted: its Secrets lose their finalizer, its SSHHosts stay\n", namespace)
 		return
 	}

@@ -39,6 +39,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
+pub mod upgrade;
+
 /// The environment variable that asks for the specs: a Ginkgo label filter
 /// (`quick-start && !ClusterClass`). Unset or empty, nothing runs.
 pub const VARIABLE: &str = "CAPSSH_E2E_CAPI_SPECS";
@@ -98,6 +100,9 @@ pub struct Target<'a> {
     pub nodes: &'a NodeFarm,
     /// The farm's nodes the specs' clusters run on ([`HOSTS`] of them); they must be free.
     pub hosts: Range<usize>,
+    /// Other free nodes, for the clusters of a management cluster a spec makes (ClusterctlUpgrade,
+    /// [`upgrade::SECOND_HOSTS`] of them); empty when that spec is not asked for.
+    pub second_hosts: Range<usize>,
     /// The namespace of the management cluster where the suite registered those nodes (their
     /// SSHHosts are deleted first: a box stands for one SSHHost at a time).
     pub registered_in: &'a str,
@@ -123,7 +128,10 @@ pub async fn run(filter: &str, target: &Target<'_>) -> anyhow::Result<String> {
     let nodes = &target.nodes.nodes[target.hosts.clone()];
     let hosts: Vec<(&str, Ipv4Addr, &str)> = nodes.iter().map(|n| (n.name.as_str(), n.address, n.host_key_public.as_str())).collect();
     let pull = target.registry.pull_objects(&target.settings.registry_ca_config_map, &target.settings.registry_credentials_secret)?;
-    std::fs::write(hosts_dir.join("hosts.yaml"), to_yaml(&host_objects(&hosts, &target.nodes.client_key.private_key_pem, pull))?)?;
+    std::fs::write(
+        hosts_dir.join("hosts.yaml"),
+        to_yaml(&host_objects(&hosts, CONTROL_PLANE_HOSTS, &target.nodes.client_key.private_key_pem, pull))?,
+    )?;
     let install_settings = crate::installed::install_settings(&target.repository.root)?;
     std::fs::write(dir.join(CLUSTERCTL_SETTINGS), to_yaml(&[install_settings])?)?;
     let pod_image = crate::images::build(FRAMEWORK_POD_IMAGE, &crate::images::pause_binary()?, "pause")?;
@@ -142,6 +150,14 @@ pub async fn run(filter: &str, target: &Target<'_>) -> anyhow::Result<String> {
         HOSTS - CONTROL_PLANE_HOSTS
     );
 
+    let upgrade = if upgrade::selected(filter)? {
+        let second: Vec<(&str, Ipv4Addr, &str)> =
+            target.nodes.nodes[target.second_hosts.clone()].iter().map(|n| (n.name.as_str(), n.address, n.host_key_public.as_str())).collect();
+        Some(upgrade::prepare(target, &second, &dir)?)
+    } else {
+        None
+    };
+
     let report = dir.join("report.json");
     let _ = std::fs::remove_file(&report);
     let config = repo_root().join("e2e/capi/config/capssh.yaml");
@@ -157,7 +173,7 @@ pub async fn run(filter: &str, target: &Target<'_>) -> anyhow::Result<String> {
         .arg(&config)
         // $ARTIFACTS would override the artifacts folder.
         .env_remove("ARTIFACTS");
-    for (name, value) in suite_env(target, &dir)? {
+    for (name, value) in suite_env(target, &dir)?.into_iter().chain(upgrade.iter().flat_map(|u| u.env.clone())) {
         command.env(name, value);
     }
     let log = dir.join("capi-e2e.log");
@@ -177,9 +193,10 @@ pub async fn run(filter: &str, target: &Target<'_>) -> anyhow::Result<String> {
     anyhow::ensure!(failed.is_empty(), "{} of Cluster API's e2e specs failed; artifacts in {}", failed.len(), dir.display());
     anyhow::ensure!(!outcomes.is_empty(), "the label filter {filter:?} selected no spec");
     anyhow::ensure!(status.success(), "capi-e2e.test: {status}, though its report shows no failure; see {}", dir.join("capi-e2e.log").display());
-    for node in nodes {
+    for node in nodes.iter().chain(&target.nodes.nodes[target.second_hosts.clone()]) {
         assert_clean(target.nodes, &node.name)?;
     }
+    drop(upgrade);
     Ok(table)
 }
 
@@ -260,10 +277,10 @@ async fn free_hosts(client: &kube::Client, namespace: &str, names: &[String]) ->
 
 /// The objects of the hosts directory, namespace `${NAMESPACE}` (the Go suite puts the spec's
 /// there): the credentials Secret, `extra` (the registry's CA and pull Secret), and one pinned
-/// SSHHost per (name, address, host key), the first [`CONTROL_PLANE_HOSTS`] for control planes.
+/// SSHHost per (name, address, host key), the first `control_planes` for control planes.
 /// `extra` gets clusterctl's move label: nothing owns those objects, and SelfHosted moves the
 /// namespace (capssh labels the credentials Secret itself once a host logs in with it).
-pub fn host_objects(hosts: &[(&str, Ipv4Addr, &str)], private_key_pem: &str, extra: Vec<Value>) -> Vec<Value> {
+pub fn host_objects(hosts: &[(&str, Ipv4Addr, &str)], control_planes: usize, private_key_pem: &str, extra: Vec<Value>) -> Vec<Value> {
     let credentials = json!({(capssh::api::v1alpha1::CREDENTIALS_LABEL): "true"});
     let mut objects = vec![json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -276,7 +293,7 @@ pub fn host_objects(hosts: &[(&str, Ipv4Addr, &str)], private_key_pem: &str, ext
         objects.push(object);
     }
     for (i, (name, address, host_key)) in hosts.iter().enumerate() {
-        let role = if i < CONTROL_PLANE_HOSTS { "control-plane" } else { "worker" };
+        let role = if i < control_planes { "control-plane" } else { "worker" };
         objects.push(json!({
             "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "SSHHost",
             "metadata": {"name": name, "labels": {"role": role}},
@@ -321,6 +338,11 @@ fn write_flavors(flavors: &Path, to: &Path, settings: &SandboxSettings) -> anyho
 /// written again, then put back; whatever a template holds, the result is checked: filled with the
 /// same values, each adapted template gives what [`adapt`] makes of the original.
 pub fn adapt_templates(templates: &[String], settings: &SandboxSettings) -> anyhow::Result<Vec<String>> {
+    adapt_templates_with(templates, &|documents| adapt(documents, settings))
+}
+
+/// [`adapt_templates`] with another adaptation than [`adapt`].
+pub fn adapt_templates_with(templates: &[String], adapt: &dyn Fn(&mut [Value]) -> anyhow::Result<()>) -> anyhow::Result<Vec<String>> {
     let protected = templates.iter().map(|t| Protected::new(t)).collect::<anyhow::Result<Vec<_>>>()?;
     let mut all = Vec::new();
     let mut counts = Vec::new();
@@ -329,7 +351,7 @@ pub fn adapt_templates(templates: &[String], settings: &SandboxSettings) -> anyh
         counts.push(docs.len());
         all.extend(docs);
     }
-    adapt(&mut all, settings)?;
+    adapt(&mut all)?;
     let mut docs = all.into_iter();
     let mut adapted = Vec::new();
     for (template, count) in protected.iter().zip(counts) {
@@ -340,7 +362,7 @@ pub fn adapt_templates(templates: &[String], settings: &SandboxSettings) -> anyh
     for template in templates {
         expected.extend(documents(&substitute(template, sample_value)?)?);
     }
-    adapt(&mut expected, settings)?;
+    adapt(&mut expected)?;
     let mut got = Vec::new();
     for template in &adapted {
         got.extend(documents(&substitute(template, sample_value)?)?);
@@ -542,7 +564,7 @@ mod tests {
         let hosts: Vec<(&str, Ipv4Addr, &str)> =
             names.iter().zip(&keys).enumerate().map(|(i, (n, k))| (n.as_str(), Ipv4Addr::new(198, 18, 0, 136 + i as u8), k.as_str())).collect();
         let extra = vec![json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "registry-ca"}, "data": {"ca.crt": "x"}})];
-        let yaml = to_yaml(&host_objects(&hosts, "-----BEGIN KEY-----\nabc\n-----END KEY-----\n", extra)).unwrap();
+        let yaml = to_yaml(&host_objects(&hosts, CONTROL_PLANE_HOSTS, "-----BEGIN KEY-----\nabc\n-----END KEY-----\n", extra)).unwrap();
         let docs = documents(&yaml.replace("${NAMESPACE}", "spec-ns")).unwrap();
         assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "spec-ns"), "{yaml}");
         assert_eq!(docs[0]["metadata"]["labels"][capssh::api::v1alpha1::CREDENTIALS_LABEL], "true");

@@ -301,7 +301,13 @@ pub fn distroless_env() -> Vec<String> {
 /// capssh's manager image as the Dockerfile describes it, built without docker: the binary at
 /// `/capssh` and the shared libraries it links, taken from this Debian 12 machine where `ldd`
 /// finds them (the glibc and libgcc that distroless cc-debian12 carries), on [`distroless_files`].
+/// Tagged with this checkout's version.
 pub fn capssh_image(binary: &Path) -> anyhow::Result<ImageSpec> {
+    capssh_image_of(binary, &format!("v{}", capssh::VERSION))
+}
+
+/// [`capssh_image`] of another release's binary, tagged `version` (e.g. `v0.1.0`).
+pub fn capssh_image_of(binary: &Path, version: &str) -> anyhow::Result<ImageSpec> {
     let config = RunConfig {
         user: Some(format!("{NONROOT}:{NONROOT}")),
         env: distroless_env(),
@@ -309,7 +315,7 @@ pub fn capssh_image(binary: &Path) -> anyhow::Result<ImageSpec> {
         cmd: vec!["manager".into()],
         working_dir: "/home/nonroot".into(),
     };
-    let mut spec = ImageSpec::new(&format!("ghcr.io/capssh/capssh:v{}", capssh::VERSION), config);
+    let mut spec = ImageSpec::new(&format!("ghcr.io/capssh/capssh:{version}"), config);
     distroless_files(&mut spec)?;
     spec.file_from("capssh", 0o755, binary)?;
     for library in linked_libraries(binary)? {

@@ -90,7 +90,7 @@ pub fn adapt(documents: &mut [Value], settings: &SandboxSettings) -> anyhow::Res
 }
 
 /// The kubelet flags and the skipped preflight check, added to what the flavor sets.
-fn adapt_node_registration(registration: &mut Value) -> anyhow::Result<()> {
+pub fn adapt_node_registration(registration: &mut Value) -> anyhow::Result<()> {
     if registration.is_null() {
         *registration = json!({});
     }

@@ -68,6 +68,8 @@ const NEXT: &str = "v1.36.4";
 const MANAGEMENT_NODES: Range<usize> = 0..5;
 const WORKLOAD_NODES: Range<usize> = 5..8;
 const SPEC_NODES: Range<usize> = 5..5 + capi_specs::HOSTS;
+/// The hosts of the clusters ClusterctlUpgrade's own management cluster makes.
+const SECOND_SPEC_NODES: Range<usize> = SPEC_NODES.end..SPEC_NODES.end + capi_specs::upgrade::SECOND_HOSTS;
 const BOOTSTRAP_NS: &str = "bootstrap";
 const MANAGEMENT: &str = "management";
 const NS: &str = "workloads";
@@ -89,7 +91,16 @@ async fn clusterctl_init_into_a_cluster_capssh_made() -> anyhow::Result<()> {
     let current = Release::current(&work)?;
     let bootstrap = ManagementCluster::start(SUITE, "bootstrap", &[&current], &current, 1).await?;
     let client = bootstrap.plane.client().await?;
-    let node_count = if capi_specs::label_filter().is_some() { SPEC_NODES.end } else { WORKLOAD_NODES.end };
+    let filter = capi_specs::label_filter();
+    let upgrade_selected = match &filter {
+        Some(filter) => capi_specs::upgrade::selected(filter)?,
+        None => false,
+    };
+    let node_count = match filter {
+        Some(_) if upgrade_selected => SECOND_SPEC_NODES.end,
+        Some(_) => SPEC_NODES.end,
+        None => WORKLOAD_NODES.end,
+    };
     let nodes = NodeFarm::start(SUITE, node_count)?;
     namespace(&client, BOOTSTRAP_NS).await?;
     register_some_nodes(&client, BOOTSTRAP_NS, &nodes, MANAGEMENT_NODES, json!({"role": "kubeadm"})).await?;
@@ -192,7 +203,7 @@ async fn clusterctl_init_into_a_cluster_capssh_made() -> anyhow::Result<()> {
     eprintln!("deleted the leader's Pod {leader} mid-job; {next} took over");
     timeline.mark("leader's Pod deleted mid-job; the other replica took the lease");
     let workload = Workload::wait_from_secret(&mgmt, NS, WORKLOAD, &work, 10).await?;
-    wait_cluster(&mgmt, NS, &workload, 2, VERSION, 20).await?;
+    wait_cluster(&mgmt, NS, &workload, 2, VERSION, 20).await.inspect_err(|_| explain_timeout(&management, &work, &nodes))?;
     wait_for(5, "two capssh replicas Ready again", || async { ready_replicas(&management, 2) }).await?;
     timeline.mark("workload cluster: 1 control plane + 1 worker Running, nodes Ready; Pod replaced");
 
@@ -212,7 +223,7 @@ async fn clusterctl_init_into_a_cluster_capssh_made() -> anyhow::Result<()> {
         .inspect_err(|_| print_capssh_warnings(&management, &work))?;
     let replacement = delete_leader_pod(&management, &only, &work).await?;
     eprintln!("deleted the only capssh Pod {only} mid-job; its replacement {replacement} leads");
-    wait_cluster(&mgmt, NS, &workload, 3, VERSION, 15).await?;
+    wait_cluster(&mgmt, NS, &workload, 3, VERSION, 15).await.inspect_err(|_| explain_timeout(&management, &work, &nodes))?;
     timeline.mark("scale workers 1 -> 2, the only capssh Pod deleted mid-job, its replacement finished it");
     check_template_webhook_through_service(&mgmt).await?;
     api(&mgmt, NS, CLUSTER).delete(WORKLOAD, &DeleteParams::default()).await?;
@@ -237,6 +248,7 @@ async fn clusterctl_init_into_a_cluster_capssh_made() -> anyhow::Result<()> {
             settings: &settings,
             nodes: &nodes,
             hosts: SPEC_NODES,
+            second_hosts: if upgrade_selected { SECOND_SPEC_NODES } else { SECOND_SPEC_NODES.start..SECOND_SPEC_NODES.start },
             registered_in: NS,
             kubernetes_version: VERSION,
             vip: WORKLOAD_VIP,
@@ -477,6 +489,15 @@ fn a_preparation_reset_before_its_bootstrap_is_whole_and_work_left_is_not() {
     assert_eq!(unreset_work(""), None);
     assert!(unreset_work(&journal(&["prepare-a", "bootstrap-a", "cleanup-a", "prepare-b"])).is_some_and(|p| p.contains("prepare-b")));
     assert!(unreset_work(&journal(&["bootstrap-a", "prepare-b", "bootstrap-b", "cleanup-b"])).is_some_and(|p| p.contains("bootstrap-a")));
+}
+
+/// Why capssh did not get the workload cluster's machines Running: its warnings, and what each
+/// workload host holds of its jobs (the run's own output is all a CI failure keeps).
+fn explain_timeout(management: &Workload, work: &std::path::Path, nodes: &NodeFarm) {
+    print_capssh_warnings(management, work);
+    for i in WORKLOAD_NODES {
+        eprintln!("===== what {} holds of capssh's work\n{}", nodes.nodes[i].name, nodes.capssh_work(i));
+    }
 }
 
 /// Saves every provider Pod's log and prints the last warnings and errors capssh's Pods logged:
