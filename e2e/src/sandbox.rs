@@ -54,6 +54,11 @@ pub fn adapt(documents: &mut [Value], settings: &SandboxSettings) -> anyhow::Res
             "credentialsSecretRef": {"name": settings.registry_credentials_secret}
         }
     });
+    adapt_with_preparation(documents, &preparation)
+}
+
+/// [`adapt`] with another `preparation` for every SSHMachineTemplate.
+pub fn adapt_with_preparation(documents: &mut [Value], preparation: &Value) -> anyhow::Result<()> {
     let mut seen = (0, 0, 0);
     for document in documents.iter_mut() {
         match document["kind"].as_str().unwrap_or_default() {
@@ -65,32 +70,37 @@ pub fn adapt(documents: &mut [Value], settings: &SandboxSettings) -> anyhow::Res
                 document["spec"]["template"]["spec"]["preparation"] = preparation.clone();
                 seen.1 += 1;
             }
-            "KubeadmControlPlane" => {
-                let spec = &mut document["spec"]["kubeadmConfigSpec"];
-                adapt_node_registration(&mut spec["initConfiguration"]["nodeRegistration"])?;
-                adapt_node_registration(&mut spec["joinConfiguration"]["nodeRegistration"])?;
-                seen.2 += 1;
+            _ => {
+                if adapt_kubelets(document)? {
+                    seen.2 += 1;
+                }
             }
-            // A ClusterClass's control plane (its clusters' KubeadmControlPlanes are made from it).
-            "KubeadmControlPlaneTemplate" => {
-                let spec = &mut document["spec"]["template"]["spec"]["kubeadmConfigSpec"];
-                adapt_node_registration(&mut spec["initConfiguration"]["nodeRegistration"])?;
-                adapt_node_registration(&mut spec["joinConfiguration"]["nodeRegistration"])?;
-                seen.2 += 1;
-            }
-            "KubeadmConfigTemplate" => {
-                adapt_node_registration(&mut document["spec"]["template"]["spec"]["joinConfiguration"]["nodeRegistration"])?;
-                seen.2 += 1;
-            }
-            _ => {}
         }
     }
     anyhow::ensure!(seen.0 == 1 && seen.1 > 0 && seen.2 > 0, "a flavor without a Cluster, SSHMachineTemplates or kubeadm configurations");
     Ok(())
 }
 
+/// The kubelets of a kubeadm configuration (a KubeadmControlPlane, a ClusterClass's
+/// KubeadmControlPlaneTemplate, from which its clusters' control planes are made, or a
+/// KubeadmConfigTemplate) get [`adapt_node_registration`]. False for any other document.
+fn adapt_kubelets(document: &mut Value) -> anyhow::Result<bool> {
+    let spec = match document["kind"].as_str().unwrap_or_default() {
+        "KubeadmControlPlane" => &mut document["spec"]["kubeadmConfigSpec"],
+        "KubeadmControlPlaneTemplate" => &mut document["spec"]["template"]["spec"]["kubeadmConfigSpec"],
+        "KubeadmConfigTemplate" => {
+            adapt_node_registration(&mut document["spec"]["template"]["spec"]["joinConfiguration"]["nodeRegistration"])?;
+            return Ok(true);
+        }
+        _ => return Ok(false),
+    };
+    adapt_node_registration(&mut spec["initConfiguration"]["nodeRegistration"])?;
+    adapt_node_registration(&mut spec["joinConfiguration"]["nodeRegistration"])?;
+    Ok(true)
+}
+
 /// The kubelet flags and the skipped preflight check, added to what the flavor sets.
-pub fn adapt_node_registration(registration: &mut Value) -> anyhow::Result<()> {
+fn adapt_node_registration(registration: &mut Value) -> anyhow::Result<()> {
     if registration.is_null() {
         *registration = json!({});
     }

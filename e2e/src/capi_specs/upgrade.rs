@@ -21,7 +21,7 @@ use crate::images::{build_image, capssh_image_of, push};
 use crate::installed::{in_repository, stripped};
 use crate::mirror::MirrorServer;
 use crate::release::Release;
-use crate::sandbox::{MIRRORED_REGISTRIES, adapt_node_registration};
+use crate::sandbox::{MIRRORED_REGISTRIES, adapt_with_preparation};
 use anyhow::Context;
 use serde_json::{Value, json};
 use std::net::Ipv4Addr;
@@ -163,32 +163,10 @@ pub fn adapt_previous_template(template: &str, cni: &str) -> anyhow::Result<Stri
 /// management cluster holds the specs' VIP, so the control-plane endpoint is the one
 /// control-plane host itself.
 pub fn adapt_previous(documents: &mut [Value]) -> anyhow::Result<()> {
-    let mut seen = (0, 0, 0);
-    for document in documents.iter_mut() {
-        match document["kind"].as_str().unwrap_or_default() {
-            "Cluster" => {
-                document["metadata"]["labels"]["cni"] = json!("kube-router");
-                seen.0 += 1;
-            }
-            "SSHMachineTemplate" => {
-                document["spec"]["template"]["spec"]["preparation"] = json!({"mode": "None"});
-                seen.1 += 1;
-            }
-            "KubeadmControlPlane" => {
-                let spec = &mut document["spec"]["kubeadmConfigSpec"];
-                adapt_node_registration(&mut spec["initConfiguration"]["nodeRegistration"])?;
-                adapt_node_registration(&mut spec["joinConfiguration"]["nodeRegistration"])?;
-                without_kube_vip(spec);
-                seen.2 += 1;
-            }
-            "KubeadmConfigTemplate" => {
-                adapt_node_registration(&mut document["spec"]["template"]["spec"]["joinConfiguration"]["nodeRegistration"])?;
-                seen.2 += 1;
-            }
-            _ => {}
-        }
+    adapt_with_preparation(documents, &json!({"mode": "None"}))?;
+    for document in documents.iter_mut().filter(|d| d["kind"] == "KubeadmControlPlane") {
+        without_kube_vip(&mut document["spec"]["kubeadmConfigSpec"]);
     }
-    anyhow::ensure!(seen.0 == 1 && seen.1 > 0 && seen.2 > 0, "a template without one Cluster, SSHMachineTemplates or kubeadm configurations");
     Ok(())
 }
 
