@@ -199,9 +199,9 @@ async fn a_swapped_host_key_is_reported_and_nothing_runs() {
     let mut bed = bed("swapped-key", 1).await;
     let hosts: Api<SSHHost> = Api::namespaced(bed.client.clone(), NS);
     // The state right after a claim: the host is the machine's; then the host is reinstalled.
-    let mut host = hosts.get("h0").await.unwrap();
-    host.spec.consumer_ref = Some(capssh::hosts::claim::consumer("m1", None));
-    hosts.replace("h0", &PostParams::default(), &host).await.unwrap();
+    // A merge patch: the manager may be writing the host's finalizer or first status meanwhile.
+    let claim = json!({"spec": {"consumerRef": capssh::hosts::claim::consumer("m1", None)}});
+    hosts.patch("h0", &PatchParams::default(), &Patch::Merge(&claim)).await.unwrap();
     let old = bed.farm.hosts[0].host_key_fingerprint.clone();
     bed.farm.replace_host_key(0).unwrap();
     // A reinstall reboots the host: connections opened before (by the host probe) are gone.
