@@ -101,7 +101,8 @@ pub struct Target<'a> {
     /// The farm's nodes the specs' clusters run on ([`HOSTS`] of them); they must be free.
     pub hosts: Range<usize>,
     /// Other free nodes, for the clusters of a management cluster a spec makes (ClusterctlUpgrade,
-    /// [`upgrade::SECOND_HOSTS`] of them); empty when that spec is not asked for.
+    /// [`upgrade::SECOND_HOSTS`] of them); empty when the filter does not select that spec
+    /// ([`upgrade::selected`]), and then nothing is prepared for it.
     pub second_hosts: Range<usize>,
     /// The namespace of the management cluster where the suite registered those nodes (their
     /// SSHHosts are deleted first: a box stands for one SSHHost at a time).
@@ -150,7 +151,9 @@ pub async fn run(filter: &str, target: &Target<'_>) -> anyhow::Result<String> {
         HOSTS - CONTROL_PLANE_HOSTS
     );
 
-    let upgrade = if upgrade::selected(filter)? {
+    // The caller gives second hosts exactly when the filter selects ClusterctlUpgrade
+    // (`upgrade::selected`, a dry run it already made to size the farm).
+    let upgrade = if !target.second_hosts.is_empty() {
         let second: Vec<(&str, Ipv4Addr, &str)> =
             target.nodes.nodes[target.second_hosts.clone()].iter().map(|n| (n.name.as_str(), n.address, n.host_key_public.as_str())).collect();
         Some(upgrade::prepare(target, &second, &dir)?)
